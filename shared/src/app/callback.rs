@@ -1,0 +1,154 @@
+//! `POST /callbacks/{provider}`: verify, then one guarded transition, however often it arrives.
+//!
+//! The first delivery costs one DynamoDB request: the transition's condition carries status,
+//! version, amount and currency, and a failed condition returns the item as it was, which tells
+//! a duplicate (already paid) from a mismatch (amount differs) without a read.
+
+use crate::app::Deps;
+use crate::domain::payment::{INITIAL_VERSION, Transition};
+use crate::domain::{Payment, PaymentStatus, ProviderName};
+use crate::ports::{CallbackAnswer, CallbackReply, NotifiedStatus, Notification, StoreError, TransitionOutcome};
+use crate::telemetry::alert;
+
+/// Bound on re-tries of the transition within one delivery (a stale version, then a mismatch).
+const TRANSITION_ATTEMPTS: u32 = 3;
+
+/// What happened to one delivery, for logs and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackResult {
+    Applied,
+    Duplicate,
+    Ignored,
+    AmountMismatch,
+    UnknownPayment,
+    Rejected,
+    RetryLater,
+}
+
+pub struct CallbackOutcome {
+    pub result: CallbackResult,
+    pub reply: CallbackReply,
+}
+
+/// Handles one delivery. `None` means no such provider is configured (the edge answers 404).
+pub async fn handle_callback(
+    deps: &Deps,
+    provider: ProviderName,
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> Option<CallbackOutcome> {
+    let adapter = deps.providers.get(provider)?.clone();
+    let now = deps.clock.now();
+    let notification = match adapter.verify_callback(headers, body, now) {
+        Ok(n) => n,
+        Err(rejection) => {
+            tracing::warn!(%provider, reason = %rejection, "callback refused before any write");
+            let reply = adapter.reply(CallbackAnswer::Rejected, &rejection.to_string());
+            return Some(CallbackOutcome { result: CallbackResult::Rejected, reply });
+        }
+    };
+    let result = apply_notification(deps, &notification).await;
+    tracing::info!(%provider, payment_id = %notification.payment_id, notify_id = notification.notify_id, ?result, "callback handled");
+    let (answer, detail) = match result {
+        CallbackResult::UnknownPayment => (CallbackAnswer::Rejected, "unknown payment"),
+        CallbackResult::RetryLater => (CallbackAnswer::RetryLater, "temporarily unable to record; retry"),
+        _ => (CallbackAnswer::Success, ""),
+    };
+    Some(CallbackOutcome { result, reply: adapter.reply(answer, detail) })
+}
+
+async fn apply_notification(deps: &Deps, n: &Notification) -> CallbackResult {
+    let to = match n.status {
+        NotifiedStatus::Paid => PaymentStatus::Paid,
+        NotifiedStatus::Closed => PaymentStatus::Closed,
+        // "Waiting for the payer" changes nothing, even when it arrives after "paid".
+        NotifiedStatus::Pending => return CallbackResult::Ignored,
+    };
+    let now = deps.clock.now();
+    let mut transition = Transition {
+        payment_id: n.payment_id.clone(),
+        from: PaymentStatus::Pending,
+        to,
+        expected_version: INITIAL_VERSION,
+        amount_guard: (to == PaymentStatus::Paid).then_some((n.amount_minor, n.currency)),
+        at: now,
+        source: "callback",
+        reason: None,
+        provider_trade_no: n.provider_trade_no.clone(),
+    };
+    for _ in 0..TRANSITION_ATTEMPTS {
+        let current = match deps.store.apply_transition(&transition).await {
+            Ok(TransitionOutcome::Applied) if transition.to == PaymentStatus::Exception => {
+                return CallbackResult::AmountMismatch;
+            }
+            Ok(TransitionOutcome::Applied) => return CallbackResult::Applied,
+            Ok(TransitionOutcome::NotFound) => {
+                alert("callback_unknown_payment", &format!("verified notification for unknown payment {}", n.payment_id));
+                return CallbackResult::UnknownPayment;
+            }
+            Ok(TransitionOutcome::GuardFailed(current)) => current,
+            Err(StoreError::Conflict) => return CallbackResult::RetryLater,
+            Err(StoreError::Unexpected(e)) => {
+                tracing::error!(error = format!("{e:#}"), payment_id = %n.payment_id, "callback could not be stored");
+                return CallbackResult::RetryLater;
+            }
+        };
+        match next_step(&current, n, to) {
+            Step::Done(result) => return result,
+            Step::Retry(next) => transition = Transition { at: now, ..next.into_transition(&transition, &current) },
+        }
+    }
+    CallbackResult::RetryLater
+}
+
+enum Step {
+    Done(CallbackResult),
+    Retry(Retry),
+}
+
+enum Retry {
+    /// The payment is pending at another version: try again at that version.
+    AtVersion,
+    /// Pending, but the amount or currency differs: move it to `exception`.
+    ToException(String),
+}
+
+impl Retry {
+    fn into_transition(self, previous: &Transition, current: &Payment) -> Transition {
+        let base = Transition { expected_version: current.version, ..previous.clone() };
+        match self {
+            Self::AtVersion => base,
+            Self::ToException(reason) => Transition {
+                to: PaymentStatus::Exception,
+                amount_guard: None,
+                reason: Some(reason),
+                ..base
+            },
+        }
+    }
+}
+
+/// Decides, from the payment as it is, what a failed guard meant.
+fn next_step(current: &Payment, n: &Notification, to: PaymentStatus) -> Step {
+    let same_money = current.amount_minor.get() == n.amount_minor && current.currency == n.currency;
+    match current.status {
+        PaymentStatus::Pending if to == PaymentStatus::Paid && !same_money => {
+            let reason = format!(
+                "provider notified {} {} but the payment is {} {}",
+                n.amount_minor, n.currency, current.amount_minor.get(), current.currency
+            );
+            alert("callback_amount_mismatch", &format!("payment {}: {reason}", current.payment_id));
+            Step::Retry(Retry::ToException(reason))
+        }
+        PaymentStatus::Pending => Step::Retry(Retry::AtVersion),
+        status if status == to && (to != PaymentStatus::Paid || same_money) => Step::Done(CallbackResult::Duplicate),
+        PaymentStatus::Exception => Step::Done(CallbackResult::Duplicate),
+        status => {
+            alert(
+                "callback_conflicts_with_final_state",
+                &format!("payment {} is {status} but the provider reports {to}", current.payment_id),
+            );
+            Step::Done(CallbackResult::Duplicate)
+        }
+    }
+}

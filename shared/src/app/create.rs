@@ -1,0 +1,372 @@
+//! `POST /payments`: idempotent on the order id.
+//!
+//! 1. One transaction claims the idempotency key and writes the payment, the order's uniqueness
+//!    item and the first history entry.
+//! 2. The provider's create is called (the payment id is the provider-side order number, so a
+//!    repeated create is idempotent at the provider too).
+//! 3. One transaction stores the provider's answer and completes the idempotency record.
+//!
+//! Two DynamoDB requests on the happy path; a replay costs one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::api::{ApiError, check_json_body};
+use crate::app::Deps;
+use crate::crypto::sha256_hex;
+use crate::domain::idempotency::{IdempotencyRecord, NextAction, StoredResponse, decide};
+use crate::domain::payment::{INITIAL_VERSION, Transition};
+use crate::domain::{
+    AmountMinor, Currency, HistoryEntry, Money, OrderId, Payment, PaymentStatus, ProviderName, Timestamp,
+};
+use crate::ports::{
+    ClaimOutcome, CreateCompletion, InsertOutcome, NewPayment, PaymentProvider, ProviderCreate, ProviderError,
+    StoreError,
+};
+
+/// How long a completed idempotency record answers replays.
+pub const RECORD_TTL_S: i64 = 7 * 24 * 3600;
+/// In-progress expiry when the invocation has no usable deadline.
+pub const DEFAULT_IN_PROGRESS_S: i64 = 30;
+/// When an unknown create outcome is first checked with the provider.
+pub const FIRST_CHECK_AFTER_S: i64 = 60;
+pub const DEFAULT_EXPIRES_IN_S: i64 = 900;
+pub const EXPIRES_IN_S_RANGE: std::ops::RangeInclusive<i64> = 60..=86_400;
+pub const SUBJECT_MAX_CHARS: usize = 128;
+/// Attempts at storing the provider's answer when a concurrent write (a racing callback) wins.
+const COMPLETE_ATTEMPTS: u32 = 4;
+
+const FIELDS: [&str; 6] = ["order_id", "amount_minor", "currency", "provider", "subject", "expires_in_s"];
+
+/// A create request that has passed every check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatePaymentRequest {
+    pub order_id: OrderId,
+    pub money: Money,
+    pub provider: ProviderName,
+    pub subject: String,
+    pub expires_in_s: i64,
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::field(400, "invalid_field", field, message)
+}
+
+fn required<'a>(object: &'a Map<String, Value>, field: &str) -> Result<&'a Value, ApiError> {
+    object.get(field).ok_or_else(|| ApiError::field(400, "missing_field", field, format!("{field} is required")))
+}
+
+fn required_str<'a>(object: &'a Map<String, Value>, field: &str) -> Result<&'a str, ApiError> {
+    required(object, field)?.as_str().ok_or_else(|| invalid(field, format!("{field} must be a string")))
+}
+
+impl CreatePaymentRequest {
+    /// Parses and checks the raw request. Nothing is written before this succeeds.
+    pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Self, ApiError> {
+        check_json_body(content_type, body)?;
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::new(400, "invalid_json", format!("body is not valid JSON: {e}")))?;
+        let Value::Object(object) = value else {
+            return Err(ApiError::new(400, "invalid_json", "body must be a JSON object"));
+        };
+        let mut unknown: Vec<&String> = object.keys().filter(|k| !FIELDS.contains(&k.as_str())).collect();
+        unknown.sort();
+        if let Some(field) = unknown.first() {
+            return Err(ApiError::field(400, "unknown_field", field, format!("unknown field {field}")));
+        }
+        let order_id = OrderId::parse(required_str(&object, "order_id")?)
+            .map_err(|e| invalid("order_id", format!("order_id {e}")))?;
+        let amount = required(&object, "amount_minor")?
+            .as_i64()
+            .filter(|_| object.get("amount_minor").is_some_and(|v| v.is_i64() || v.is_u64()))
+            .ok_or_else(|| invalid("amount_minor", "amount_minor must be an integer number of minor units"))
+            .and_then(|a| AmountMinor::new(a).map_err(|e| invalid("amount_minor", e.to_string())))?;
+        let currency =
+            Currency::parse(required_str(&object, "currency")?).map_err(|e| invalid("currency", e.to_string()))?;
+        let provider =
+            ProviderName::parse(required_str(&object, "provider")?).map_err(|e| invalid("provider", e.to_string()))?;
+        let subject = required_str(&object, "subject")?;
+        let subject_chars = subject.chars().count();
+        if subject_chars == 0 || subject_chars > SUBJECT_MAX_CHARS || subject.chars().any(char::is_control) {
+            return Err(invalid("subject", format!("subject must be 1 to {SUBJECT_MAX_CHARS} printable characters")));
+        }
+        let expires_in_s = match object.get("expires_in_s") {
+            None => DEFAULT_EXPIRES_IN_S,
+            Some(v) => v.as_i64().filter(|s| EXPIRES_IN_S_RANGE.contains(s)).ok_or_else(|| {
+                invalid(
+                    "expires_in_s",
+                    format!(
+                        "expires_in_s must be an integer from {} to {}",
+                        EXPIRES_IN_S_RANGE.start(),
+                        EXPIRES_IN_S_RANGE.end()
+                    ),
+                )
+            })?,
+        };
+        Ok(Self {
+            order_id,
+            money: Money { amount, currency },
+            provider,
+            subject: subject.to_owned(),
+            expires_in_s,
+        })
+    }
+
+    /// SHA-256 over the normalized request: the same request in any key order hashes the same.
+    pub fn hash(&self) -> String {
+        sha256_hex(
+            format!(
+                "{}\n{}\n{}\n{}\n{}\n{}",
+                self.order_id,
+                self.money.amount.get(),
+                self.money.currency,
+                self.provider,
+                self.subject,
+                self.expires_in_s
+            )
+            .as_bytes(),
+        )
+    }
+
+    pub fn idempotency_key(&self) -> String {
+        format!("create-payment#{}", self.order_id)
+    }
+
+    /// Whether an existing payment was created by an identical request.
+    fn matches(&self, p: &Payment) -> bool {
+        p.order_id == self.order_id
+            && p.amount_minor == self.money.amount
+            && p.currency == self.money.currency
+            && p.provider == self.provider
+            && p.subject == self.subject
+    }
+}
+
+/// The body of a create response.
+#[derive(Debug, Serialize)]
+struct CreatedView<'a> {
+    payment_id: &'a str,
+    order_id: &'a str,
+    status: &'static str,
+    amount_minor: i64,
+    currency: &'static str,
+    provider: &'static str,
+    expires_at: String,
+    pay_url: Option<&'a str>,
+}
+
+fn created_response(status: u16, p: &Payment) -> StoredResponse {
+    let view = CreatedView {
+        payment_id: p.payment_id.as_str(),
+        order_id: p.order_id.as_str(),
+        status: p.status.as_str(),
+        amount_minor: p.amount_minor.get(),
+        currency: p.currency.code(),
+        provider: p.provider.as_str(),
+        expires_at: p.expires_at.to_rfc3339(),
+        pay_url: p.pay_url.as_deref(),
+    };
+    StoredResponse { status, body: crate::api::to_body(&view) }
+}
+
+fn store_unavailable(err: &StoreError) -> ApiError {
+    match err {
+        StoreError::Conflict => in_progress(1),
+        StoreError::Unexpected(e) => {
+            tracing::error!(error = format!("{e:#}"), "payment store failed");
+            ApiError::unavailable("could not store the payment; retry with the same request")
+        }
+    }
+}
+
+fn in_progress(retry_after_s: u64) -> ApiError {
+    ApiError {
+        retry_after_s: Some(retry_after_s),
+        ..ApiError::new(409, "in_progress", "a request for this order is in progress; retry later")
+    }
+}
+
+fn mismatch() -> ApiError {
+    ApiError::new(409, "idempotency_mismatch", "this order was already submitted with different details")
+}
+
+/// Answers a key held by someone else, or a dead record we may take over.
+fn settle_blocked(next: NextAction) -> Result<StoredResponse, ApiError> {
+    match next {
+        NextAction::Replay(response) => Ok(response),
+        NextAction::InProgress { retry_after_s } => Err(in_progress(retry_after_s)),
+        NextAction::Mismatch => Err(mismatch()),
+        // A record that died between two of our reads: the caller retries and takes it over then.
+        NextAction::TakeOver(_) => Err(in_progress(1)),
+    }
+}
+
+/// Runs the create. `deadline` is the invocation's deadline, if the runtime gave a usable one.
+pub async fn create_payment(
+    deps: &Deps,
+    request: &CreatePaymentRequest,
+    deadline: Option<Timestamp>,
+) -> Result<StoredResponse, ApiError> {
+    let provider = deps.providers.get(request.provider).cloned().ok_or_else(|| {
+        ApiError::field(422, "provider_not_configured", "provider", format!("{} is not configured here", request.provider))
+    })?;
+    let now = deps.clock.now();
+    let hash = request.hash();
+    let in_progress_until = deadline.filter(|d| *d > now).unwrap_or(now.plus_s(DEFAULT_IN_PROGRESS_S));
+    let payment = new_payment(deps, request, now);
+    let claim = IdempotencyRecord::claim(
+        request.idempotency_key(),
+        hash.clone(),
+        in_progress_until,
+        now.plus_s(RECORD_TTL_S),
+        payment.payment_id.to_string(),
+    );
+    let history = HistoryEntry {
+        version: INITIAL_VERSION,
+        from: None,
+        to: PaymentStatus::Pending,
+        at: now,
+        source: "create".into(),
+        reason: None,
+    };
+    let new = NewPayment { payment, history, claim };
+    match deps.store.insert_payment(&new, now).await.map_err(|e| store_unavailable(&e))? {
+        InsertOutcome::Inserted => call_provider(deps, &provider, new.payment, &new.claim.key).await,
+        InsertOutcome::KeyTaken(existing) => settle_blocked(decide(existing, &hash, now)),
+        InsertOutcome::OrderTaken { payment_id } => {
+            let record = deps.store.payment(&payment_id).await.map_err(|e| store_unavailable(&e))?;
+            let existing = record.ok_or_else(|| store_unavailable(&StoreError::Unexpected(anyhow::anyhow!("order points at missing payment {payment_id}"))))?;
+            take_over(deps, &provider, request, existing.payment, in_progress_until).await
+        }
+    }
+}
+
+fn new_payment(deps: &Deps, request: &CreatePaymentRequest, now: Timestamp) -> Payment {
+    Payment {
+        payment_id: deps.ids.payment_id(now),
+        order_id: request.order_id.clone(),
+        amount_minor: request.money.amount,
+        currency: request.money.currency,
+        provider: request.provider,
+        subject: request.subject.clone(),
+        status: PaymentStatus::Pending,
+        version: INITIAL_VERSION,
+        expires_at: now.plus_s(request.expires_in_s),
+        created_at: now,
+        updated_at: now,
+        pay_url: None,
+        provider_trade_no: None,
+        next_check_at: None,
+        status_reason: None,
+    }
+}
+
+/// The order already has a payment and no live record answers for it: an earlier invocation
+/// died mid-way, or its record expired. Claim the key for that same payment and finish its work.
+async fn take_over(
+    deps: &Deps,
+    provider: &Arc<dyn PaymentProvider>,
+    request: &CreatePaymentRequest,
+    existing: Payment,
+    in_progress_until: Timestamp,
+) -> Result<StoredResponse, ApiError> {
+    if !request.matches(&existing) {
+        return Err(mismatch());
+    }
+    let now = deps.clock.now();
+    let key = request.idempotency_key();
+    let claim = IdempotencyRecord::claim(
+        key.clone(),
+        request.hash(),
+        in_progress_until,
+        now.plus_s(RECORD_TTL_S),
+        existing.payment_id.to_string(),
+    );
+    match deps.store.claim(&claim, now).await.map_err(|e| store_unavailable(&e))? {
+        ClaimOutcome::Blocked(record) => return settle_blocked(decide(record, &request.hash(), now)),
+        ClaimOutcome::Claimed => {}
+    }
+    let never_answered = existing.status == PaymentStatus::Pending
+        && existing.pay_url.is_none()
+        && existing.next_check_at.is_none();
+    if never_answered {
+        return call_provider(deps, provider, existing, &key).await;
+    }
+    // The provider's answer is already stored: complete with what we know now.
+    let response = created_response(201, &existing);
+    deps.store
+        .complete(&key, existing.payment_id.as_str(), &response)
+        .await
+        .map_err(|e| store_unavailable(&e))?;
+    Ok(response)
+}
+
+async fn call_provider(
+    deps: &Deps,
+    provider: &Arc<dyn PaymentProvider>,
+    mut payment: Payment,
+    key: &str,
+) -> Result<StoredResponse, ApiError> {
+    let request = ProviderCreate {
+        payment_id: payment.payment_id.clone(),
+        order_id: payment.order_id.clone(),
+        money: Money { amount: payment.amount_minor, currency: payment.currency },
+        subject: payment.subject.clone(),
+        expires_at: payment.expires_at,
+    };
+    let result = provider.create(&request).await;
+    let now = deps.clock.now();
+    let (completion, response) = match result {
+        Ok(created) => {
+            payment.pay_url = Some(created.pay_url.clone());
+            let response = created_response(201, &payment);
+            (CreateCompletion::Accepted { pay_url: created.pay_url, provider_trade_no: created.provider_trade_no }, response)
+        }
+        Err(ProviderError::Rejected { code, message }) => {
+            tracing::warn!(payment_id = %payment.payment_id, code, "provider rejected the create");
+            let transition = Transition {
+                payment_id: payment.payment_id.clone(),
+                from: PaymentStatus::Pending,
+                to: PaymentStatus::Failed,
+                expected_version: payment.version,
+                amount_guard: None,
+                at: now,
+                source: "provider_create",
+                reason: Some(format!("{code}: {message}")),
+                provider_trade_no: None,
+            };
+            let error = ApiError::new(502, "provider_rejected", format!("the provider refused the payment: {code}"));
+            (CreateCompletion::Rejected(transition), StoredResponse { status: 502, body: error.body() })
+        }
+        Err(ProviderError::Unknown(why)) => {
+            // Never re-create blindly: the payment stays pending and a check is due.
+            tracing::warn!(payment_id = %payment.payment_id, why, "provider create outcome unknown");
+            (CreateCompletion::Unknown { next_check_at: now.plus_s(FIRST_CHECK_AFTER_S) }, created_response(202, &payment))
+        }
+    };
+    complete(deps, &payment, &completion, key, &response).await?;
+    Ok(response)
+}
+
+async fn complete(
+    deps: &Deps,
+    payment: &Payment,
+    completion: &CreateCompletion,
+    key: &str,
+    response: &StoredResponse,
+) -> Result<(), ApiError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match deps.store.complete_create(&payment.payment_id, completion, key, response).await {
+            Ok(()) => return Ok(()),
+            Err(StoreError::Conflict) if attempt < COMPLETE_ATTEMPTS => {
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+            }
+            Err(e) => return Err(store_unavailable(&e)),
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! Use cases, one module each, written over the ports only.
+
+use std::sync::Arc;
+
+use crate::ports::{Clock, IdSource, IdempotencyStore, PaymentStore, Providers};
+
+pub mod callback;
+pub mod create;
+pub mod query;
+
+/// Storage the use cases need: payments and idempotency records.
+pub trait Store: PaymentStore + IdempotencyStore {}
+impl<T: PaymentStore + IdempotencyStore> Store for T {}
+
+/// Everything a use case may touch. Built once per cold start.
+#[derive(Clone)]
+pub struct Deps {
+    pub store: Arc<dyn Store>,
+    pub providers: Providers,
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn IdSource>,
+}

@@ -1,0 +1,12 @@
+//! The domain: plain data and rules. Nothing here performs I/O or knows about AWS.
+
+pub mod ids;
+pub mod idempotency;
+pub mod money;
+pub mod payment;
+pub mod time;
+
+pub use ids::{OrderId, PaymentId, ProviderName};
+pub use money::{AmountMinor, Currency, Money, MoneyError};
+pub use payment::{HistoryEntry, Payment, PaymentStatus, TransitionError};
+pub use time::Timestamp;

@@ -1,0 +1,190 @@
+//! The payment, its statuses and the one table of legal transitions.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Currency, OrderId, PaymentId, ProviderName, Timestamp, money::AmountMinor};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    /// Created; awaiting the payer (or the provider's answer to our create).
+    Pending,
+    Paid,
+    /// Closed at the provider without payment.
+    Closed,
+    /// The provider definitely refused the payment.
+    Failed,
+    /// Needs a human: the provider reported something inconsistent with our record.
+    Exception,
+}
+
+impl PaymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Paid => "paid",
+            Self::Closed => "closed",
+            Self::Failed => "failed",
+            Self::Exception => "exception",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Pending, Self::Paid, Self::Closed, Self::Failed, Self::Exception]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
+impl fmt::Display for PaymentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Every legal transition, in one place. Anything not listed is illegal.
+///
+/// | from      | to        | when                                                 |
+/// |-----------|-----------|------------------------------------------------------|
+/// | pending   | paid      | provider reports payment (callback, later polling)   |
+/// | pending   | failed    | provider definitely refused the create               |
+/// | pending   | closed    | closed at the provider (expiry, merchant close)      |
+/// | pending   | exception | provider reports something inconsistent (amount)     |
+pub const TRANSITIONS: &[(PaymentStatus, PaymentStatus)] = &[
+    (PaymentStatus::Pending, PaymentStatus::Paid),
+    (PaymentStatus::Pending, PaymentStatus::Failed),
+    (PaymentStatus::Pending, PaymentStatus::Closed),
+    (PaymentStatus::Pending, PaymentStatus::Exception),
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    #[error("illegal transition {from} -> {to}")]
+    Illegal { from: PaymentStatus, to: PaymentStatus },
+}
+
+pub fn check_transition(from: PaymentStatus, to: PaymentStatus) -> Result<(), TransitionError> {
+    if TRANSITIONS.contains(&(from, to)) {
+        Ok(())
+    } else {
+        Err(TransitionError::Illegal { from, to })
+    }
+}
+
+/// The version a payment has when it is created. Nothing transitions into `pending`, so a pending
+/// payment is always at this version; a callback can therefore guard on it without reading first.
+pub const INITIAL_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payment {
+    pub payment_id: PaymentId,
+    pub order_id: OrderId,
+    pub amount_minor: AmountMinor,
+    pub currency: Currency,
+    pub provider: ProviderName,
+    pub subject: String,
+    pub status: PaymentStatus,
+    /// Incremented by exactly one on every status transition, and by nothing else.
+    pub version: u32,
+    pub expires_at: Timestamp,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pay_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_trade_no: Option<String>,
+    /// When the status should next be checked with the provider (the polling issue uses it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_check_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+}
+
+/// One entry of a payment's status history, written with the transition it records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<PaymentStatus>,
+    pub to: PaymentStatus,
+    pub at: Timestamp,
+    /// What caused it: `create`, `provider_create`, `callback`, ...
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A request to move a payment from one status to another, guarded by its current version and,
+/// when the trigger carries them, by the amount and currency the provider reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub payment_id: PaymentId,
+    pub from: PaymentStatus,
+    pub to: PaymentStatus,
+    pub expected_version: u32,
+    pub amount_guard: Option<(i64, Currency)>,
+    pub at: Timestamp,
+    pub source: &'static str,
+    pub reason: Option<String>,
+    pub provider_trade_no: Option<String>,
+}
+
+impl Transition {
+    pub fn new_version(&self) -> u32 {
+        self.expected_version + 1
+    }
+
+    pub fn history_entry(&self) -> HistoryEntry {
+        HistoryEntry {
+            version: self.new_version(),
+            from: Some(self.from),
+            to: self.to,
+            at: self.at,
+            source: self.source.to_owned(),
+            reason: self.reason.clone(),
+        }
+    }
+
+    /// Whether `payment` satisfies this transition's guard (status, version, amount, currency).
+    pub fn guard_holds(&self, payment: &Payment) -> bool {
+        let amount_ok = self
+            .amount_guard
+            .is_none_or(|(amount, currency)| payment.amount_minor.get() == amount && payment.currency == currency);
+        payment.status == self.from && payment.version == self.expected_version && amount_ok
+    }
+
+    /// Applies the transition to an in-memory copy. The caller has checked [`Self::guard_holds`].
+    pub fn apply_to(&self, payment: &mut Payment) {
+        payment.status = self.to;
+        payment.version = self.new_version();
+        payment.updated_at = self.at;
+        payment.status_reason.clone_from(&self.reason);
+        if let Some(trade_no) = &self.provider_trade_no {
+            payment.provider_trade_no = Some(trade_no.clone());
+        }
+        if self.to != PaymentStatus::Pending {
+            payment.next_check_at = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use PaymentStatus::*;
+
+    #[test]
+    fn only_listed_transitions_are_legal() {
+        let all = [Pending, Paid, Closed, Failed, Exception];
+        for from in all {
+            for to in all {
+                let legal = TRANSITIONS.contains(&(from, to));
+                assert_eq!(check_transition(from, to).is_ok(), legal, "{from} -> {to}");
+            }
+        }
+        assert!(check_transition(Paid, Pending).is_err());
+        assert!(check_transition(Closed, Paid).is_err());
+    }
+}

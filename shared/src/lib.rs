@@ -1,0 +1,20 @@
+//! The payment core shared by every function.
+//!
+//! Layers, each importing only those above it in this list:
+//! - [`domain`]: money, identifiers, the payment and its transition table, idempotency decisions.
+//!   No AWS, no I/O, no async.
+//! - [`ports`]: the traits the use cases need (store, provider, clock, ids).
+//! - adapters: [`store`] (DynamoDB and in-memory), [`provider`] (over [`crypto`]), [`clock`].
+//! - [`app`]: one module per use case, each a function over ports.
+//! - [`api`]: the JSON error and response shapes the HTTP edge speaks (no Lambda types).
+
+pub mod api;
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod domain;
+pub mod ports;
+pub mod provider;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,217 @@
+//! The traits the use cases need. Adapters implement them; tests swap them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::domain::idempotency::{IdempotencyRecord, StoredResponse};
+use crate::domain::payment::Transition;
+use crate::domain::{Currency, HistoryEntry, Money, OrderId, Payment, PaymentId, ProviderName, Timestamp};
+
+/// All time comes from here.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
+
+/// Mints payment ids.
+pub trait IdSource: Send + Sync {
+    fn payment_id(&self, now: Timestamp) -> PaymentId;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A concurrent transaction touched the same item; retrying may succeed.
+    #[error("lost a write conflict with a concurrent transaction")]
+    Conflict,
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// Everything the first write of a create puts down at once.
+#[derive(Debug, Clone)]
+pub struct NewPayment {
+    pub payment: Payment,
+    pub history: HistoryEntry,
+    pub claim: IdempotencyRecord,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InsertOutcome {
+    Inserted,
+    /// The idempotency key is held by this record (returned with the failed write).
+    KeyTaken(IdempotencyRecord),
+    /// The order already has a payment, and no live idempotency record covers it.
+    OrderTaken { payment_id: PaymentId },
+}
+
+/// What the provider said to our create, stored together with the completed response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateCompletion {
+    Accepted { pay_url: String, provider_trade_no: Option<String> },
+    /// The provider definitely refused: the payment moves `pending -> failed`.
+    Rejected(Transition),
+    /// The outcome is unknown: the payment stays `pending` with a check due.
+    Unknown { next_check_at: Timestamp },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransitionOutcome {
+    Applied,
+    /// No payment with that id.
+    NotFound,
+    /// The guard did not hold; this is the payment as it is now (returned with the failed write).
+    GuardFailed(Box<Payment>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentRecord {
+    pub payment: Payment,
+    pub history: Vec<HistoryEntry>,
+}
+
+#[async_trait]
+pub trait PaymentStore: Send + Sync {
+    /// Claims the idempotency key and writes the payment, its order-uniqueness item and its first
+    /// history entry, all or nothing.
+    async fn insert_payment(&self, new: &NewPayment, now: Timestamp) -> Result<InsertOutcome, StoreError>;
+
+    /// Stores the provider's answer to the create and completes the idempotency record.
+    async fn complete_create(
+        &self,
+        payment_id: &PaymentId,
+        completion: &CreateCompletion,
+        idempotency_key: &str,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError>;
+
+    /// Applies a guarded transition and its history entry, all or nothing.
+    async fn apply_transition(&self, transition: &Transition) -> Result<TransitionOutcome, StoreError>;
+
+    async fn payment(&self, payment_id: &PaymentId) -> Result<Option<PaymentRecord>, StoreError>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    Claimed,
+    Blocked(IdempotencyRecord),
+}
+
+/// The idempotency layer's own storage, usable alone; [`PaymentStore`] embeds the same claim in
+/// its transactions.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    /// One conditional write: succeeds if the key is absent, expired, or in progress past its
+    /// deadline; otherwise returns the blocking record.
+    async fn claim(&self, record: &IdempotencyRecord, now: Timestamp) -> Result<ClaimOutcome, StoreError>;
+    async fn complete(&self, key: &str, resource_id: &str, response: &StoredResponse) -> Result<(), StoreError>;
+    async fn record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderCreate {
+    pub payment_id: PaymentId,
+    pub order_id: OrderId,
+    pub money: Money,
+    pub subject: String,
+    pub expires_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderCreated {
+    pub pay_url: String,
+    pub provider_trade_no: Option<String>,
+}
+
+/// Outbound failures, split by what we know about the provider's side.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// The provider definitely did not do it.
+    #[error("provider rejected the request: {code}: {message}")]
+    Rejected { code: String, message: String },
+    /// Timeout, 5xx, unverifiable answer: it may or may not have happened.
+    #[error("provider outcome unknown: {0}")]
+    Unknown(String),
+}
+
+/// The status a provider notification reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifiedStatus {
+    Paid,
+    Pending,
+    Closed,
+}
+
+/// A verified provider notification, in one shape for every provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    pub notify_id: String,
+    pub payment_id: PaymentId,
+    pub provider_trade_no: Option<String>,
+    pub status: NotifiedStatus,
+    /// What the provider says was paid; checked against our record in the write condition.
+    pub amount_minor: i64,
+    pub currency: Currency,
+}
+
+/// Why a callback was refused before touching any state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallbackRejection {
+    #[error("signature invalid: {0}")]
+    BadSignature(String),
+    #[error("timestamp {skew_s} s off the clock (limit {limit_s} s)")]
+    StaleTimestamp { skew_s: u64, limit_s: u64 },
+    #[error("malformed notification: {0}")]
+    Malformed(String),
+    #[error("notification for another merchant or app: {0}")]
+    WrongMerchant(String),
+}
+
+/// What we tell the provider about a callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackAnswer {
+    /// Received and handled (or already handled): stop resending.
+    Success,
+    /// Could not handle it now: resend later.
+    RetryLater,
+    /// Not acceptable (bad signature, unknown payment): the provider's failure format.
+    Rejected,
+}
+
+/// A reply in the provider's own format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackReply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+#[async_trait]
+pub trait PaymentProvider: Send + Sync {
+    fn name(&self) -> ProviderName;
+    async fn create(&self, request: &ProviderCreate) -> Result<ProviderCreated, ProviderError>;
+    /// Verifies the raw callback (signature over the raw body, replay window, merchant) and
+    /// parses it. Pure: no I/O.
+    fn verify_callback(
+        &self,
+        headers: &http::HeaderMap,
+        body: &[u8],
+        now: Timestamp,
+    ) -> Result<Notification, CallbackRejection>;
+    fn reply(&self, answer: CallbackAnswer, detail: &str) -> CallbackReply;
+}
+
+/// The providers configured in this deployment.
+#[derive(Clone, Default)]
+pub struct Providers(HashMap<ProviderName, Arc<dyn PaymentProvider>>);
+
+impl Providers {
+    pub fn with(mut self, provider: Arc<dyn PaymentProvider>) -> Self {
+        self.0.insert(provider.name(), provider);
+        self
+    }
+
+    pub fn get(&self, name: ProviderName) -> Option<&Arc<dyn PaymentProvider>> {
+        self.0.get(&name)
+    }
+}

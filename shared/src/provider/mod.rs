@@ -1,0 +1,5 @@
+//! Provider adapters behind [`crate::ports::PaymentProvider`].
+
+pub mod sandbox;
+
+pub use sandbox::{SandboxConfig, SandboxProvider};

@@ -1,0 +1,471 @@
+//! The DynamoDB adapter. Every state change is one conditional write or one transaction; a failed
+//! condition returns the item as it was (`ReturnValuesOnConditionCheckFailure=ALL_OLD`) so callers
+//! can tell a duplicate from a mismatch without a second request.
+//!
+//! Payments table (`pk`, `sk`):
+//! - `PAY#<payment_id>` / `PAYMENT`: the payment.
+//! - `PAY#<payment_id>` / `HIST#<version:05>`: one history entry per version.
+//! - `ORDER#<order_id>` / `ORDER`: the order's uniqueness item, pointing at its payment.
+//!
+//! Idempotency table (`id`): one record per key, Powertools-style (`expiration` is the TTL).
+
+use std::collections::HashMap;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, CancellationReason, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
+use serde::{Deserialize, Serialize};
+use serde_dynamo::aws_sdk_dynamodb_1::{from_item, to_item};
+
+use crate::domain::idempotency::{IdempotencyRecord, RecordStatus, StoredResponse};
+use crate::domain::payment::Transition;
+use crate::domain::{HistoryEntry, OrderId, Payment, PaymentId, Timestamp};
+use crate::ports::{
+    ClaimOutcome, CreateCompletion, IdempotencyStore, InsertOutcome, NewPayment, PaymentRecord, PaymentStore,
+    StoreError, TransitionOutcome,
+};
+
+type Item = HashMap<String, AttributeValue>;
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn payment_pk(id: &PaymentId) -> String {
+    format!("PAY#{id}")
+}
+
+fn history_sk(version: u32) -> String {
+    format!("HIST#{version:05}")
+}
+
+fn order_pk(id: &OrderId) -> String {
+    format!("ORDER#{id}")
+}
+
+fn with_key(mut item: Item, pk: String, sk: &str, kind: &str) -> Item {
+    item.insert("pk".into(), s(pk));
+    item.insert("sk".into(), s(sk));
+    item.insert("kind".into(), s(kind));
+    item
+}
+
+fn payment_item(payment: &Payment) -> anyhow::Result<Item> {
+    let item = to_item(payment).context("serialize payment")?;
+    Ok(with_key(item, payment_pk(&payment.payment_id), "PAYMENT", "payment"))
+}
+
+fn history_item(payment_id: &PaymentId, entry: &HistoryEntry) -> anyhow::Result<Item> {
+    let item = to_item(entry).context("serialize history entry")?;
+    Ok(with_key(item, payment_pk(payment_id), &history_sk(entry.version), "history"))
+}
+
+fn put_new(table: &str, item: Item) -> anyhow::Result<TransactWriteItem> {
+    let put = Put::builder()
+        .table_name(table)
+        .set_item(Some(item))
+        .condition_expression("attribute_not_exists(pk)")
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        .build()?;
+    Ok(TransactWriteItem::builder().put(put).build())
+}
+
+/// How a cancelled transaction ended, item by item.
+enum Cancelled {
+    /// Item `index` failed its condition; `old` is the item as it was, if it existed.
+    Condition { index: usize, old: Option<Item> },
+    Conflict,
+    Other(String),
+}
+
+fn classify(err: SdkError<TransactWriteItemsError>) -> Result<Cancelled, StoreError> {
+    let service = err.into_service_error();
+    let TransactWriteItemsError::TransactionCanceledException(cancelled) = service else {
+        if let TransactWriteItemsError::TransactionInProgressException(_) = service {
+            return Ok(Cancelled::Conflict);
+        }
+        return Err(StoreError::Unexpected(anyhow::Error::new(service).context("transact write")));
+    };
+    let reasons: &[CancellationReason] = cancelled.cancellation_reasons();
+    if reasons.iter().any(|r| r.code() == Some("TransactionConflict")) {
+        return Ok(Cancelled::Conflict);
+    }
+    if let Some((index, reason)) = reasons.iter().enumerate().find(|(_, r)| r.code() == Some("ConditionalCheckFailed")) {
+        return Ok(Cancelled::Condition { index, old: reason.item().cloned() });
+    }
+    let codes: Vec<&str> = reasons.iter().filter_map(CancellationReason::code).collect();
+    Ok(Cancelled::Other(codes.join(",")))
+}
+
+/// The idempotency table: usable on its own, and a source of writes for other transactions.
+#[derive(Debug, Clone)]
+pub struct DynamoIdempotency {
+    client: Client,
+    table: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct IdempotencyItem {
+    id: String,
+    status: RecordStatus,
+    request_hash: String,
+    /// Unix milliseconds.
+    in_progress_expiration: i64,
+    /// Unix seconds: the table's TTL attribute.
+    expiration: i64,
+    resource_id: String,
+    response_status: Option<u16>,
+    response_body: Option<String>,
+}
+
+impl From<&IdempotencyRecord> for IdempotencyItem {
+    fn from(r: &IdempotencyRecord) -> Self {
+        Self {
+            id: r.key.clone(),
+            status: r.status,
+            request_hash: r.request_hash.clone(),
+            in_progress_expiration: r.in_progress_expires_at.unix_ms(),
+            expiration: r.expires_at.unix_s(),
+            resource_id: r.resource_id.clone(),
+            response_status: r.response.as_ref().map(|r| r.status),
+            response_body: r.response.as_ref().map(|r| r.body.clone()),
+        }
+    }
+}
+
+impl From<IdempotencyItem> for IdempotencyRecord {
+    fn from(i: IdempotencyItem) -> Self {
+        let response = match (i.response_status, i.response_body) {
+            (Some(status), Some(body)) => Some(StoredResponse { status, body }),
+            _ => None,
+        };
+        Self {
+            key: i.id,
+            status: i.status,
+            request_hash: i.request_hash,
+            in_progress_expires_at: Timestamp::from_unix_ms(i.in_progress_expiration),
+            expires_at: Timestamp::from_unix_s(i.expiration),
+            resource_id: i.resource_id,
+            response,
+        }
+    }
+}
+
+fn record_from_item(item: Item) -> Result<IdempotencyRecord, StoreError> {
+    let item: IdempotencyItem = from_item(item).context("deserialize idempotency record")?;
+    Ok(item.into())
+}
+
+impl DynamoIdempotency {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    /// The claim as a conditional put: absent, expired, or in progress past its deadline.
+    pub fn claim_put(&self, record: &IdempotencyRecord, now: Timestamp) -> anyhow::Result<Put> {
+        let item = to_item(IdempotencyItem::from(record)).context("serialize idempotency record")?;
+        Ok(Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(
+                "attribute_not_exists(id) OR expiration <= :now_s OR (#status = :in_progress AND in_progress_expiration <= :now_ms)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":now_s", n(now.unix_s()))
+            .expression_attribute_values(":now_ms", n(now.unix_ms()))
+            .expression_attribute_values(":in_progress", s("IN_PROGRESS"))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()?)
+    }
+
+    /// Completes an in-progress record that we hold (same resource id) with its response.
+    pub fn complete_update(&self, key: &str, resource_id: &str, response: &StoredResponse) -> anyhow::Result<Update> {
+        Ok(Update::builder()
+            .table_name(&self.table)
+            .key("id", s(key))
+            .update_expression("SET #status = :completed, response_status = :rs, response_body = :rb")
+            .condition_expression("#status = :in_progress AND resource_id = :rid")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":completed", s("COMPLETED"))
+            .expression_attribute_values(":in_progress", s("IN_PROGRESS"))
+            .expression_attribute_values(":rid", s(resource_id))
+            .expression_attribute_values(":rs", n(response.status))
+            .expression_attribute_values(":rb", s(&response.body))
+            .build()?)
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for DynamoIdempotency {
+    async fn claim(&self, record: &IdempotencyRecord, now: Timestamp) -> Result<ClaimOutcome, StoreError> {
+        let put = self.claim_put(record, now)?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(ClaimOutcome::Claimed),
+            Err(err) => match classify(err)? {
+                Cancelled::Condition { old: Some(old), .. } => Ok(ClaimOutcome::Blocked(record_from_item(old)?)),
+                Cancelled::Conflict => Err(StoreError::Conflict),
+                Cancelled::Condition { old: None, .. } => {
+                    Err(StoreError::Unexpected(anyhow::anyhow!("claim failed without an old record")))
+                }
+                Cancelled::Other(codes) => Err(StoreError::Unexpected(anyhow::anyhow!("claim cancelled: {codes}"))),
+            },
+        }
+    }
+
+    async fn complete(&self, key: &str, resource_id: &str, response: &StoredResponse) -> Result<(), StoreError> {
+        let update = self.complete_update(key, resource_id, response)?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(update).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) => match classify(err)? {
+                Cancelled::Conflict => Err(StoreError::Conflict),
+                _ => Err(StoreError::Unexpected(anyhow::anyhow!("idempotency record {key} is not ours to complete"))),
+            },
+        }
+    }
+
+    async fn record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("id", s(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .context("get idempotency record")?;
+        out.item.map(record_from_item).transpose()
+    }
+}
+
+/// The payments table plus the idempotency table.
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    idempotency: DynamoIdempotency,
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, payments_table: impl Into<String>, idempotency_table: impl Into<String>) -> Self {
+        let idempotency = DynamoIdempotency::new(client.clone(), idempotency_table);
+        Self { client, table: payments_table.into(), idempotency }
+    }
+
+    /// The guarded update of a transition. Its condition carries status, version and, when the
+    /// trigger reported them, amount and currency.
+    fn transition_update(&self, t: &Transition) -> anyhow::Result<Update> {
+        let mut set = vec!["#status = :to", "#version = :new_version", "updated_at = :at"];
+        let mut remove = vec![];
+        let mut condition = "#status = :from AND #version = :expected".to_owned();
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(payment_pk(&t.payment_id)))
+            .key("sk", s("PAYMENT"))
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":to", s(t.to.as_str()))
+            .expression_attribute_values(":from", s(t.from.as_str()))
+            .expression_attribute_values(":expected", n(t.expected_version))
+            .expression_attribute_values(":new_version", n(t.new_version()))
+            .expression_attribute_values(":at", n(t.at.unix_ms()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if let Some((amount, currency)) = t.amount_guard {
+            condition.push_str(" AND amount_minor = :amount AND currency = :currency");
+            update = update
+                .expression_attribute_values(":amount", n(amount))
+                .expression_attribute_values(":currency", s(currency.code()));
+        }
+        match &t.reason {
+            Some(reason) => {
+                set.push("status_reason = :reason");
+                update = update.expression_attribute_values(":reason", s(reason));
+            }
+            None => remove.push("status_reason"),
+        }
+        if let Some(trade_no) = &t.provider_trade_no {
+            set.push("provider_trade_no = :trade_no");
+            update = update.expression_attribute_values(":trade_no", s(trade_no));
+        }
+        if t.to != crate::domain::PaymentStatus::Pending {
+            remove.push("next_check_at");
+        }
+        let mut expression = format!("SET {}", set.join(", "));
+        if !remove.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        Ok(update.update_expression(expression).condition_expression(condition).build()?)
+    }
+
+    fn transition_items(&self, t: &Transition) -> anyhow::Result<Vec<TransactWriteItem>> {
+        Ok(vec![
+            TransactWriteItem::builder().update(self.transition_update(t)?).build(),
+            put_new(&self.table, history_item(&t.payment_id, &t.history_entry())?)?,
+        ])
+    }
+
+    fn payment_data_update(&self, id: &PaymentId, completion: &CreateCompletion) -> anyhow::Result<Update> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(payment_pk(id)))
+            .key("sk", s("PAYMENT"))
+            .condition_expression("attribute_exists(pk)");
+        let update = match completion {
+            CreateCompletion::Accepted { pay_url, provider_trade_no: Some(trade_no) } => update
+                .update_expression("SET pay_url = :url, provider_trade_no = :trade_no")
+                .expression_attribute_values(":url", s(pay_url))
+                .expression_attribute_values(":trade_no", s(trade_no)),
+            CreateCompletion::Accepted { pay_url, provider_trade_no: None } => {
+                update.update_expression("SET pay_url = :url").expression_attribute_values(":url", s(pay_url))
+            }
+            CreateCompletion::Unknown { next_check_at } => update
+                .update_expression("SET next_check_at = :next")
+                .expression_attribute_values(":next", n(next_check_at.unix_ms())),
+            CreateCompletion::Rejected(_) => anyhow::bail!("a rejection is a transition, not a data update"),
+        };
+        Ok(update.build()?)
+    }
+
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), SdkError<TransactWriteItemsError>> {
+        self.client.transact_write_items().set_transact_items(Some(items)).send().await.map(|_| ())
+    }
+}
+
+#[async_trait]
+impl PaymentStore for DynamoStore {
+    async fn insert_payment(&self, new: &NewPayment, now: Timestamp) -> Result<InsertOutcome, StoreError> {
+        let payment = &new.payment;
+        let mut order = HashMap::new();
+        order.insert("payment_id".to_owned(), s(payment.payment_id.as_str()));
+        order.insert("created_at".to_owned(), n(payment.created_at.unix_ms()));
+        let items = vec![
+            TransactWriteItem::builder().put(self.idempotency.claim_put(&new.claim, now)?).build(),
+            put_new(&self.table, payment_item(payment)?)?,
+            put_new(&self.table, with_key(order, order_pk(&payment.order_id), "ORDER", "order"))?,
+            put_new(&self.table, history_item(&payment.payment_id, &new.history)?)?,
+        ];
+        let Err(err) = self.transact(items).await else {
+            return Ok(InsertOutcome::Inserted);
+        };
+        match classify(err)? {
+            Cancelled::Condition { index: 0, old: Some(old) } => Ok(InsertOutcome::KeyTaken(record_from_item(old)?)),
+            Cancelled::Condition { index: 2, old: Some(old) } => {
+                let payment_id = match old.get("payment_id") {
+                    Some(AttributeValue::S(id)) => PaymentId::parse(id).context("order item payment_id")?,
+                    _ => return Err(StoreError::Unexpected(anyhow::anyhow!("order item without payment_id"))),
+                };
+                Ok(InsertOutcome::OrderTaken { payment_id })
+            }
+            Cancelled::Conflict => Err(StoreError::Conflict),
+            Cancelled::Condition { index, .. } => {
+                Err(StoreError::Unexpected(anyhow::anyhow!("insert payment: condition {index} failed")))
+            }
+            Cancelled::Other(codes) => Err(StoreError::Unexpected(anyhow::anyhow!("insert payment cancelled: {codes}"))),
+        }
+    }
+
+    async fn complete_create(
+        &self,
+        payment_id: &PaymentId,
+        completion: &CreateCompletion,
+        idempotency_key: &str,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError> {
+        let mut items = match completion {
+            CreateCompletion::Rejected(t) => self.transition_items(t)?,
+            _ => vec![TransactWriteItem::builder().update(self.payment_data_update(payment_id, completion)?).build()],
+        };
+        let complete = self.idempotency.complete_update(idempotency_key, payment_id.as_str(), response)?;
+        items.push(TransactWriteItem::builder().update(complete).build());
+        let Err(err) = self.transact(items).await else {
+            return Ok(());
+        };
+        match classify(err)? {
+            Cancelled::Conflict => Err(StoreError::Conflict),
+            Cancelled::Condition { index, .. } => {
+                Err(StoreError::Unexpected(anyhow::anyhow!("complete create: condition {index} failed")))
+            }
+            Cancelled::Other(codes) => Err(StoreError::Unexpected(anyhow::anyhow!("complete create cancelled: {codes}"))),
+        }
+    }
+
+    async fn apply_transition(&self, transition: &Transition) -> Result<TransitionOutcome, StoreError> {
+        let Err(err) = self.transact(self.transition_items(transition)?).await else {
+            return Ok(TransitionOutcome::Applied);
+        };
+        match classify(err)? {
+            Cancelled::Condition { index: 0, old: None } => Ok(TransitionOutcome::NotFound),
+            Cancelled::Condition { index: 0, old: Some(old) } => {
+                let payment: Payment = from_item(old).context("deserialize payment")?;
+                Ok(TransitionOutcome::GuardFailed(Box::new(payment)))
+            }
+            Cancelled::Conflict => Err(StoreError::Conflict),
+            Cancelled::Condition { index, .. } => {
+                Err(StoreError::Unexpected(anyhow::anyhow!("transition: condition {index} failed")))
+            }
+            Cancelled::Other(codes) => Err(StoreError::Unexpected(anyhow::anyhow!("transition cancelled: {codes}"))),
+        }
+    }
+
+    async fn payment(&self, payment_id: &PaymentId) -> Result<Option<PaymentRecord>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(payment_pk(payment_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .context("query payment")?;
+        let mut payment = None;
+        let mut history = Vec::new();
+        for item in out.items.unwrap_or_default() {
+            match item.get("kind") {
+                Some(AttributeValue::S(kind)) if kind == "payment" => {
+                    payment = Some(from_item::<Payment>(item).context("deserialize payment")?);
+                }
+                Some(AttributeValue::S(kind)) if kind == "history" => {
+                    history.push(from_item::<HistoryEntry>(item).context("deserialize history")?);
+                }
+                _ => {}
+            }
+        }
+        Ok(payment.map(|payment| PaymentRecord { payment, history }))
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for DynamoStore {
+    async fn claim(&self, record: &IdempotencyRecord, now: Timestamp) -> Result<ClaimOutcome, StoreError> {
+        self.idempotency.claim(record, now).await
+    }
+
+    async fn complete(&self, key: &str, resource_id: &str, response: &StoredResponse) -> Result<(), StoreError> {
+        self.idempotency.complete(key, resource_id, response).await
+    }
+
+    async fn record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        self.idempotency.record(key).await
+    }
+}

@@ -1,0 +1,257 @@
+//! `/v1/trades*` (merchant API) and `/pay/{trade_no}` (the payer).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tracing::info;
+
+use super::faults::{CallFault, Faults};
+use super::notify::{self, Job};
+use super::server::{ApiError, parse_json, path_param};
+use super::state::{Inner, Shared, Status, Trade, rfc3339_now};
+
+/// Body of `POST /v1/trades`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct CreateRequest {
+    merchant_id: String,
+    out_trade_no: String,
+    amount_minor: i64,
+    currency: String,
+    subject: String,
+    notify_url: String,
+    expires_at: i64,
+}
+
+impl CreateRequest {
+    fn validate(&self) -> Result<(), ApiError> {
+        if self.out_trade_no.is_empty() || self.out_trade_no.len() > 64 {
+            return Err(ApiError::invalid("out_trade_no must be 1..=64 characters"));
+        }
+        if self.amount_minor <= 0 {
+            return Err(ApiError::invalid("amount_minor must be positive"));
+        }
+        if self.currency.is_empty() {
+            return Err(ApiError::invalid("currency is required"));
+        }
+        match reqwest::Url::parse(&self.notify_url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(()),
+            _ => Err(ApiError::invalid("notify_url must be an http(s) URL")),
+        }
+    }
+}
+
+/// Answer of `POST /v1/trades` (replayed as is for an idempotent repeat).
+#[derive(Debug, Serialize)]
+pub(crate) struct CreateAnswer {
+    trade_no: String,
+    out_trade_no: String,
+    status: Status,
+    pay_url: String,
+}
+
+/// Answer of query and close.
+#[derive(Debug, Serialize)]
+pub(crate) struct TradeView {
+    trade_no: String,
+    out_trade_no: String,
+    status: Status,
+    amount_minor: i64,
+    currency: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    paid_at: Option<String>,
+}
+
+impl From<&Trade> for TradeView {
+    fn from(t: &Trade) -> Self {
+        Self {
+            trade_no: t.trade_no.clone(),
+            out_trade_no: t.out_trade_no.clone(),
+            status: t.status,
+            amount_minor: t.amount_minor,
+            currency: t.currency.clone(),
+            paid_at: t.paid_at.clone(),
+        }
+    }
+}
+
+/// `POST /v1/trades`.
+pub(crate) async fn create(
+    State(shared): State<Arc<Shared>>,
+    body: Bytes,
+) -> Result<Json<CreateAnswer>, ApiError> {
+    let req: CreateRequest = parse_json(&body)?;
+    req.validate()?;
+    let faults = shared.lock().faults.for_subject(&req.subject);
+    if faults.create == Some(CallFault::Error) {
+        return Err(ApiError::system_error());
+    }
+    let answer = create_or_replay(&shared, req)?;
+    hang_if(&shared, &faults, faults.create).await;
+    Ok(Json(answer))
+}
+
+/// Creates the trade, or replays the answer for the same out_trade_no; 409 when it differs.
+fn create_or_replay(shared: &Shared, req: CreateRequest) -> Result<CreateAnswer, ApiError> {
+    let mut inner = shared.lock();
+    if let Some(existing) = inner.trades.get(&req.out_trade_no) {
+        let same = existing.amount_minor == req.amount_minor
+            && existing.currency == req.currency
+            && existing.merchant_id == req.merchant_id;
+        return if same {
+            Ok(create_answer(existing))
+        } else {
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "OUT_TRADE_NO_USED",
+                "out_trade_no used with other terms",
+            ))
+        };
+    }
+    if req.merchant_id != shared.config.merchant_id {
+        return Err(ApiError::invalid(
+            "merchant_id does not match X-Sandbox-Merchant",
+        ));
+    }
+    let trade = new_trade(&shared.config.base_url, req);
+    info!(out_trade_no = %trade.out_trade_no, trade_no = %trade.trade_no, "sandbox: trade created");
+    let answer = create_answer(&trade);
+    insert_trade(&mut inner, trade);
+    Ok(answer)
+}
+
+fn new_trade(base_url: &str, req: CreateRequest) -> Trade {
+    let trade_no = format!("SBX{}", ulid::Ulid::new());
+    Trade {
+        pay_url: format!("{base_url}/pay/{trade_no}"),
+        trade_no,
+        out_trade_no: req.out_trade_no,
+        merchant_id: req.merchant_id,
+        amount_minor: req.amount_minor,
+        currency: req.currency,
+        subject: req.subject,
+        notify_url: req.notify_url,
+        expires_at: req.expires_at,
+        status: Status::WaitPay,
+        paid_at: None,
+        deliveries: Vec::new(),
+    }
+}
+
+fn insert_trade(inner: &mut Inner, trade: Trade) {
+    inner
+        .trade_nos
+        .insert(trade.trade_no.clone(), trade.out_trade_no.clone());
+    inner.trades.insert(trade.out_trade_no.clone(), trade);
+    inner.stats.trades += 1;
+}
+
+fn create_answer(trade: &Trade) -> CreateAnswer {
+    CreateAnswer {
+        trade_no: trade.trade_no.clone(),
+        out_trade_no: trade.out_trade_no.clone(),
+        status: Status::WaitPay,
+        pay_url: trade.pay_url.clone(),
+    }
+}
+
+/// The `timeout` knob: the work is done, the answer waits `hang_ms`.
+async fn hang_if(shared: &Shared, faults: &Faults, knob: Option<CallFault>) {
+    if knob == Some(CallFault::Timeout) {
+        shared.sleep(faults.hang()).await;
+    }
+}
+
+/// `GET /v1/trades/{out_trade_no}`.
+pub(crate) async fn query(
+    State(shared): State<Arc<Shared>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<TradeView>, ApiError> {
+    let out_trade_no = path_param(path)?;
+    let (faults, view) = {
+        let inner = shared.lock();
+        let view = inner.trades.get(&out_trade_no).map(TradeView::from);
+        (inner.faults_for_trade(&out_trade_no), view)
+    };
+    if faults.query == Some(CallFault::Error) {
+        return Err(ApiError::system_error());
+    }
+    hang_if(&shared, &faults, faults.query).await;
+    view.map(Json).ok_or_else(ApiError::not_exist)
+}
+
+/// `POST /v1/trades/{out_trade_no}/close`; closing twice is a no-op.
+pub(crate) async fn close(
+    State(shared): State<Arc<Shared>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<TradeView>, ApiError> {
+    let out_trade_no = path_param(path)?;
+    let mut inner = shared.lock();
+    let trade = inner
+        .trades
+        .get_mut(&out_trade_no)
+        .ok_or_else(ApiError::not_exist)?;
+    if trade.status == Status::Paid {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "TRADE_ALREADY_PAID",
+            "trade is paid",
+        ));
+    }
+    trade.status = Status::Closed;
+    info!(%out_trade_no, "sandbox: trade closed");
+    Ok(Json(TradeView::from(&*trade)))
+}
+
+/// `POST /pay/{trade_no}`: the payer pays; schedules the notifications.
+pub(crate) async fn pay(
+    State(shared): State<Arc<Shared>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let trade_no = path_param(path)?;
+    let job = mark_paid(&shared, &trade_no)?;
+    if let Some(job) = job {
+        notify::spawn(shared, job);
+    }
+    Ok(Json(json!({ "status": Status::Paid })))
+}
+
+/// Marks the trade paid (once) and issues its `PAID` notification unless `never_notify`.
+fn mark_paid(shared: &Shared, trade_no: &str) -> Result<Option<Job>, ApiError> {
+    let mut inner = shared.lock();
+    let faults = {
+        let subject = inner
+            .trade_by_no(trade_no)
+            .ok_or_else(ApiError::not_exist)?
+            .subject
+            .clone();
+        inner.faults.for_subject(&subject)
+    };
+    let trade = inner
+        .trade_by_no(trade_no)
+        .ok_or_else(ApiError::not_exist)?;
+    match trade.status {
+        Status::Closed => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "TRADE_CLOSED",
+                "trade is closed",
+            ));
+        }
+        Status::Paid => return Ok(None),
+        Status::WaitPay => {}
+    }
+    trade.status = Status::Paid;
+    trade.paid_at = Some(rfc3339_now());
+    info!(%trade_no, out_trade_no = %trade.out_trade_no, "sandbox: trade paid");
+    let job = notify::paid_job(trade, &faults);
+    if job.is_some() {
+        inner.stats.notifications += 1;
+    }
+    Ok(job)
+}

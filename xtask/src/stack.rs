@@ -1,0 +1,183 @@
+//! The whole local stack in one call: moto, the template's tables, the provider sandbox, the
+//! Lambda emulator with every function attached, and the API front.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+use crate::front::FrontRoute;
+use crate::lambda::{Emulator, FunctionSpec};
+use crate::moto::Moto;
+use crate::sandbox::{SandboxHandle, SandboxOptions, generate_rsa_2048};
+use crate::template::{Resolver, Template};
+use crate::{REGION, SANDBOX_MERCHANT_ID, venv};
+
+pub struct StackOptions {
+    /// API port; 0 picks a free one.
+    pub api_port: u16,
+    /// Instances per function (Lambda's concurrency).
+    pub concurrency: usize,
+    /// The sandbox's resend schedule is divided by this.
+    pub time_scale: u32,
+    pub stack_name: String,
+    /// Keys, logs and the stack description go here.
+    pub work_dir: PathBuf,
+    /// Provider call timeout the functions use.
+    pub provider_timeout_ms: u64,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            api_port: 3000,
+            concurrency: 4,
+            time_scale: 60,
+            stack_name: "paylocal".into(),
+            work_dir: venv::workspace_root().join(".local"),
+            provider_timeout_ms: 1500,
+        }
+    }
+}
+
+pub struct Stack {
+    pub api_url: String,
+    pub moto_endpoint: String,
+    pub sandbox_url: String,
+    pub stack_name: String,
+    pub keys_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub tables: BTreeMap<String, String>,
+    _moto: Moto,
+    sandbox: Option<SandboxHandle>,
+    _emulator: Emulator,
+    front: tokio::task::JoinHandle<()>,
+}
+
+impl Stack {
+    /// The variables tests and tools need to reach this stack.
+    pub fn env(&self) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::new();
+        env.insert("PAYCORE_API_URL".into(), self.api_url.clone());
+        env.insert("PAYCORE_SANDBOX_URL".into(), self.sandbox_url.clone());
+        env.insert("PAYCORE_STACK_NAME".into(), self.stack_name.clone());
+        env.insert("PAYCORE_KEYS_DIR".into(), self.keys_dir.display().to_string());
+        env.insert("PAYCORE_MERCHANT_ID".into(), SANDBOX_MERCHANT_ID.into());
+        for (id, name) in &self.tables {
+            env.insert(format!("PAYCORE_TABLE_{}", id.to_uppercase()), name.clone());
+        }
+        env.extend(aws_env(&self.moto_endpoint));
+        env
+    }
+
+    pub async fn shutdown(mut self) {
+        self.front.abort();
+        if let Some(sandbox) = self.sandbox.take() {
+            sandbox.shutdown().await;
+        }
+    }
+}
+
+/// What every AWS client of the local stack gets: moto's endpoint and throwaway credentials.
+pub fn aws_env(endpoint: &str) -> BTreeMap<String, String> {
+    [
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_REGION", REGION),
+        ("AWS_DEFAULT_REGION", REGION),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+fn write_keys(dir: &std::path::Path) -> anyhow::Result<(String, String)> {
+    std::fs::create_dir_all(dir)?;
+    let merchant = generate_rsa_2048()?;
+    let provider = generate_rsa_2048()?;
+    std::fs::write(dir.join("merchant_private.pem"), &merchant.private_pkcs8_pem)?;
+    std::fs::write(dir.join("merchant_public.pem"), &merchant.public_spki_pem)?;
+    std::fs::write(dir.join("sandbox_private.pem"), &provider.private_pkcs8_pem)?;
+    std::fs::write(dir.join("sandbox_public.pem"), &provider.public_spki_pem)?;
+    Ok((merchant.public_spki_pem, provider.private_pkcs8_pem))
+}
+
+/// Boots everything and returns when the API takes traffic.
+pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
+    let root = venv::workspace_root();
+    let venv = tokio::task::spawn_blocking(venv::ensure).await??;
+    let template = Template::load_default()?;
+    let functions = template.functions()?;
+    let binaries: Vec<String> = functions.iter().map(|f| f.binary.clone()).collect();
+    let build_root = root.clone();
+    tokio::task::spawn_blocking(move || crate::lambda::build(&build_root, &binaries, false)).await??;
+
+    let log_dir = options.work_dir.join("logs");
+    let keys_dir = options.work_dir.join("keys");
+    std::fs::create_dir_all(&log_dir).context("creating log dir")?;
+    let moto = crate::moto::start(&venv, &log_dir).await?;
+    let sdk = crate::moto::sdk_config(&moto.endpoint).await;
+    let (merchant_public, provider_private) = write_keys(&keys_dir)?;
+    let sandbox = crate::sandbox::start(SandboxOptions {
+        bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+        merchant_id: SANDBOX_MERCHANT_ID.into(),
+        merchant_public_key_pem: merchant_public,
+        provider_private_key_pem: provider_private,
+        time_scale: options.time_scale,
+    })
+    .await?;
+
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.api_port)).await.context("binding the API port")?;
+    let api_url = format!("http://{}", listener.local_addr()?);
+    let mut parameters = template.parameter_defaults().clone();
+    let key = |name: &str| format!("file:{}", keys_dir.join(name).display());
+    parameters.insert("SandboxBaseUrl".into(), sandbox.base_url.clone());
+    parameters.insert("SandboxMerchantId".into(), SANDBOX_MERCHANT_ID.into());
+    parameters.insert("SandboxMerchantKey".into(), key("merchant_private.pem"));
+    parameters.insert("SandboxProviderPublicKey".into(), key("sandbox_public.pem"));
+    parameters.insert("CallbackBaseUrl".into(), api_url.clone());
+    parameters.insert("ProviderTimeoutMs".into(), options.provider_timeout_ms.to_string());
+    let resolver = Resolver { stack_name: options.stack_name.clone(), region: REGION.into(), parameters };
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    template.create_tables(&client, &resolver).await?;
+    let tables = template
+        .table_ids()
+        .into_iter()
+        .map(|id| template.table_name(&id, &resolver).map(|name| (id, name)))
+        .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+
+    let mut specs = Vec::new();
+    let mut routes = Vec::new();
+    for function in &functions {
+        specs.push(FunctionSpec {
+            binary: function.binary.clone(),
+            memory_mb: function.memory_mb,
+            env: template.environment(function, &resolver)?,
+        });
+        routes.extend(function.routes.iter().map(|r| FrontRoute {
+            method: r.method.clone(),
+            path: r.path.clone(),
+            route_key: r.route_key.clone(),
+            binary: function.binary.clone(),
+            timeout_s: function.timeout_s,
+        }));
+    }
+    let emulator =
+        crate::lambda::start(&venv, &root, &log_dir, &specs, options.concurrency, &aws_env(&moto.endpoint)).await?;
+    let front = crate::front::serve(listener, routes, emulator.invoke_url.clone())?;
+    Ok(Stack {
+        api_url,
+        moto_endpoint: moto.endpoint.clone(),
+        sandbox_url: sandbox.base_url.clone(),
+        stack_name: options.stack_name,
+        keys_dir,
+        log_dir,
+        tables,
+        _moto: moto,
+        sandbox: Some(sandbox),
+        _emulator: emulator,
+        front,
+    })
+}
