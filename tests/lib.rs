@@ -1,0 +1,223 @@
+//! Helpers for the integration tests: the stack that `cargo xtask test` booted (its addresses come
+//! in through `PAYCORE_*` variables), fresh tables per test, HTTP clients for the API and the
+//! sandbox, and an SDK interceptor that counts DynamoDB requests.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use serde_json::Value;
+
+/// The running stack, as `cargo xtask test` describes it.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub api_url: String,
+    pub sandbox_url: String,
+    pub keys_dir: PathBuf,
+    pub merchant_id: String,
+    pub payments_table: String,
+    pub idempotency_table: String,
+}
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: these tests run against the local stack; use `cargo xtask test`")
+    })
+}
+
+pub fn stack() -> &'static Stack {
+    static STACK: OnceLock<Stack> = OnceLock::new();
+    STACK.get_or_init(|| Stack {
+        api_url: var("PAYCORE_API_URL"),
+        sandbox_url: var("PAYCORE_SANDBOX_URL"),
+        keys_dir: PathBuf::from(var("PAYCORE_KEYS_DIR")),
+        merchant_id: var("PAYCORE_MERCHANT_ID"),
+        payments_table: var("PAYCORE_TABLE_PAYMENTSTABLE"),
+        idempotency_table: var("PAYCORE_TABLE_IDEMPOTENCYTABLE"),
+    })
+}
+
+/// A unique, valid order id for one test.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", ulid::Ulid::new())
+}
+
+pub fn key_pem(name: &str) -> String {
+    std::fs::read_to_string(stack().keys_dir.join(name)).unwrap_or_else(|e| panic!("reading key {name}: {e}"))
+}
+
+/// Counts the HTTP requests a client sends, by operation name.
+#[derive(Debug, Default, Clone)]
+pub struct RequestCounter {
+    total: Arc<AtomicUsize>,
+    by_operation: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl RequestCounter {
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::SeqCst)
+    }
+
+    pub fn reset(&self) {
+        self.total.store(0, Ordering::SeqCst);
+        self.by_operation.lock().map(|mut m| m.clear()).unwrap_or_default();
+    }
+
+    pub fn by_operation(&self) -> HashMap<String, usize> {
+        self.by_operation.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+}
+
+impl Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "RequestCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        self.total.fetch_add(1, Ordering::SeqCst);
+        let operation = context
+            .request()
+            .headers()
+            .get("x-amz-target")
+            .and_then(|t| t.split('.').next_back())
+            .unwrap_or("unknown")
+            .to_owned();
+        if let Ok(mut map) = self.by_operation.lock() {
+            *map.entry(operation).or_default() += 1;
+        }
+        Ok(())
+    }
+}
+
+/// A DynamoDB client for moto, optionally counting its requests.
+pub async fn dynamo(counter: Option<RequestCounter>) -> aws_sdk_dynamodb::Client {
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let mut config = aws_sdk_dynamodb::config::Builder::from(&sdk);
+    if let Some(counter) = counter {
+        config = config.interceptor(counter);
+    }
+    aws_sdk_dynamodb::Client::from_conf(config.build())
+}
+
+/// Creates a fresh pair of tables from the template, named for this test alone.
+pub async fn fresh_tables(client: &aws_sdk_dynamodb::Client) -> (String, String) {
+    let template = xtask::template::Template::load_default().expect("template");
+    let stack_name = format!("t{}", ulid::Ulid::new()).to_lowercase();
+    let mut parameters = template.parameter_defaults().clone();
+    parameters.insert("CallbackBaseUrl".into(), "http://127.0.0.1:9".into());
+    let resolver = xtask::template::Resolver { stack_name, region: xtask::REGION.into(), parameters };
+    template.create_tables(client, &resolver).await.expect("create tables");
+    (
+        template.table_name("PaymentsTable", &resolver).expect("payments table"),
+        template.table_name("IdempotencyTable", &resolver).expect("idempotency table"),
+    )
+}
+
+/// Every item of a table (moto tables in tests are small).
+pub async fn scan_all(client: &aws_sdk_dynamodb::Client, table: &str) -> Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    let out = client.scan().table_name(table).send().await.expect("scan");
+    out.items.unwrap_or_default()
+}
+
+/// A response: status, headers we care about, and the JSON body (Null when not JSON).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    pub async fn from(response: reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let text = response.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Self { status, retry_after, body, text }
+    }
+
+    pub fn error_code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+/// A fresh client: each `#[tokio::test]` has its own runtime, and pooled connections must not
+/// outlive the runtime that opened them.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().expect("client")
+}
+
+/// `POST /payments` with a JSON body.
+pub async fn create(body: &Value) -> Reply {
+    let url = format!("{}/payments", stack().api_url);
+    Reply::from(http().post(url).header("content-type", "application/json").body(body.to_string()).send().await.expect("POST /payments")).await
+}
+
+/// A POST with any raw body and content type.
+pub async fn post_raw(path: &str, content_type: Option<&str>, body: Vec<u8>) -> Reply {
+    let mut request = http().post(format!("{}{path}", stack().api_url)).body(body);
+    if let Some(ct) = content_type {
+        request = request.header("content-type", ct);
+    }
+    Reply::from(request.send().await.expect("POST")).await
+}
+
+pub async fn get_payment(payment_id: &str) -> Reply {
+    Reply::from(http().get(format!("{}/payments/{payment_id}", stack().api_url)).send().await.expect("GET")).await
+}
+
+/// A valid create body for `order_id`, paid through the sandbox.
+pub fn create_body(order_id: &str, amount_minor: i64) -> Value {
+    serde_json::json!({
+        "order_id": order_id,
+        "amount_minor": amount_minor,
+        "currency": "CNY",
+        "provider": "sandbox",
+        "subject": format!("test {order_id}"),
+    })
+}
+
+/// The sandbox's admin API.
+pub mod sandbox {
+    use super::*;
+
+    /// Sets fault knobs for trades whose subject starts with `scope`.
+    pub async fn set_faults(scope: &str, knobs: Value) {
+        let mut body = knobs;
+        body["scope"] = Value::String(scope.to_owned());
+        let response = http().put(format!("{}/admin/faults", stack().sandbox_url)).json(&body).send().await.expect("faults");
+        assert!(response.status().is_success(), "setting faults: {}", response.text().await.unwrap_or_default());
+    }
+
+    /// The payer pays.
+    pub async fn pay(pay_url: &str) -> Reply {
+        Reply::from(http().post(pay_url).send().await.expect("pay")).await
+    }
+
+    /// The sandbox's view of a trade, with its delivery log.
+    pub async fn trade(out_trade_no: &str) -> Value {
+        let url = format!("{}/admin/trades/{out_trade_no}", stack().sandbox_url);
+        http().get(url).send().await.expect("trade").json().await.expect("trade json")
+    }
+}
+
+/// Polls `GET /payments/{id}` until `done` holds or `timeout_ms` passes; returns the last reply.
+pub async fn wait_for_payment(payment_id: &str, timeout_ms: u64, done: impl Fn(&Value) -> bool) -> Reply {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
+    loop {
+        let reply = get_payment(payment_id).await;
+        if done(&reply.body) || tokio::time::Instant::now() >= deadline {
+            return reply;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -1,1 +1,7 @@
+//! Integration tests against the real local stack (moto, cargo-lambda running the function
+//! binaries, the provider sandbox). Run them with `cargo xtask test`.
 
+#![allow(clippy::unwrap_used)]
+
+mod callbacks;
+mod e2e;
