@@ -46,7 +46,8 @@ pub fn unique(prefix: &str) -> String {
 }
 
 pub fn key_pem(name: &str) -> String {
-    std::fs::read_to_string(stack().keys_dir.join(name)).unwrap_or_else(|e| panic!("reading key {name}: {e}"))
+    std::fs::read_to_string(stack().keys_dir.join(name))
+        .unwrap_or_else(|e| panic!("reading key {name}: {e}"))
 }
 
 /// Counts the HTTP requests a client sends, by operation name.
@@ -63,11 +64,17 @@ impl RequestCounter {
 
     pub fn reset(&self) {
         self.total.store(0, Ordering::SeqCst);
-        self.by_operation.lock().map(|mut m| m.clear()).unwrap_or_default();
+        self.by_operation
+            .lock()
+            .map(|mut m| m.clear())
+            .unwrap_or_default();
     }
 
     pub fn by_operation(&self) -> HashMap<String, usize> {
-        self.by_operation.lock().map(|m| m.clone()).unwrap_or_default()
+        self.by_operation
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -113,16 +120,30 @@ pub async fn fresh_tables(client: &aws_sdk_dynamodb::Client) -> (String, String)
     let stack_name = format!("t{}", ulid::Ulid::new()).to_lowercase();
     let mut parameters = template.parameter_defaults().clone();
     parameters.insert("CallbackBaseUrl".into(), "http://127.0.0.1:9".into());
-    let resolver = xtask::template::Resolver { stack_name, region: xtask::REGION.into(), parameters };
-    template.create_tables(client, &resolver).await.expect("create tables");
+    let resolver = xtask::template::Resolver {
+        stack_name,
+        region: xtask::REGION.into(),
+        parameters,
+    };
+    template
+        .create_tables(client, &resolver)
+        .await
+        .expect("create tables");
     (
-        template.table_name("PaymentsTable", &resolver).expect("payments table"),
-        template.table_name("IdempotencyTable", &resolver).expect("idempotency table"),
+        template
+            .table_name("PaymentsTable", &resolver)
+            .expect("payments table"),
+        template
+            .table_name("IdempotencyTable", &resolver)
+            .expect("idempotency table"),
     )
 }
 
 /// Every item of a table (moto tables in tests are small).
-pub async fn scan_all(client: &aws_sdk_dynamodb::Client, table: &str) -> Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+pub async fn scan_all(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
     let out = client.scan().table_name(table).send().await.expect("scan");
     out.items.unwrap_or_default()
 }
@@ -139,10 +160,19 @@ pub struct Reply {
 impl Reply {
     pub async fn from(response: reqwest::Response) -> Self {
         let status = response.status().as_u16();
-        let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let text = response.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Self { status, retry_after, body, text }
+        Self {
+            status,
+            retry_after,
+            body,
+            text,
+        }
     }
 
     pub fn error_code(&self) -> &str {
@@ -153,13 +183,25 @@ impl Reply {
 /// A fresh client: each `#[tokio::test]` has its own runtime, and pooled connections must not
 /// outlive the runtime that opened them.
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().expect("client")
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .expect("client")
 }
 
 /// `POST /payments` with a JSON body.
 pub async fn create(body: &Value) -> Reply {
     let url = format!("{}/payments", stack().api_url);
-    Reply::from(http().post(url).header("content-type", "application/json").body(body.to_string()).send().await.expect("POST /payments")).await
+    Reply::from(
+        http()
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("POST /payments"),
+    )
+    .await
 }
 
 /// A POST with any raw body and content type.
@@ -172,7 +214,14 @@ pub async fn post_raw(path: &str, content_type: Option<&str>, body: Vec<u8>) -> 
 }
 
 pub async fn get_payment(payment_id: &str) -> Reply {
-    Reply::from(http().get(format!("{}/payments/{payment_id}", stack().api_url)).send().await.expect("GET")).await
+    Reply::from(
+        http()
+            .get(format!("{}/payments/{payment_id}", stack().api_url))
+            .send()
+            .await
+            .expect("GET"),
+    )
+    .await
 }
 
 /// A valid create body for `order_id`, paid through the sandbox.
@@ -194,8 +243,17 @@ pub mod sandbox {
     pub async fn set_faults(scope: &str, knobs: Value) {
         let mut body = knobs;
         body["scope"] = Value::String(scope.to_owned());
-        let response = http().put(format!("{}/admin/faults", stack().sandbox_url)).json(&body).send().await.expect("faults");
-        assert!(response.status().is_success(), "setting faults: {}", response.text().await.unwrap_or_default());
+        let response = http()
+            .put(format!("{}/admin/faults", stack().sandbox_url))
+            .json(&body)
+            .send()
+            .await
+            .expect("faults");
+        assert!(
+            response.status().is_success(),
+            "setting faults: {}",
+            response.text().await.unwrap_or_default()
+        );
     }
 
     /// The payer pays.
@@ -206,12 +264,23 @@ pub mod sandbox {
     /// The sandbox's view of a trade, with its delivery log.
     pub async fn trade(out_trade_no: &str) -> Value {
         let url = format!("{}/admin/trades/{out_trade_no}", stack().sandbox_url);
-        http().get(url).send().await.expect("trade").json().await.expect("trade json")
+        http()
+            .get(url)
+            .send()
+            .await
+            .expect("trade")
+            .json()
+            .await
+            .expect("trade json")
     }
 }
 
 /// Polls `GET /payments/{id}` until `done` holds or `timeout_ms` passes; returns the last reply.
-pub async fn wait_for_payment(payment_id: &str, timeout_ms: u64, done: impl Fn(&Value) -> bool) -> Reply {
+pub async fn wait_for_payment(
+    payment_id: &str,
+    timeout_ms: u64,
+    done: impl Fn(&Value) -> bool,
+) -> Reply {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
     loop {
         let reply = get_payment(payment_id).await;

@@ -17,19 +17,24 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), field: None, retry_after_s: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            retry_after_s: None,
+        }
     }
 
     pub fn field(status: u16, code: &'static str, field: &str, message: impl Into<String>) -> Self {
-        Self { field: Some(field.to_owned()), ..Self::new(status, code, message) }
+        Self {
+            field: Some(field.to_owned()),
+            ..Self::new(status, code, message)
+        }
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(404, "not_found", message)
-    }
-
-    pub fn internal() -> Self {
-        Self::new(500, "internal", "internal error; it has been logged")
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
@@ -45,12 +50,16 @@ impl ApiError {
     }
 
     pub fn into_response(self) -> http::Response<String> {
-        let mut builder = http::Response::builder().status(self.status).header("content-type", "application/json");
+        let mut builder = http::Response::builder()
+            .status(self.status)
+            .header("content-type", "application/json");
         if let Some(seconds) = self.retry_after_s {
             builder = builder.header("retry-after", seconds.to_string());
         }
         let body = self.body();
-        builder.body(body).unwrap_or_else(|_| http::Response::new(String::new()))
+        builder
+            .body(body)
+            .unwrap_or_else(|_| http::Response::new(String::new()))
     }
 }
 
@@ -74,11 +83,21 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Checks size and media type before any parsing.
 pub fn check_json_body(content_type: Option<&str>, body: &[u8]) -> Result<(), ApiError> {
     if body.len() > MAX_BODY_BYTES {
-        return Err(ApiError::new(413, "payload_too_large", format!("body exceeds {MAX_BODY_BYTES} bytes")));
+        return Err(ApiError::new(
+            413,
+            "payload_too_large",
+            format!("body exceeds {MAX_BODY_BYTES} bytes"),
+        ));
     }
-    let media_type = content_type.and_then(|ct| ct.split(';').next()).map(str::trim);
+    let media_type = content_type
+        .and_then(|ct| ct.split(';').next())
+        .map(str::trim);
     if !media_type.is_some_and(|mt| mt.eq_ignore_ascii_case("application/json")) {
-        return Err(ApiError::new(415, "unsupported_media_type", "content-type must be application/json"));
+        return Err(ApiError::new(
+            415,
+            "unsupported_media_type",
+            "content-type must be application/json",
+        ));
     }
     Ok(())
 }
@@ -99,9 +118,15 @@ mod tests {
     #[test]
     fn media_type_and_size() {
         assert!(check_json_body(Some("application/json; charset=utf-8"), b"{}").is_ok());
-        assert_eq!(check_json_body(Some("text/plain"), b"{}").map_err(|e| e.status), Err(415));
+        assert_eq!(
+            check_json_body(Some("text/plain"), b"{}").map_err(|e| e.status),
+            Err(415)
+        );
         assert_eq!(check_json_body(None, b"{}").map_err(|e| e.status), Err(415));
         let big = vec![b' '; MAX_BODY_BYTES + 1];
-        assert_eq!(check_json_body(Some("application/json"), &big).map_err(|e| e.status), Err(413));
+        assert_eq!(
+            check_json_body(Some("application/json"), &big).map_err(|e| e.status),
+            Err(413)
+        );
     }
 }

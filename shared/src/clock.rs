@@ -11,7 +11,10 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
-        let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
         Timestamp::from_unix_ms(i64::try_from(ms).unwrap_or(i64::MAX))
     }
 }
@@ -50,7 +53,10 @@ impl IdSource for RandomIds {
         // A failing OS RNG is not recoverable; an all-zero suffix still yields a valid id and the
         // order-uniqueness write catches any collision.
         let _ = aws_lc_rs::rand::fill(&mut bytes);
-        PaymentId::from_parts(u64::try_from(now.unix_ms()).unwrap_or(0), u128::from_be_bytes(bytes))
+        PaymentId::from_parts(
+            u64::try_from(now.unix_ms()).unwrap_or(0),
+            u128::from_be_bytes(bytes),
+        )
     }
 }
 

@@ -22,15 +22,24 @@ fn var(name: &str) -> anyhow::Result<String> {
 
 /// Reads a secret from its source. Never logs the value.
 pub fn read_secret(source: &str) -> anyhow::Result<String> {
-    if let Some(path) = source.strip_prefix("file:").or_else(|| source.starts_with('/').then_some(source)) {
-        return std::fs::read_to_string(path).with_context(|| format!("reading secret file {path}"));
+    if let Some(path) = source
+        .strip_prefix("file:")
+        .or_else(|| source.starts_with('/').then_some(source))
+    {
+        return std::fs::read_to_string(path)
+            .with_context(|| format!("reading secret file {path}"));
     }
-    bail!("unsupported secret source {source:?}: use file:/path (Secrets Manager and SSM are not wired yet)")
+    bail!(
+        "unsupported secret source {source:?}: use file:/path (Secrets Manager and SSM are not wired yet)"
+    )
 }
 
-/// The sandbox provider, when `SANDBOX_BASE_URL` is set.
+/// The sandbox provider, when `SANDBOX_BASE_URL` is set and not empty.
 fn sandbox(clock: Arc<dyn Clock>) -> anyhow::Result<Option<SandboxProvider>> {
-    let Ok(base_url) = std::env::var("SANDBOX_BASE_URL") else {
+    let Some(base_url) = std::env::var("SANDBOX_BASE_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+    else {
         return Ok(None);
     };
     let timeout_ms: u64 = std::env::var("PROVIDER_TIMEOUT_MS")
@@ -45,7 +54,10 @@ fn sandbox(clock: Arc<dyn Clock>) -> anyhow::Result<Option<SandboxProvider>> {
             .context("SANDBOX_MERCHANT_KEY")?,
         provider_key: RsaVerifier::from_pem(&read_secret(&var("SANDBOX_PROVIDER_PUBLIC_KEY")?)?)
             .context("SANDBOX_PROVIDER_PUBLIC_KEY")?,
-        notify_url: format!("{}/callbacks/sandbox", var("CALLBACK_BASE_URL")?.trim_end_matches('/')),
+        notify_url: format!(
+            "{}/callbacks/sandbox",
+            var("CALLBACK_BASE_URL")?.trim_end_matches('/')
+        ),
         timeout: Duration::from_millis(timeout_ms),
     };
     Ok(Some(SandboxProvider::new(config, clock)?))
@@ -62,5 +74,10 @@ pub async fn deps_from_env() -> anyhow::Result<Deps> {
     if let Some(sandbox) = sandbox(clock.clone())? {
         providers = providers.with(Arc::new(sandbox));
     }
-    Ok(Deps { store: Arc::new(store), providers, clock, ids: Arc::new(RandomIds) })
+    Ok(Deps {
+        store: Arc::new(store),
+        providers,
+        clock,
+        ids: Arc::new(RandomIds),
+    })
 }

@@ -42,13 +42,25 @@ impl RsaSigner {
             other => return Err(KeyError::Label(other.to_owned())),
         }
         .map_err(|e| KeyError::Rejected(e.to_string()))?;
-        Ok(Self { key, rng: SystemRandom::new() })
+        Ok(Self {
+            key,
+            rng: SystemRandom::new(),
+        })
     }
 
     pub fn sign(&self, message: &[u8]) -> Vec<u8> {
         let mut signature = vec![0_u8; self.key.public_modulus_len()];
         // Signing with a validated key into a buffer of the modulus size cannot fail.
-        if self.key.sign(&signature::RSA_PKCS1_SHA256, &self.rng, message, &mut signature).is_err() {
+        if self
+            .key
+            .sign(
+                &signature::RSA_PKCS1_SHA256,
+                &self.rng,
+                message,
+                &mut signature,
+            )
+            .is_err()
+        {
             signature.clear();
         }
         signature
@@ -92,23 +104,15 @@ impl RsaVerifier {
 
     /// Verifies a base64 signature; undecodable base64 is simply invalid.
     pub fn verify_base64(&self, message: &[u8], signature_b64: &str) -> bool {
-        STANDARD.decode(signature_b64.trim()).is_ok_and(|sig| self.verify(message, &sig))
+        STANDARD
+            .decode(signature_b64.trim())
+            .is_ok_and(|sig| self.verify(message, &sig))
     }
 }
 
 /// SHA-256 as lower-case hex.
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data).as_ref())
-}
-
-/// The first and last few characters of a signature, for logs. Never log a whole one.
-pub fn redact(signature: &str) -> String {
-    let n = signature.chars().count();
-    if n <= 12 {
-        return "<short>".to_owned();
-    }
-    let head: String = signature.chars().take(6).collect();
-    format!("{head}...({n} chars)")
 }
 
 #[cfg(test)]
@@ -137,7 +141,11 @@ mod tests {
         assert!(!verifier.verify_base64(b"hellO", &sig));
         assert!(!verifier.verify_base64(b"hello", "not base64!"));
         let (_, other_public) = keypair_pems();
-        assert!(!RsaVerifier::from_pem(&other_public).expect("v").verify_base64(b"hello", &sig));
+        assert!(
+            !RsaVerifier::from_pem(&other_public)
+                .expect("v")
+                .verify_base64(b"hello", &sig)
+        );
     }
 
     #[test]
@@ -150,6 +158,9 @@ mod tests {
 
     #[test]
     fn sha256_hex_known_answer() {
-        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

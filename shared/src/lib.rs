@@ -5,8 +5,8 @@
 //!   No AWS, no I/O, no async.
 //! - [`ports`]: the traits the use cases need (store, provider, clock, ids).
 //! - adapters: [`store`] (DynamoDB and in-memory), [`provider`] (over [`crypto`]), [`clock`].
-//! - [`app`]: one module per use case, each a function over ports.
 //! - [`api`]: the JSON error and response shapes the HTTP edge speaks (no Lambda types).
+//! - [`app`]: one module per use case, each a function over ports, answering in [`api`] shapes.
 
 pub mod api;
 pub mod app;

@@ -7,7 +7,9 @@ use async_trait::async_trait;
 
 use crate::domain::idempotency::{IdempotencyRecord, StoredResponse};
 use crate::domain::payment::Transition;
-use crate::domain::{Currency, HistoryEntry, Money, OrderId, Payment, PaymentId, ProviderName, Timestamp};
+use crate::domain::{
+    Currency, HistoryEntry, Money, OrderId, Payment, PaymentId, ProviderName, Timestamp,
+};
 
 /// All time comes from here.
 pub trait Clock: Send + Sync {
@@ -42,13 +44,18 @@ pub enum InsertOutcome {
     /// The idempotency key is held by this record (returned with the failed write).
     KeyTaken(IdempotencyRecord),
     /// The order already has a payment, and no live idempotency record covers it.
-    OrderTaken { payment_id: PaymentId },
+    OrderTaken {
+        payment_id: PaymentId,
+    },
 }
 
 /// What the provider said to our create, stored together with the completed response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CreateCompletion {
-    Accepted { pay_url: String, provider_trade_no: Option<String> },
+    Accepted {
+        pay_url: String,
+        provider_trade_no: Option<String>,
+    },
     /// The provider definitely refused: the payment moves `pending -> failed`.
     Rejected(Transition),
     /// The outcome is unknown: the payment stays `pending` with a check due.
@@ -74,7 +81,11 @@ pub struct PaymentRecord {
 pub trait PaymentStore: Send + Sync {
     /// Claims the idempotency key and writes the payment, its order-uniqueness item and its first
     /// history entry, all or nothing.
-    async fn insert_payment(&self, new: &NewPayment, now: Timestamp) -> Result<InsertOutcome, StoreError>;
+    async fn insert_payment(
+        &self,
+        new: &NewPayment,
+        now: Timestamp,
+    ) -> Result<InsertOutcome, StoreError>;
 
     /// Stores the provider's answer to the create and completes the idempotency record.
     async fn complete_create(
@@ -86,7 +97,10 @@ pub trait PaymentStore: Send + Sync {
     ) -> Result<(), StoreError>;
 
     /// Applies a guarded transition and its history entry, all or nothing.
-    async fn apply_transition(&self, transition: &Transition) -> Result<TransitionOutcome, StoreError>;
+    async fn apply_transition(
+        &self,
+        transition: &Transition,
+    ) -> Result<TransitionOutcome, StoreError>;
 
     async fn payment(&self, payment_id: &PaymentId) -> Result<Option<PaymentRecord>, StoreError>;
 }
@@ -103,8 +117,17 @@ pub enum ClaimOutcome {
 pub trait IdempotencyStore: Send + Sync {
     /// One conditional write: succeeds if the key is absent, expired, or in progress past its
     /// deadline; otherwise returns the blocking record.
-    async fn claim(&self, record: &IdempotencyRecord, now: Timestamp) -> Result<ClaimOutcome, StoreError>;
-    async fn complete(&self, key: &str, resource_id: &str, response: &StoredResponse) -> Result<(), StoreError>;
+    async fn claim(
+        &self,
+        record: &IdempotencyRecord,
+        now: Timestamp,
+    ) -> Result<ClaimOutcome, StoreError>;
+    async fn complete(
+        &self,
+        key: &str,
+        resource_id: &str,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError>;
     async fn record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError>;
 }
 
@@ -121,6 +144,15 @@ pub struct ProviderCreate {
 pub struct ProviderCreated {
     pub pay_url: String,
     pub provider_trade_no: Option<String>,
+}
+
+/// The provider's view of a trade, from a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderTrade {
+    pub status: NotifiedStatus,
+    pub provider_trade_no: Option<String>,
+    pub amount_minor: i64,
+    pub currency: Currency,
 }
 
 /// Outbound failures, split by what we know about the provider's side.
@@ -190,6 +222,8 @@ pub struct CallbackReply {
 pub trait PaymentProvider: Send + Sync {
     fn name(&self) -> ProviderName;
     async fn create(&self, request: &ProviderCreate) -> Result<ProviderCreated, ProviderError>;
+    /// The provider's view of our payment; `None` when the provider has no such trade.
+    async fn query(&self, payment_id: &PaymentId) -> Result<Option<ProviderTrade>, ProviderError>;
     /// Verifies the raw callback (signature over the raw body, replay window, merchant) and
     /// parses it. Pure: no I/O.
     fn verify_callback(

@@ -1,5 +1,5 @@
-//! Logging setup and alerts. Logs are JSON lines for CloudWatch; alerts are error lines with an
-//! `alert` field (a metric filter turns them into an alarm) plus an EMF metric.
+//! Logging setup and alerts. Logs are JSON lines for CloudWatch; an alert is an error line with an
+//! `alert` field, which the template's metric filter counts and alarms on.
 
 use std::sync::OnceLock;
 

@@ -2,7 +2,9 @@
 //! unknown payment, duplicates.
 
 use serde_json::{Value, json};
-use tests::{create, create_body, get_payment, http, key_pem, sandbox, stack, unique, wait_for_payment};
+use tests::{
+    create, create_body, get_payment, http, key_pem, sandbox, stack, unique, wait_for_payment,
+};
 
 /// A created payment with its pay URL.
 async fn created(prefix: &str, amount_minor: i64) -> (String, String, String) {
@@ -11,14 +13,24 @@ async fn created(prefix: &str, amount_minor: i64) -> (String, String, String) {
     body["subject"] = json!(format!("{order_id} subject"));
     let reply = create(&body).await;
     assert_eq!(reply.status, 201, "{}", reply.text);
-    (order_id, reply.body["payment_id"].as_str().unwrap().to_owned(), reply.body["pay_url"].as_str().unwrap().to_owned())
+    (
+        order_id,
+        reply.body["payment_id"].as_str().unwrap().to_owned(),
+        reply.body["pay_url"].as_str().unwrap().to_owned(),
+    )
 }
 
 /// Sends a notification signed by the sandbox key at `timestamp`, as the provider would.
 async fn notify(body: &Value, timestamp: i64) -> (u16, Value) {
     let text = body.to_string();
     let nonce = "n0nce42";
-    let signature = xtask::sandbox::sign_provider_message(&key_pem("sandbox_private.pem"), timestamp, nonce, text.as_bytes()).unwrap();
+    let signature = xtask::sandbox::sign_provider_message(
+        &key_pem("sandbox_private.pem"),
+        timestamp,
+        nonce,
+        text.as_bytes(),
+    )
+    .unwrap();
     let response = http()
         .post(format!("{}/callbacks/sandbox", stack().api_url))
         .header("content-type", "application/json")
@@ -34,7 +46,13 @@ async fn notify(body: &Value, timestamp: i64) -> (u16, Value) {
 }
 
 fn now_s() -> i64 {
-    i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()).unwrap()
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap()
 }
 
 fn paid_notice(payment_id: &str, amount_minor: i64) -> Value {
@@ -57,7 +75,14 @@ async fn tampered_amount_moves_to_exception_and_answers_success() {
     sandbox::pay(&pay_url).await;
     let reply = wait_for_payment(&payment_id, 10_000, |p| p["status"] != "pending").await;
     assert_eq!(reply.body["status"], "exception", "{}", reply.text);
-    assert!(reply.body["status_reason"].as_str().unwrap().contains("501"), "{}", reply.text);
+    assert!(
+        reply.body["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("501"),
+        "{}",
+        reply.text
+    );
     // The provider was told success, so it stops resending.
     let trade = sandbox::trade(&payment_id).await;
     assert_eq!(trade["deliveries"][0]["acked"], true, "{trade}");
@@ -71,7 +96,9 @@ async fn forged_signature_changes_nothing_and_gets_the_failure_answer() {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
     let trade = loop {
         let trade = sandbox::trade(&payment_id).await;
-        if !trade["deliveries"].as_array().unwrap().is_empty() || tokio::time::Instant::now() > deadline {
+        if !trade["deliveries"].as_array().unwrap().is_empty()
+            || tokio::time::Instant::now() > deadline
+        {
             break trade;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -125,10 +152,20 @@ async fn wrong_merchant_and_garbage_are_refused() {
     notice["merchant_id"] = json!("M999");
     let (status, _) = notify(&notice, now_s()).await;
     assert_eq!(status, 400);
-    let garbage = tests::post_raw("/callbacks/sandbox", Some("application/json"), b"{not json".to_vec()).await;
+    let garbage = tests::post_raw(
+        "/callbacks/sandbox",
+        Some("application/json"),
+        b"{not json".to_vec(),
+    )
+    .await;
     assert_eq!(garbage.status, 400);
     assert_eq!(garbage.body["code"], "FAIL");
-    let unknown_provider = tests::post_raw("/callbacks/paypal", Some("application/json"), b"{}".to_vec()).await;
+    let unknown_provider = tests::post_raw(
+        "/callbacks/paypal",
+        Some("application/json"),
+        b"{}".to_vec(),
+    )
+    .await;
     assert_eq!(unknown_provider.status, 404);
     assert_eq!(get_payment(&payment_id).await.body["version"], 1);
 }

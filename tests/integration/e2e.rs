@@ -17,12 +17,22 @@ async fn create_pay_callback_paid() {
     let paid = wait_for_payment(&payment_id, 10_000, |p| p["status"] == "paid").await;
     assert_eq!(paid.body["status"], "paid", "{}", paid.text);
     assert_eq!(paid.body["version"], 2);
-    let history: Vec<&str> = paid.body["history"].as_array().unwrap().iter().map(|h| h["to"].as_str().unwrap()).collect();
+    let history: Vec<&str> = paid.body["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["to"].as_str().unwrap())
+        .collect();
     assert_eq!(history, ["pending", "paid"]);
 
     // The sandbox got exactly one acknowledged delivery.
     let trade = sandbox::trade(&payment_id).await;
-    let acked = trade["deliveries"].as_array().unwrap().iter().filter(|d| d["acked"] == Value::Bool(true)).count();
+    let acked = trade["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["acked"] == Value::Bool(true))
+        .count();
     assert_eq!(acked, 1, "{trade}");
 
     // A replay of the create returns the original answer, not the current state.

@@ -3,5 +3,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod bad_input;
+mod budget;
 mod callbacks;
+mod concurrency;
 mod e2e;
+mod faults;
+mod idempotency;
+mod transitions;

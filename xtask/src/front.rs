@@ -52,21 +52,37 @@ fn match_path(pattern: &str, path: &str) -> Option<BTreeMap<String, String>> {
 fn gateway_error(status: StatusCode, message: &str) -> Response<Body> {
     let mut response = Response::new(Body::from(json!({ "message": message }).to_string()));
     *response.status_mut() = status;
-    response.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    response
+        .headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
     response
 }
 
-fn event(route: &FrontRoute, method: &Method, uri: &Uri, headers: &HeaderMap, params: BTreeMap<String, String>, body: &Bytes) -> Value {
+fn event(
+    route: &FrontRoute,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    params: BTreeMap<String, String>,
+    body: &Bytes,
+) -> Value {
     let mut header_map = serde_json::Map::new();
     for name in headers.keys() {
-        let values: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+        let values: Vec<&str> = headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
         header_map.insert(name.as_str().to_owned(), Value::String(values.join(",")));
     }
     let (body_value, is_base64) = match std::str::from_utf8(body) {
         Ok(text) => (text.to_owned(), false),
         Err(_) => (STANDARD.encode(body), true),
     };
-    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
     let mut event = json!({
         "version": "2.0",
         "routeKey": route.route_key,
@@ -102,7 +118,10 @@ fn event(route: &FrontRoute, method: &Method, uri: &Uri, headers: &HeaderMap, pa
     if let Some(query) = uri.query() {
         let pairs: BTreeMap<String, String> = query
             .split('&')
-            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+            .filter_map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            })
             .collect();
         event["queryStringParameters"] = json!(pairs);
     }
@@ -110,20 +129,35 @@ fn event(route: &FrontRoute, method: &Method, uri: &Uri, headers: &HeaderMap, pa
 }
 
 fn into_response(answer: &Value) -> Response<Body> {
-    let status = answer.get("statusCode").and_then(Value::as_u64).and_then(|s| u16::try_from(s).ok());
+    let status = answer
+        .get("statusCode")
+        .and_then(Value::as_u64)
+        .and_then(|s| u16::try_from(s).ok());
     let Some(status) = status.and_then(|s| StatusCode::from_u16(s).ok()) else {
         return gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
     };
     let body = answer.get("body").and_then(Value::as_str).unwrap_or("");
-    let body = if answer.get("isBase64Encoded").and_then(Value::as_bool).unwrap_or(false) {
+    let body = if answer
+        .get("isBase64Encoded")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+    {
         STANDARD.decode(body).unwrap_or_default()
     } else {
         body.as_bytes().to_vec()
     };
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
-    for (name, value) in answer.get("headers").and_then(Value::as_object).into_iter().flatten() {
-        if let (Ok(name), Some(Ok(value))) = (HeaderName::try_from(name.as_str()), value.as_str().map(HeaderValue::from_str)) {
+    for (name, value) in answer
+        .get("headers")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        if let (Ok(name), Some(Ok(value))) = (
+            HeaderName::try_from(name.as_str()),
+            value.as_str().map(HeaderValue::from_str),
+        ) {
             response.headers_mut().insert(name, value);
         }
     }
@@ -136,28 +170,56 @@ async fn handle(State(front): State<Arc<Front>>, request: Request<Body>) -> Resp
         return gateway_error(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
     };
     let matched = front.routes.iter().find_map(|r| {
-        (r.method == parts.method.as_str()).then(|| match_path(&r.path, parts.uri.path()).map(|p| (r, p))).flatten()
+        (r.method == parts.method.as_str())
+            .then(|| match_path(&r.path, parts.uri.path()).map(|p| (r, p)))
+            .flatten()
     });
     let Some((route, params)) = matched else {
         return gateway_error(StatusCode::NOT_FOUND, "Not Found");
     };
-    let event = event(route, &parts.method, &parts.uri, &parts.headers, params, &body);
-    let url = format!("{}/2015-03-31/functions/{}/invocations", front.invoke_url, route.binary);
-    let result = front.http.post(url).json(&event).timeout(Duration::from_secs(route.timeout_s)).send().await;
+    let event = event(
+        route,
+        &parts.method,
+        &parts.uri,
+        &parts.headers,
+        params,
+        &body,
+    );
+    let url = format!(
+        "{}/2015-03-31/functions/{}/invocations",
+        front.invoke_url, route.binary
+    );
+    let result = front
+        .http
+        .post(url)
+        .json(&event)
+        .timeout(Duration::from_secs(route.timeout_s))
+        .send()
+        .await;
     match result {
         Ok(answer) if answer.status().is_success() => match answer.json::<Value>().await {
             Ok(value) => into_response(&value),
             Err(_) => gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
         },
         Ok(_) => gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
-        Err(e) if e.is_timeout() => gateway_error(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"),
+        Err(e) if e.is_timeout() => {
+            gateway_error(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
+        }
         Err(_) => gateway_error(StatusCode::BAD_GATEWAY, "Bad Gateway"),
     }
 }
 
 /// Serves the routes on `listener` until the returned task is aborted.
-pub fn serve(listener: tokio::net::TcpListener, routes: Vec<FrontRoute>, invoke_url: String) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let front = Arc::new(Front { routes, invoke_url, http: reqwest::Client::builder().build()? });
+pub fn serve(
+    listener: tokio::net::TcpListener,
+    routes: Vec<FrontRoute>,
+    invoke_url: String,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let front = Arc::new(Front {
+        routes,
+        invoke_url,
+        http: reqwest::Client::builder().build()?,
+    });
     let app = axum::Router::new().fallback(handle).with_state(front);
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {

@@ -28,7 +28,9 @@ pub struct Emulator {
 
 /// Where cargo puts binaries for this workspace.
 pub fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
 }
 
 /// Builds the function binaries up front: a lazy first compile would outlast any request timeout.
@@ -49,7 +51,9 @@ pub fn build(root: &Path, binaries: &[String], release: bool) -> anyhow::Result<
 }
 
 pub fn binary_path(root: &Path, binary: &str, release: bool) -> PathBuf {
-    target_dir(root).join(if release { "release" } else { "debug" }).join(binary)
+    target_dir(root)
+        .join(if release { "release" } else { "debug" })
+        .join(binary)
 }
 
 /// Starts the runtime API and `concurrency` instances of every function.
@@ -63,9 +67,15 @@ pub async fn start(
 ) -> anyhow::Result<Emulator> {
     let port = free_port()?;
     let mut watch = Command::new(venv.bin("cargo-lambda"));
-    watch
-        .current_dir(root)
-        .args(["lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1", "-P", &port.to_string()]);
+    watch.current_dir(root).args([
+        "lambda",
+        "watch",
+        "--only-lambda-apis",
+        "-A",
+        "127.0.0.1",
+        "-P",
+        &port.to_string(),
+    ]);
     let mut watch = spawn_logged(watch, &log_dir.join("cargo-lambda.log"))?;
     let invoke_url = format!("http://127.0.0.1:{port}");
     wait_tcp(port, Duration::from_secs(60), &mut watch).await?;
@@ -75,7 +85,11 @@ pub async fn start(
             instances.push(start_instance(root, log_dir, function, port, n, aws_env)?);
         }
     }
-    Ok(Emulator { invoke_url, _watch: watch, _instances: instances })
+    Ok(Emulator {
+        invoke_url,
+        _watch: watch,
+        _instances: instances,
+    })
 }
 
 fn start_instance(
@@ -97,11 +111,20 @@ fn start_instance(
     command
         .envs(&function.env)
         .envs(aws_env)
-        .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{port}/.rt/{}", function.binary))
+        .env(
+            "AWS_LAMBDA_RUNTIME_API",
+            format!("http://127.0.0.1:{port}/.rt/{}", function.binary),
+        )
         .env("AWS_LAMBDA_FUNCTION_NAME", &function.binary)
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", function.memory_mb.to_string())
+        .env(
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+            function.memory_mb.to_string(),
+        )
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", function.binary))
+        .env(
+            "AWS_LAMBDA_LOG_GROUP_NAME",
+            format!("/aws/lambda/{}", function.binary),
+        )
         .env("AWS_LAMBDA_LOG_STREAM_NAME", format!("local/{n}"));
     spawn_logged(command, &log_dir.join(format!("{}.log", function.binary)))
 }

@@ -43,7 +43,10 @@ enum Task {
 fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("XTASK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 #[tokio::main]
@@ -57,14 +60,24 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn up(port: u16, time_scale: u32) -> anyhow::Result<()> {
-    let stack = spawn(StackOptions { api_port: port, time_scale, ..StackOptions::default() }).await?;
+    let stack = spawn(StackOptions {
+        api_port: port,
+        time_scale,
+        ..StackOptions::default()
+    })
+    .await?;
     eprintln!("local stack is up");
     eprintln!("  API       {}", stack.api_url);
-    eprintln!("  sandbox   {}  (fault knobs: PUT {}/admin/faults)", stack.sandbox_url, stack.sandbox_url);
+    eprintln!(
+        "  sandbox   {}  (fault knobs: PUT {}/admin/faults)",
+        stack.sandbox_url, stack.sandbox_url
+    );
     eprintln!("  moto      {}", stack.moto_endpoint);
     eprintln!("  logs      {}", stack.log_dir.display());
     eprintln!("Ctrl-C to stop.");
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     stack.shutdown().await;
     Ok(())
 }
@@ -81,13 +94,26 @@ async fn test(cargo_args: Vec<String>) -> anyhow::Result<()> {
     };
     eprintln!("xtask: building and booting the local stack");
     let stack = spawn(options).await?;
-    eprintln!("xtask: stack up at {} (logs in {})", stack.api_url, stack.log_dir.display());
+    eprintln!(
+        "xtask: stack up at {} (logs in {})",
+        stack.api_url,
+        stack.log_dir.display()
+    );
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    command.current_dir(&root).args(["test", "--workspace"]).args(&cargo_args).envs(stack.env());
-    let status = tokio::task::spawn_blocking(move || command.status()).await?.context("running cargo test")?;
+    command
+        .current_dir(&root)
+        .args(["test", "--workspace"])
+        .args(&cargo_args)
+        .envs(stack.env());
+    let status = tokio::task::spawn_blocking(move || command.status())
+        .await?
+        .context("running cargo test")?;
     stack.shutdown().await;
     if !status.success() {
-        bail!("tests failed (stack logs: {})", work_dir.join("logs").display());
+        bail!(
+            "tests failed (stack logs: {})",
+            work_dir.join("logs").display()
+        );
     }
     let _ = std::fs::remove_dir_all(&work_dir);
     Ok(())

@@ -19,8 +19,16 @@ pub async fn start(venv: &Venv, log_dir: &Path) -> anyhow::Result<Moto> {
     command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
     let mut child = spawn_logged(command, &log_dir.join("moto.log"))?;
     let endpoint = format!("http://127.0.0.1:{port}");
-    wait_http(&format!("{endpoint}/moto-api/"), Duration::from_secs(60), &mut child).await?;
-    Ok(Moto { endpoint, _child: child })
+    wait_http(
+        &format!("{endpoint}/moto-api/"),
+        Duration::from_secs(60),
+        &mut child,
+    )
+    .await?;
+    Ok(Moto {
+        endpoint,
+        _child: child,
+    })
 }
 
 /// An SDK config for moto: fixed test credentials, a region, the endpoint.
@@ -28,7 +36,9 @@ pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(aws_config::Region::new(crate::REGION))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "moto"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "testing", "testing", None, None, "moto",
+        ))
         .load()
         .await
 }

@@ -16,15 +16,27 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 /// Spawns `command` with stdout and stderr appended to `log`; the child dies with its handle.
 pub fn spawn_logged(mut command: Command, log: &Path) -> anyhow::Result<Child> {
-    let file = std::fs::OpenOptions::new().create(true).append(true).open(log).with_context(|| format!("opening {}", log.display()))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
     let err = file.try_clone()?;
-    command.stdin(Stdio::null()).stdout(Stdio::from(file)).stderr(Stdio::from(err)).kill_on_drop(true);
-    command.spawn().with_context(|| format!("spawning {command:?}"))
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(file))
+        .stderr(Stdio::from(err))
+        .kill_on_drop(true);
+    command
+        .spawn()
+        .with_context(|| format!("spawning {command:?}"))
 }
 
 /// Polls `url` until it answers at all (any HTTP status), or fails after `timeout`.
 pub async fn wait_http(url: &str, timeout: Duration, child: &mut Child) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
     let deadline = tokio::time::Instant::now() + timeout;
     while tokio::time::Instant::now() < deadline {
         if client.get(url).send().await.is_ok() {
@@ -42,7 +54,10 @@ pub async fn wait_http(url: &str, timeout: Duration, child: &mut Child) -> anyho
 pub async fn wait_tcp(port: u16, timeout: Duration, child: &mut Child) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + timeout;
     while tokio::time::Instant::now() < deadline {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
         if let Some(status) = child.try_wait()? {

@@ -62,7 +62,10 @@ impl Stack {
         env.insert("PAYCORE_API_URL".into(), self.api_url.clone());
         env.insert("PAYCORE_SANDBOX_URL".into(), self.sandbox_url.clone());
         env.insert("PAYCORE_STACK_NAME".into(), self.stack_name.clone());
-        env.insert("PAYCORE_KEYS_DIR".into(), self.keys_dir.display().to_string());
+        env.insert(
+            "PAYCORE_KEYS_DIR".into(),
+            self.keys_dir.display().to_string(),
+        );
         env.insert("PAYCORE_MERCHANT_ID".into(), SANDBOX_MERCHANT_ID.into());
         for (id, name) in &self.tables {
             env.insert(format!("PAYCORE_TABLE_{}", id.to_uppercase()), name.clone());
@@ -97,7 +100,10 @@ fn write_keys(dir: &std::path::Path) -> anyhow::Result<(String, String)> {
     std::fs::create_dir_all(dir)?;
     let merchant = generate_rsa_2048()?;
     let provider = generate_rsa_2048()?;
-    std::fs::write(dir.join("merchant_private.pem"), &merchant.private_pkcs8_pem)?;
+    std::fs::write(
+        dir.join("merchant_private.pem"),
+        &merchant.private_pkcs8_pem,
+    )?;
     std::fs::write(dir.join("merchant_public.pem"), &merchant.public_spki_pem)?;
     std::fs::write(dir.join("sandbox_private.pem"), &provider.private_pkcs8_pem)?;
     std::fs::write(dir.join("sandbox_public.pem"), &provider.public_spki_pem)?;
@@ -112,7 +118,8 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
     let functions = template.functions()?;
     let binaries: Vec<String> = functions.iter().map(|f| f.binary.clone()).collect();
     let build_root = root.clone();
-    tokio::task::spawn_blocking(move || crate::lambda::build(&build_root, &binaries, false)).await??;
+    tokio::task::spawn_blocking(move || crate::lambda::build(&build_root, &binaries, false))
+        .await??;
 
     let log_dir = options.work_dir.join("logs");
     let keys_dir = options.work_dir.join("keys");
@@ -129,7 +136,9 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
     })
     .await?;
 
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.api_port)).await.context("binding the API port")?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.api_port))
+        .await
+        .context("binding the API port")?;
     let api_url = format!("http://{}", listener.local_addr()?);
     let mut parameters = template.parameter_defaults().clone();
     let key = |name: &str| format!("file:{}", keys_dir.join(name).display());
@@ -138,8 +147,15 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
     parameters.insert("SandboxMerchantKey".into(), key("merchant_private.pem"));
     parameters.insert("SandboxProviderPublicKey".into(), key("sandbox_public.pem"));
     parameters.insert("CallbackBaseUrl".into(), api_url.clone());
-    parameters.insert("ProviderTimeoutMs".into(), options.provider_timeout_ms.to_string());
-    let resolver = Resolver { stack_name: options.stack_name.clone(), region: REGION.into(), parameters };
+    parameters.insert(
+        "ProviderTimeoutMs".into(),
+        options.provider_timeout_ms.to_string(),
+    );
+    let resolver = Resolver {
+        stack_name: options.stack_name.clone(),
+        region: REGION.into(),
+        parameters,
+    };
     let client = aws_sdk_dynamodb::Client::new(&sdk);
     template.create_tables(&client, &resolver).await?;
     let tables = template
@@ -164,8 +180,15 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
             timeout_s: function.timeout_s,
         }));
     }
-    let emulator =
-        crate::lambda::start(&venv, &root, &log_dir, &specs, options.concurrency, &aws_env(&moto.endpoint)).await?;
+    let emulator = crate::lambda::start(
+        &venv,
+        &root,
+        &log_dir,
+        &specs,
+        options.concurrency,
+        &aws_env(&moto.endpoint),
+    )
+    .await?;
     let front = crate::front::serve(listener, routes, emulator.invoke_url.clone())?;
     Ok(Stack {
         api_url,

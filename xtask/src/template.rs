@@ -6,8 +6,8 @@ use std::path::Path;
 
 use anyhow::{Context as _, anyhow, bail};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
-    ScalarAttributeType,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType,
 };
 use serde_yaml::Value;
 
@@ -45,7 +45,9 @@ pub struct Resolver {
 }
 
 fn str_of<'a>(value: &'a Value, what: &str) -> anyhow::Result<&'a str> {
-    value.as_str().ok_or_else(|| anyhow!("{what} must be a string"))
+    value
+        .as_str()
+        .ok_or_else(|| anyhow!("{what} must be a string"))
 }
 
 fn get<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
@@ -54,14 +56,23 @@ fn get<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
 
 impl Template {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let doc: Value = serde_yaml::from_str(&text).context("parsing template YAML")?;
-        let resources = get(&doc, "Resources").and_then(Value::as_mapping).cloned().context("template has no Resources")?;
+        let resources = get(&doc, "Resources")
+            .and_then(Value::as_mapping)
+            .cloned()
+            .context("template has no Resources")?;
         let mut parameters = BTreeMap::new();
         if let Some(params) = get(&doc, "Parameters").and_then(Value::as_mapping) {
             for (name, spec) in params {
-                let default = get(spec, "Default").and_then(Value::as_str).unwrap_or_default();
-                parameters.insert(str_of(name, "parameter name")?.to_owned(), default.to_owned());
+                let default = get(spec, "Default")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                parameters.insert(
+                    str_of(name, "parameter name")?.to_owned(),
+                    default.to_owned(),
+                );
             }
         }
         let globals_env = get(&doc, "Globals")
@@ -71,7 +82,11 @@ impl Template {
             .and_then(Value::as_mapping)
             .cloned()
             .unwrap_or_default();
-        Ok(Self { resources, parameters, globals_env })
+        Ok(Self {
+            resources,
+            parameters,
+            globals_env,
+        })
     }
 
     pub fn load_default() -> anyhow::Result<Self> {
@@ -82,24 +97,37 @@ impl Template {
         &self.parameters
     }
 
-    fn resources_of_type<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = (&'a str, &'a Value)> + 'a {
+    fn resources_of_type<'a>(
+        &'a self,
+        kind: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a Value)> + 'a {
         self.resources.iter().filter_map(move |(id, r)| {
-            (get(r, "Type").and_then(Value::as_str) == Some(kind)).then(|| (id.as_str().unwrap_or_default(), r))
+            (get(r, "Type").and_then(Value::as_str) == Some(kind))
+                .then(|| (id.as_str().unwrap_or_default(), r))
         })
     }
 
     pub fn table_ids(&self) -> Vec<String> {
-        self.resources_of_type("AWS::DynamoDB::Table").map(|(id, _)| id.to_owned()).collect()
+        self.resources_of_type("AWS::DynamoDB::Table")
+            .map(|(id, _)| id.to_owned())
+            .collect()
     }
 
     pub fn functions(&self) -> anyhow::Result<Vec<Function>> {
-        self.resources_of_type("AWS::Serverless::Function").map(|(id, r)| parse_function(id, r)).collect()
+        self.resources_of_type("AWS::Serverless::Function")
+            .map(|(id, r)| parse_function(id, r))
+            .collect()
     }
 
     /// Creates every table of the template, named as `resolver` resolves them.
-    pub async fn create_tables(&self, client: &aws_sdk_dynamodb::Client, resolver: &Resolver) -> anyhow::Result<()> {
+    pub async fn create_tables(
+        &self,
+        client: &aws_sdk_dynamodb::Client,
+        resolver: &Resolver,
+    ) -> anyhow::Result<()> {
         for (id, resource) in self.resources_of_type("AWS::DynamoDB::Table") {
-            let props = get(resource, "Properties").with_context(|| format!("{id} has no Properties"))?;
+            let props =
+                get(resource, "Properties").with_context(|| format!("{id} has no Properties"))?;
             let table_name = self.table_name(id, resolver)?;
             let mut request = client
                 .create_table()
@@ -107,17 +135,27 @@ impl Template {
                 .billing_mode(BillingMode::PayPerRequest)
                 .set_attribute_definitions(Some(attribute_definitions(props)?))
                 .set_key_schema(Some(key_schema(get(props, "KeySchema"))?));
-            for gsi in get(props, "GlobalSecondaryIndexes").and_then(Value::as_sequence).into_iter().flatten() {
+            for gsi in get(props, "GlobalSecondaryIndexes")
+                .and_then(Value::as_sequence)
+                .into_iter()
+                .flatten()
+            {
                 request = request.global_secondary_indexes(global_index(gsi)?);
             }
-            request.send().await.with_context(|| format!("creating table {table_name}"))?;
+            request
+                .send()
+                .await
+                .with_context(|| format!("creating table {table_name}"))?;
         }
         Ok(())
     }
 
     /// The physical name of a table resource.
     pub fn table_name(&self, logical_id: &str, resolver: &Resolver) -> anyhow::Result<String> {
-        let resource = self.resources.get(logical_id).with_context(|| format!("no resource {logical_id}"))?;
+        let resource = self
+            .resources
+            .get(logical_id)
+            .with_context(|| format!("no resource {logical_id}"))?;
         match get(resource, "Properties").and_then(|p| get(p, "TableName")) {
             Some(name) => self.resolve(name, resolver),
             None => Ok(format!("{}-{logical_id}", resolver.stack_name)),
@@ -153,11 +191,19 @@ impl Template {
     }
 
     /// A function's environment: the globals, then its own variables, all resolved.
-    pub fn environment(&self, function: &Function, resolver: &Resolver) -> anyhow::Result<BTreeMap<String, String>> {
+    pub fn environment(
+        &self,
+        function: &Function,
+        resolver: &Resolver,
+    ) -> anyhow::Result<BTreeMap<String, String>> {
         let mut env = BTreeMap::new();
         for (name, value) in self.globals_env.iter().chain(function.env.iter()) {
             let name = str_of(name, "environment variable name")?;
-            env.insert(name.to_owned(), self.resolve(value, resolver).with_context(|| format!("{}: {name}", function.logical_id))?);
+            env.insert(
+                name.to_owned(),
+                self.resolve(value, resolver)
+                    .with_context(|| format!("{}: {name}", function.logical_id))?,
+            );
         }
         Ok(env)
     }
@@ -175,16 +221,26 @@ fn parse_function(id: &str, resource: &Value) -> anyhow::Result<Function> {
         .cloned()
         .unwrap_or_default();
     let mut routes = Vec::new();
-    for (_, event) in get(&props, "Events").and_then(Value::as_mapping).into_iter().flatten() {
+    for (_, event) in get(&props, "Events")
+        .and_then(Value::as_mapping)
+        .into_iter()
+        .flatten()
+    {
         if get(event, "Type").and_then(Value::as_str) != Some("HttpApi") {
             continue;
         }
-        let p = get(event, "Properties").with_context(|| format!("{id}: HttpApi event without Properties"))?;
+        let p = get(event, "Properties")
+            .with_context(|| format!("{id}: HttpApi event without Properties"))?;
         let method = str_of(get(p, "Method").context("Method")?, "Method")?.to_uppercase();
         let path = str_of(get(p, "Path").context("Path")?, "Path")?.to_owned();
-        routes.push(Route { route_key: format!("{method} {path}"), method, path });
+        routes.push(Route {
+            route_key: format!("{method} {path}"),
+            method,
+            path,
+        });
     }
-    let number = |key: &str, default: u64| get(&props, key).and_then(Value::as_u64).unwrap_or(default);
+    let number =
+        |key: &str, default: u64| get(&props, key).and_then(Value::as_u64).unwrap_or(default);
     Ok(Function {
         logical_id: id.to_owned(),
         binary: binary.to_owned(),
@@ -196,17 +252,28 @@ fn parse_function(id: &str, resource: &Value) -> anyhow::Result<Function> {
 }
 
 fn attribute_definitions(props: &Value) -> anyhow::Result<Vec<AttributeDefinition>> {
-    let defs = get(props, "AttributeDefinitions").and_then(Value::as_sequence).context("AttributeDefinitions")?;
+    let defs = get(props, "AttributeDefinitions")
+        .and_then(Value::as_sequence)
+        .context("AttributeDefinitions")?;
     defs.iter()
         .map(|d| {
-            let name = str_of(get(d, "AttributeName").context("AttributeName")?, "AttributeName")?;
-            let kind = match str_of(get(d, "AttributeType").context("AttributeType")?, "AttributeType")? {
+            let name = str_of(
+                get(d, "AttributeName").context("AttributeName")?,
+                "AttributeName",
+            )?;
+            let kind = match str_of(
+                get(d, "AttributeType").context("AttributeType")?,
+                "AttributeType",
+            )? {
                 "S" => ScalarAttributeType::S,
                 "N" => ScalarAttributeType::N,
                 "B" => ScalarAttributeType::B,
                 other => bail!("attribute type {other}"),
             };
-            Ok(AttributeDefinition::builder().attribute_name(name).attribute_type(kind).build()?)
+            Ok(AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(kind)
+                .build()?)
         })
         .collect()
 }
@@ -217,20 +284,29 @@ fn key_schema(schema: Option<&Value>) -> anyhow::Result<Vec<KeySchemaElement>> {
         .context("KeySchema")?
         .iter()
         .map(|k| {
-            let name = str_of(get(k, "AttributeName").context("AttributeName")?, "AttributeName")?;
+            let name = str_of(
+                get(k, "AttributeName").context("AttributeName")?,
+                "AttributeName",
+            )?;
             let kind = match str_of(get(k, "KeyType").context("KeyType")?, "KeyType")? {
                 "HASH" => KeyType::Hash,
                 "RANGE" => KeyType::Range,
                 other => bail!("key type {other}"),
             };
-            Ok(KeySchemaElement::builder().attribute_name(name).key_type(kind).build()?)
+            Ok(KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()?)
         })
         .collect()
 }
 
 fn global_index(gsi: &Value) -> anyhow::Result<GlobalSecondaryIndex> {
     let name = str_of(get(gsi, "IndexName").context("IndexName")?, "IndexName")?;
-    let projection = match get(gsi, "Projection").and_then(|p| get(p, "ProjectionType")).and_then(Value::as_str) {
+    let projection = match get(gsi, "Projection")
+        .and_then(|p| get(p, "ProjectionType"))
+        .and_then(Value::as_str)
+    {
         Some("KEYS_ONLY") => ProjectionType::KeysOnly,
         _ => ProjectionType::All,
     };
@@ -256,10 +332,15 @@ mod tests {
             region: "us-east-1".into(),
             parameters: template.parameter_defaults().clone(),
         };
-        let create = functions.iter().find(|f| f.binary == "create-payment").expect("create");
+        let create = functions
+            .iter()
+            .find(|f| f.binary == "create-payment")
+            .expect("create");
         assert_eq!(create.routes[0].route_key, "POST /payments");
         let mut resolver = resolver;
-        resolver.parameters.insert("CallbackBaseUrl".into(), "http://x".into());
+        resolver
+            .parameters
+            .insert("CallbackBaseUrl".into(), "http://x".into());
         let env = template.environment(create, &resolver).expect("env");
         assert_eq!(env["PAYMENTS_TABLE"], "t1-payments");
         assert_eq!(env["IDEMPOTENCY_TABLE"], "t1-idempotency");

@@ -17,11 +17,16 @@ impl Venv {
 
 /// The workspace root (the parent of this crate's directory).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 fn run(command: &mut Command) -> anyhow::Result<()> {
-    let status = command.status().with_context(|| format!("running {command:?}"))?;
+    let status = command
+        .status()
+        .with_context(|| format!("running {command:?}"))?;
     if !status.success() {
         bail!("{command:?} failed with {status}");
     }
@@ -32,17 +37,24 @@ fn run(command: &mut Command) -> anyhow::Result<()> {
 /// already installed (a stamp file holds the requirements it was built from).
 pub fn ensure() -> anyhow::Result<Venv> {
     let root = workspace_root();
-    let venv = Venv { root: root.join(".venv") };
+    let venv = Venv {
+        root: root.join(".venv"),
+    };
     let requirements_path = root.join("xtask/requirements.txt");
-    let requirements = std::fs::read_to_string(&requirements_path).context("reading xtask/requirements.txt")?;
+    let requirements =
+        std::fs::read_to_string(&requirements_path).context("reading xtask/requirements.txt")?;
     let stamp = venv.root.join(".requirements.stamp");
-    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == requirements) && venv.bin("moto_server").exists() {
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == requirements)
+        && venv.bin("moto_server").exists()
+    {
         return Ok(venv);
     }
     eprintln!("xtask: setting up .venv (moto, cargo-lambda) from xtask/requirements.txt");
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
     run(Command::new(&python).args(["-m", "venv"]).arg(&venv.root))?;
-    run(Command::new(venv.bin("pip")).args(["install", "--quiet", "--disable-pip-version-check", "-r"]).arg(&requirements_path))?;
+    run(Command::new(venv.bin("pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+        .arg(&requirements_path))?;
     std::fs::write(&stamp, requirements).context("writing venv stamp")?;
     Ok(venv)
 }

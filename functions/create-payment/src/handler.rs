@@ -13,7 +13,10 @@ fn deadline(request: &Request) -> Option<Timestamp> {
 }
 
 pub async fn handle(deps: &Deps, request: Request) -> Result<Response<Body>, Error> {
-    let content_type = request.headers().get("content-type").and_then(|v| v.to_str().ok());
+    let content_type = request
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok());
     let result = match CreatePaymentRequest::parse(content_type, request.body().as_ref()) {
         Ok(parsed) => create_payment(deps, &parsed, deadline(&request)).await,
         Err(refused) => Err(refused),

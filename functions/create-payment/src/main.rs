@@ -8,5 +8,8 @@ use lambda_http::{Error, Request, run, service_fn};
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let deps = shared::config::deps_from_env().await?;
-    run(service_fn(|request: Request| handler::handle(&deps, request))).await
+    run(service_fn(|request: Request| {
+        handler::handle(&deps, request)
+    }))
+    .await
 }

@@ -7,9 +7,14 @@ use shared::app::callback::handle_callback;
 use shared::domain::ProviderName;
 
 pub async fn handle(deps: &Deps, request: Request) -> Result<Response<Body>, Error> {
-    let raw = request.path_parameters_ref().and_then(|p| p.first("provider")).unwrap_or_default();
+    let raw = request
+        .path_parameters_ref()
+        .and_then(|p| p.first("provider"))
+        .unwrap_or_default();
     let outcome = match ProviderName::parse(raw) {
-        Ok(provider) => handle_callback(deps, provider, request.headers(), request.body().as_ref()).await,
+        Ok(provider) => {
+            handle_callback(deps, provider, request.headers(), request.body().as_ref()).await
+        }
         Err(_) => None,
     };
     let Some(outcome) = outcome else {

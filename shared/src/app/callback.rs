@@ -7,7 +7,9 @@
 use crate::app::Deps;
 use crate::domain::payment::{INITIAL_VERSION, Transition};
 use crate::domain::{Payment, PaymentStatus, ProviderName};
-use crate::ports::{CallbackAnswer, CallbackReply, NotifiedStatus, Notification, StoreError, TransitionOutcome};
+use crate::ports::{
+    CallbackAnswer, CallbackReply, Notification, NotifiedStatus, StoreError, TransitionOutcome,
+};
 use crate::telemetry::alert;
 
 /// Bound on re-tries of the transition within one delivery (a stale version, then a mismatch).
@@ -44,17 +46,26 @@ pub async fn handle_callback(
         Err(rejection) => {
             tracing::warn!(%provider, reason = %rejection, "callback refused before any write");
             let reply = adapter.reply(CallbackAnswer::Rejected, &rejection.to_string());
-            return Some(CallbackOutcome { result: CallbackResult::Rejected, reply });
+            return Some(CallbackOutcome {
+                result: CallbackResult::Rejected,
+                reply,
+            });
         }
     };
     let result = apply_notification(deps, &notification).await;
     tracing::info!(%provider, payment_id = %notification.payment_id, notify_id = notification.notify_id, ?result, "callback handled");
     let (answer, detail) = match result {
         CallbackResult::UnknownPayment => (CallbackAnswer::Rejected, "unknown payment"),
-        CallbackResult::RetryLater => (CallbackAnswer::RetryLater, "temporarily unable to record; retry"),
+        CallbackResult::RetryLater => (
+            CallbackAnswer::RetryLater,
+            "temporarily unable to record; retry",
+        ),
         _ => (CallbackAnswer::Success, ""),
     };
-    Some(CallbackOutcome { result, reply: adapter.reply(answer, detail) })
+    Some(CallbackOutcome {
+        result,
+        reply: adapter.reply(answer, detail),
+    })
 }
 
 async fn apply_notification(deps: &Deps, n: &Notification) -> CallbackResult {
@@ -71,6 +82,8 @@ async fn apply_notification(deps: &Deps, n: &Notification) -> CallbackResult {
         to,
         expected_version: INITIAL_VERSION,
         amount_guard: (to == PaymentStatus::Paid).then_some((n.amount_minor, n.currency)),
+        // A provider saying "paid" after our expiry is still money that moved: never refuse it.
+        expiry_guard: None,
         at: now,
         source: "callback",
         reason: None,
@@ -83,7 +96,10 @@ async fn apply_notification(deps: &Deps, n: &Notification) -> CallbackResult {
             }
             Ok(TransitionOutcome::Applied) => return CallbackResult::Applied,
             Ok(TransitionOutcome::NotFound) => {
-                alert("callback_unknown_payment", &format!("verified notification for unknown payment {}", n.payment_id));
+                alert(
+                    "callback_unknown_payment",
+                    &format!("verified notification for unknown payment {}", n.payment_id),
+                );
                 return CallbackResult::UnknownPayment;
             }
             Ok(TransitionOutcome::GuardFailed(current)) => current,
@@ -95,7 +111,12 @@ async fn apply_notification(deps: &Deps, n: &Notification) -> CallbackResult {
         };
         match next_step(&current, n, to) {
             Step::Done(result) => return result,
-            Step::Retry(next) => transition = Transition { at: now, ..next.into_transition(&transition, &current) },
+            Step::Retry(next) => {
+                transition = Transition {
+                    at: now,
+                    ..next.into_transition(&transition, &current)
+                }
+            }
         }
     }
     CallbackResult::RetryLater
@@ -115,7 +136,10 @@ enum Retry {
 
 impl Retry {
     fn into_transition(self, previous: &Transition, current: &Payment) -> Transition {
-        let base = Transition { expected_version: current.version, ..previous.clone() };
+        let base = Transition {
+            expected_version: current.version,
+            ..previous.clone()
+        };
         match self {
             Self::AtVersion => base,
             Self::ToException(reason) => Transition {
@@ -135,18 +159,29 @@ fn next_step(current: &Payment, n: &Notification, to: PaymentStatus) -> Step {
         PaymentStatus::Pending if to == PaymentStatus::Paid && !same_money => {
             let reason = format!(
                 "provider notified {} {} but the payment is {} {}",
-                n.amount_minor, n.currency, current.amount_minor.get(), current.currency
+                n.amount_minor,
+                n.currency,
+                current.amount_minor.get(),
+                current.currency
             );
-            alert("callback_amount_mismatch", &format!("payment {}: {reason}", current.payment_id));
+            alert(
+                "callback_amount_mismatch",
+                &format!("payment {}: {reason}", current.payment_id),
+            );
             Step::Retry(Retry::ToException(reason))
         }
         PaymentStatus::Pending => Step::Retry(Retry::AtVersion),
-        status if status == to && (to != PaymentStatus::Paid || same_money) => Step::Done(CallbackResult::Duplicate),
+        status if status == to && (to != PaymentStatus::Paid || same_money) => {
+            Step::Done(CallbackResult::Duplicate)
+        }
         PaymentStatus::Exception => Step::Done(CallbackResult::Duplicate),
         status => {
             alert(
                 "callback_conflicts_with_final_state",
-                &format!("payment {} is {status} but the provider reports {to}", current.payment_id),
+                &format!(
+                    "payment {} is {status} but the provider reports {to}",
+                    current.payment_id
+                ),
             );
             Step::Done(CallbackResult::Duplicate)
         }

@@ -20,11 +20,12 @@ use crate::crypto::sha256_hex;
 use crate::domain::idempotency::{IdempotencyRecord, NextAction, StoredResponse, decide};
 use crate::domain::payment::{INITIAL_VERSION, Transition};
 use crate::domain::{
-    AmountMinor, Currency, HistoryEntry, Money, OrderId, Payment, PaymentStatus, ProviderName, Timestamp,
+    AmountMinor, Currency, HistoryEntry, Money, OrderId, Payment, PaymentStatus, ProviderName,
+    Timestamp,
 };
 use crate::ports::{
-    ClaimOutcome, CreateCompletion, InsertOutcome, NewPayment, PaymentProvider, ProviderCreate, ProviderError,
-    StoreError,
+    ClaimOutcome, CreateCompletion, InsertOutcome, NewPayment, PaymentProvider, ProviderCreate,
+    ProviderError, StoreError,
 };
 
 /// How long a completed idempotency record answers replays.
@@ -36,10 +37,18 @@ pub const FIRST_CHECK_AFTER_S: i64 = 60;
 pub const DEFAULT_EXPIRES_IN_S: i64 = 900;
 pub const EXPIRES_IN_S_RANGE: std::ops::RangeInclusive<i64> = 60..=86_400;
 pub const SUBJECT_MAX_CHARS: usize = 128;
-/// Attempts at storing the provider's answer when a concurrent write (a racing callback) wins.
+/// Attempts at storing the provider's answer when the transaction loses a write conflict (a
+/// callback for the same payment landing at the same moment).
 const COMPLETE_ATTEMPTS: u32 = 4;
 
-const FIELDS: [&str; 6] = ["order_id", "amount_minor", "currency", "provider", "subject", "expires_in_s"];
+const FIELDS: [&str; 6] = [
+    "order_id",
+    "amount_minor",
+    "currency",
+    "provider",
+    "subject",
+    "expires_in_s",
+];
 
 /// A create request that has passed every check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,55 +65,92 @@ fn invalid(field: &str, message: impl Into<String>) -> ApiError {
 }
 
 fn required<'a>(object: &'a Map<String, Value>, field: &str) -> Result<&'a Value, ApiError> {
-    object.get(field).ok_or_else(|| ApiError::field(400, "missing_field", field, format!("{field} is required")))
+    object
+        .get(field)
+        .ok_or_else(|| ApiError::field(400, "missing_field", field, format!("{field} is required")))
 }
 
 fn required_str<'a>(object: &'a Map<String, Value>, field: &str) -> Result<&'a str, ApiError> {
-    required(object, field)?.as_str().ok_or_else(|| invalid(field, format!("{field} must be a string")))
+    required(object, field)?
+        .as_str()
+        .ok_or_else(|| invalid(field, format!("{field} must be a string")))
 }
 
 impl CreatePaymentRequest {
     /// Parses and checks the raw request. Nothing is written before this succeeds.
     pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Self, ApiError> {
         check_json_body(content_type, body)?;
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::new(400, "invalid_json", format!("body is not valid JSON: {e}")))?;
+        let value: Value = serde_json::from_slice(body).map_err(|e| {
+            ApiError::new(400, "invalid_json", format!("body is not valid JSON: {e}"))
+        })?;
         let Value::Object(object) = value else {
-            return Err(ApiError::new(400, "invalid_json", "body must be a JSON object"));
+            return Err(ApiError::new(
+                400,
+                "invalid_json",
+                "body must be a JSON object",
+            ));
         };
-        let mut unknown: Vec<&String> = object.keys().filter(|k| !FIELDS.contains(&k.as_str())).collect();
+        let mut unknown: Vec<&String> = object
+            .keys()
+            .filter(|k| !FIELDS.contains(&k.as_str()))
+            .collect();
         unknown.sort();
         if let Some(field) = unknown.first() {
-            return Err(ApiError::field(400, "unknown_field", field, format!("unknown field {field}")));
+            return Err(ApiError::field(
+                400,
+                "unknown_field",
+                field,
+                format!("unknown field {field}"),
+            ));
         }
         let order_id = OrderId::parse(required_str(&object, "order_id")?)
             .map_err(|e| invalid("order_id", format!("order_id {e}")))?;
         let amount = required(&object, "amount_minor")?
             .as_i64()
-            .filter(|_| object.get("amount_minor").is_some_and(|v| v.is_i64() || v.is_u64()))
-            .ok_or_else(|| invalid("amount_minor", "amount_minor must be an integer number of minor units"))
-            .and_then(|a| AmountMinor::new(a).map_err(|e| invalid("amount_minor", e.to_string())))?;
-        let currency =
-            Currency::parse(required_str(&object, "currency")?).map_err(|e| invalid("currency", e.to_string()))?;
-        let provider =
-            ProviderName::parse(required_str(&object, "provider")?).map_err(|e| invalid("provider", e.to_string()))?;
+            .filter(|_| {
+                object
+                    .get("amount_minor")
+                    .is_some_and(|v| v.is_i64() || v.is_u64())
+            })
+            .ok_or_else(|| {
+                invalid(
+                    "amount_minor",
+                    "amount_minor must be an integer number of minor units",
+                )
+            })
+            .and_then(|a| {
+                AmountMinor::new(a).map_err(|e| invalid("amount_minor", e.to_string()))
+            })?;
+        let currency = Currency::parse(required_str(&object, "currency")?)
+            .map_err(|e| invalid("currency", e.to_string()))?;
+        let provider = ProviderName::parse(required_str(&object, "provider")?)
+            .map_err(|e| invalid("provider", e.to_string()))?;
         let subject = required_str(&object, "subject")?;
         let subject_chars = subject.chars().count();
-        if subject_chars == 0 || subject_chars > SUBJECT_MAX_CHARS || subject.chars().any(char::is_control) {
-            return Err(invalid("subject", format!("subject must be 1 to {SUBJECT_MAX_CHARS} printable characters")));
+        if subject.trim().is_empty()
+            || subject_chars > SUBJECT_MAX_CHARS
+            || subject.chars().any(char::is_control)
+        {
+            return Err(invalid(
+                "subject",
+                format!("subject must be 1 to {SUBJECT_MAX_CHARS} printable characters"),
+            ));
         }
         let expires_in_s = match object.get("expires_in_s") {
             None => DEFAULT_EXPIRES_IN_S,
-            Some(v) => v.as_i64().filter(|s| EXPIRES_IN_S_RANGE.contains(s)).ok_or_else(|| {
-                invalid(
-                    "expires_in_s",
-                    format!(
-                        "expires_in_s must be an integer from {} to {}",
-                        EXPIRES_IN_S_RANGE.start(),
-                        EXPIRES_IN_S_RANGE.end()
-                    ),
-                )
-            })?,
+            Some(v) => v
+                .as_i64()
+                .filter(|s| EXPIRES_IN_S_RANGE.contains(s))
+                .ok_or_else(|| {
+                    invalid(
+                        "expires_in_s",
+                        format!(
+                            "expires_in_s must be an integer from {} to {}",
+                            EXPIRES_IN_S_RANGE.start(),
+                            EXPIRES_IN_S_RANGE.end()
+                        ),
+                    )
+                })?,
         };
         Ok(Self {
             order_id,
@@ -169,7 +215,30 @@ fn created_response(status: u16, p: &Payment) -> StoredResponse {
         expires_at: p.expires_at.to_rfc3339(),
         pay_url: p.pay_url.as_deref(),
     };
-    StoredResponse { status, body: crate::api::to_body(&view) }
+    StoredResponse {
+        status,
+        body: crate::api::to_body(&view),
+    }
+}
+
+/// The response a create would have given for a payment whose provider answer is stored.
+fn response_for_stored(p: &Payment) -> StoredResponse {
+    match p.status {
+        PaymentStatus::Failed => {
+            let reason = p.status_reason.as_deref().unwrap_or("refused");
+            let error = ApiError::new(
+                502,
+                "provider_rejected",
+                format!("the provider refused the payment: {reason}"),
+            );
+            StoredResponse {
+                status: 502,
+                body: error.body(),
+            }
+        }
+        PaymentStatus::Pending if p.pay_url.is_none() => created_response(202, p),
+        _ => created_response(201, p),
+    }
 }
 
 fn store_unavailable(err: &StoreError) -> ApiError {
@@ -185,12 +254,20 @@ fn store_unavailable(err: &StoreError) -> ApiError {
 fn in_progress(retry_after_s: u64) -> ApiError {
     ApiError {
         retry_after_s: Some(retry_after_s),
-        ..ApiError::new(409, "in_progress", "a request for this order is in progress; retry later")
+        ..ApiError::new(
+            409,
+            "in_progress",
+            "a request for this order is in progress; retry later",
+        )
     }
 }
 
 fn mismatch() -> ApiError {
-    ApiError::new(409, "idempotency_mismatch", "this order was already submitted with different details")
+    ApiError::new(
+        409,
+        "idempotency_mismatch",
+        "this order was already submitted with different details",
+    )
 }
 
 /// Answers a key held by someone else, or a dead record we may take over.
@@ -210,12 +287,23 @@ pub async fn create_payment(
     request: &CreatePaymentRequest,
     deadline: Option<Timestamp>,
 ) -> Result<StoredResponse, ApiError> {
-    let provider = deps.providers.get(request.provider).cloned().ok_or_else(|| {
-        ApiError::field(422, "provider_not_configured", "provider", format!("{} is not configured here", request.provider))
-    })?;
+    let provider = deps
+        .providers
+        .get(request.provider)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::field(
+                422,
+                "provider_not_configured",
+                "provider",
+                format!("{} is not configured here", request.provider),
+            )
+        })?;
     let now = deps.clock.now();
     let hash = request.hash();
-    let in_progress_until = deadline.filter(|d| *d > now).unwrap_or(now.plus_s(DEFAULT_IN_PROGRESS_S));
+    let in_progress_until = deadline
+        .filter(|d| *d > now)
+        .unwrap_or(now.plus_s(DEFAULT_IN_PROGRESS_S));
     let payment = new_payment(deps, request, now);
     let claim = IdempotencyRecord::claim(
         request.idempotency_key(),
@@ -232,14 +320,40 @@ pub async fn create_payment(
         source: "create".into(),
         reason: None,
     };
-    let new = NewPayment { payment, history, claim };
-    match deps.store.insert_payment(&new, now).await.map_err(|e| store_unavailable(&e))? {
-        InsertOutcome::Inserted => call_provider(deps, &provider, new.payment, &new.claim.key).await,
+    let new = NewPayment {
+        payment,
+        history,
+        claim,
+    };
+    match deps
+        .store
+        .insert_payment(&new, now)
+        .await
+        .map_err(|e| store_unavailable(&e))?
+    {
+        InsertOutcome::Inserted => {
+            call_provider(deps, &provider, new.payment, &new.claim.key).await
+        }
         InsertOutcome::KeyTaken(existing) => settle_blocked(decide(existing, &hash, now)),
         InsertOutcome::OrderTaken { payment_id } => {
-            let record = deps.store.payment(&payment_id).await.map_err(|e| store_unavailable(&e))?;
-            let existing = record.ok_or_else(|| store_unavailable(&StoreError::Unexpected(anyhow::anyhow!("order points at missing payment {payment_id}"))))?;
-            take_over(deps, &provider, request, existing.payment, in_progress_until).await
+            let record = deps
+                .store
+                .payment(&payment_id)
+                .await
+                .map_err(|e| store_unavailable(&e))?;
+            let existing = record.ok_or_else(|| {
+                store_unavailable(&StoreError::Unexpected(anyhow::anyhow!(
+                    "order points at missing payment {payment_id}"
+                )))
+            })?;
+            take_over(
+                deps,
+                &provider,
+                request,
+                existing.payment,
+                in_progress_until,
+            )
+            .await
         }
     }
 }
@@ -285,8 +399,15 @@ async fn take_over(
         now.plus_s(RECORD_TTL_S),
         existing.payment_id.to_string(),
     );
-    match deps.store.claim(&claim, now).await.map_err(|e| store_unavailable(&e))? {
-        ClaimOutcome::Blocked(record) => return settle_blocked(decide(record, &request.hash(), now)),
+    match deps
+        .store
+        .claim(&claim, now)
+        .await
+        .map_err(|e| store_unavailable(&e))?
+    {
+        ClaimOutcome::Blocked(record) => {
+            return settle_blocked(decide(record, &request.hash(), now));
+        }
         ClaimOutcome::Claimed => {}
     }
     let never_answered = existing.status == PaymentStatus::Pending
@@ -295,8 +416,8 @@ async fn take_over(
     if never_answered {
         return call_provider(deps, provider, existing, &key).await;
     }
-    // The provider's answer is already stored: complete with what we know now.
-    let response = created_response(201, &existing);
+    // The provider's answer is already stored: answer as the first request would have.
+    let response = response_for_stored(&existing);
     deps.store
         .complete(&key, existing.payment_id.as_str(), &response)
         .await
@@ -313,7 +434,10 @@ async fn call_provider(
     let request = ProviderCreate {
         payment_id: payment.payment_id.clone(),
         order_id: payment.order_id.clone(),
-        money: Money { amount: payment.amount_minor, currency: payment.currency },
+        money: Money {
+            amount: payment.amount_minor,
+            currency: payment.currency,
+        },
         subject: payment.subject.clone(),
         expires_at: payment.expires_at,
     };
@@ -323,7 +447,13 @@ async fn call_provider(
         Ok(created) => {
             payment.pay_url = Some(created.pay_url.clone());
             let response = created_response(201, &payment);
-            (CreateCompletion::Accepted { pay_url: created.pay_url, provider_trade_no: created.provider_trade_no }, response)
+            (
+                CreateCompletion::Accepted {
+                    pay_url: created.pay_url,
+                    provider_trade_no: created.provider_trade_no,
+                },
+                response,
+            )
         }
         Err(ProviderError::Rejected { code, message }) => {
             tracing::warn!(payment_id = %payment.payment_id, code, "provider rejected the create");
@@ -333,18 +463,27 @@ async fn call_provider(
                 to: PaymentStatus::Failed,
                 expected_version: payment.version,
                 amount_guard: None,
+                expiry_guard: None,
                 at: now,
                 source: "provider_create",
                 reason: Some(format!("{code}: {message}")),
                 provider_trade_no: None,
             };
-            let error = ApiError::new(502, "provider_rejected", format!("the provider refused the payment: {code}"));
-            (CreateCompletion::Rejected(transition), StoredResponse { status: 502, body: error.body() })
+            transition.apply_to(&mut payment);
+            (
+                CreateCompletion::Rejected(transition),
+                response_for_stored(&payment),
+            )
         }
         Err(ProviderError::Unknown(why)) => {
             // Never re-create blindly: the payment stays pending and a check is due.
             tracing::warn!(payment_id = %payment.payment_id, why, "provider create outcome unknown");
-            (CreateCompletion::Unknown { next_check_at: now.plus_s(FIRST_CHECK_AFTER_S) }, created_response(202, &payment))
+            (
+                CreateCompletion::Unknown {
+                    next_check_at: now.plus_s(FIRST_CHECK_AFTER_S),
+                },
+                created_response(202, &payment),
+            )
         }
     };
     complete(deps, &payment, &completion, key, &response).await?;
@@ -361,7 +500,11 @@ async fn complete(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match deps.store.complete_create(&payment.payment_id, completion, key, response).await {
+        match deps
+            .store
+            .complete_create(&payment.payment_id, completion, key, response)
+            .await
+        {
             Ok(()) => return Ok(()),
             Err(StoreError::Conflict) if attempt < COMPLETE_ATTEMPTS => {
                 tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;

@@ -20,3 +20,6 @@ pub struct Deps {
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn IdSource>,
 }
+
+#[cfg(test)]
+mod tests;

@@ -78,8 +78,14 @@ pub struct PaymentWithHistory {
 }
 
 pub async fn get_payment(deps: &Deps, raw_id: &str) -> Result<PaymentWithHistory, ApiError> {
-    let id = PaymentId::parse(raw_id)
-        .map_err(|e| ApiError::field(400, "invalid_field", "payment_id", format!("payment_id {e}")))?;
+    let id = PaymentId::parse(raw_id).map_err(|e| {
+        ApiError::field(
+            400,
+            "invalid_field",
+            "payment_id",
+            format!("payment_id {e}"),
+        )
+    })?;
     let record = deps.store.payment(&id).await.map_err(|e| {
         tracing::error!(error = %e, "reading payment failed");
         ApiError::unavailable("could not read the payment; retry")

@@ -1,5 +1,5 @@
 //! The idempotency decision, with the semantics of AWS Lambda Powertools' idempotency utility:
-//! one record per key, `INPROGRESS` while the first request runs, `COMPLETED` with the stored
+//! one record per key, `IN_PROGRESS` while the first request runs, `COMPLETED` with the stored
 //! response after. The record is claimed with one conditional write (see the store adapters);
 //! this module only decides what to do with the record that blocked the claim.
 
@@ -50,7 +50,8 @@ impl IdempotencyRecord {
             status: RecordStatus::InProgress,
             request_hash,
             in_progress_expires_at,
-            expires_at,
+            // Stored as the table's TTL attribute, in whole seconds; keep the domain in step.
+            expires_at: Timestamp::from_unix_s(expires_at.unix_s()),
             resource_id,
             response: None,
         }
@@ -59,7 +60,8 @@ impl IdempotencyRecord {
     /// Whether the record still blocks a new claim at `now` (mirrors the claim's write condition).
     pub fn blocks_claim(&self, now: Timestamp) -> bool {
         let expired = self.expires_at <= now;
-        let in_progress_expired = self.status == RecordStatus::InProgress && self.in_progress_expires_at <= now;
+        let in_progress_expired =
+            self.status == RecordStatus::InProgress && self.in_progress_expires_at <= now;
         !expired && !in_progress_expired
     }
 }
@@ -93,8 +95,13 @@ pub fn decide(existing: IdempotencyRecord, request_hash: &str, now: Timestamp) -
             None => NextAction::TakeOver(existing),
         },
         RecordStatus::InProgress => {
-            let remaining_ms = existing.in_progress_expires_at.unix_ms().saturating_sub(now.unix_ms());
-            let retry_after_s = u64::try_from(remaining_ms.div_euclid(1000) + 1).unwrap_or(1).clamp(1, 60);
+            let remaining_ms = existing
+                .in_progress_expires_at
+                .unix_ms()
+                .saturating_sub(now.unix_ms());
+            let retry_after_s = u64::try_from(remaining_ms.div_euclid(1000) + 1)
+                .unwrap_or(1)
+                .clamp(1, 60);
             NextAction::InProgress { retry_after_s }
         }
     }
@@ -112,7 +119,10 @@ mod tests {
             in_progress_expires_at: Timestamp::from_unix_s(in_progress_until_s),
             expires_at: Timestamp::from_unix_s(expires_s),
             resource_id: "P1".into(),
-            response: (status == RecordStatus::Completed).then(|| StoredResponse { status: 201, body: "{}".into() }),
+            response: (status == RecordStatus::Completed).then(|| StoredResponse {
+                status: 201,
+                body: "{}".into(),
+            }),
         }
     }
 
@@ -120,16 +130,26 @@ mod tests {
     fn decisions() {
         let now = Timestamp::from_unix_s(100);
         let completed = record(RecordStatus::Completed, 90, 1000);
-        assert!(matches!(decide(completed.clone(), "h1", now), NextAction::Replay(r) if r.status == 201));
+        assert!(
+            matches!(decide(completed.clone(), "h1", now), NextAction::Replay(r) if r.status == 201)
+        );
         assert_eq!(decide(completed, "h2", now), NextAction::Mismatch);
 
         let live = record(RecordStatus::InProgress, 130, 1000);
-        assert_eq!(decide(live, "h1", now), NextAction::InProgress { retry_after_s: 31 });
+        assert_eq!(
+            decide(live, "h1", now),
+            NextAction::InProgress { retry_after_s: 31 }
+        );
 
         let dead = record(RecordStatus::InProgress, 100, 1000);
-        assert!(matches!(decide(dead, "h1", now), NextAction::TakeOver(r) if r.resource_id == "P1"));
+        assert!(
+            matches!(decide(dead, "h1", now), NextAction::TakeOver(r) if r.resource_id == "P1")
+        );
 
         let expired = record(RecordStatus::Completed, 0, 100);
-        assert!(matches!(decide(expired, "h2", now), NextAction::TakeOver(_)));
+        assert!(matches!(
+            decide(expired, "h2", now),
+            NextAction::TakeOver(_)
+        ));
     }
 }

@@ -12,7 +12,12 @@ pub enum IdError {
     UnknownProvider,
 }
 
-fn parse_token(text: &str, max: usize, alphabet: &'static str, allowed: fn(u8) -> bool) -> Result<(), IdError> {
+fn parse_token(
+    text: &str,
+    max: usize,
+    alphabet: &'static str,
+    allowed: fn(u8) -> bool,
+) -> Result<(), IdError> {
     if text.is_empty() || text.len() > max || !text.bytes().all(allowed) {
         return Err(IdError::Invalid { max, alphabet });
     }
@@ -48,7 +53,9 @@ pub struct OrderId(String);
 
 impl OrderId {
     pub fn parse(text: &str) -> Result<Self, IdError> {
-        parse_token(text, 64, "[A-Za-z0-9_-]", |b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')?;
+        parse_token(text, 64, "[A-Za-z0-9_-]", |b| {
+            b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+        })?;
         Ok(Self(text.to_owned()))
     }
 
@@ -94,7 +101,10 @@ impl ProviderName {
     pub const ALL: [Self; 4] = [Self::Sandbox, Self::Alipay, Self::WechatPay, Self::UnionPay];
 
     pub fn parse(text: &str) -> Result<Self, IdError> {
-        Self::ALL.into_iter().find(|p| p.as_str() == text).ok_or(IdError::UnknownProvider)
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == text)
+            .ok_or(IdError::UnknownProvider)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -151,7 +161,10 @@ mod tests {
 
     #[test]
     fn provider_names_are_exact() {
-        assert_eq!(ProviderName::parse("wechatpay"), Ok(ProviderName::WechatPay));
+        assert_eq!(
+            ProviderName::parse("wechatpay"),
+            Ok(ProviderName::WechatPay)
+        );
         assert!(ProviderName::parse("Alipay").is_err());
         assert!(ProviderName::parse("paypal").is_err());
     }

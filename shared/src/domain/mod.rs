@@ -1,7 +1,7 @@
 //! The domain: plain data and rules. Nothing here performs I/O or knows about AWS.
 
-pub mod ids;
 pub mod idempotency;
+pub mod ids;
 pub mod money;
 pub mod payment;
 pub mod time;

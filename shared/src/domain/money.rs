@@ -103,7 +103,11 @@ impl Currency {
         let scale = 10_i64.pow(exponent);
         let whole: i64 = whole.parse().map_err(|_| invalid())?;
         let padded = format!("{fraction:0<width$}", width = exponent as usize);
-        let fraction: i64 = if padded.is_empty() { 0 } else { padded.parse().map_err(|_| invalid())? };
+        let fraction: i64 = if padded.is_empty() {
+            0
+        } else {
+            padded.parse().map_err(|_| invalid())?
+        };
         whole
             .checked_mul(scale)
             .and_then(|w| w.checked_add(fraction))
@@ -116,7 +120,12 @@ impl Currency {
         let sign = if amount_minor < 0 { "-" } else { "" };
         let abs = amount_minor.unsigned_abs();
         let scale = scale.unsigned_abs();
-        format!("{sign}{}.{:0width$}", abs / scale, abs % scale, width = self.exponent() as usize)
+        format!(
+            "{sign}{}.{:0width$}",
+            abs / scale,
+            abs % scale,
+            width = self.exponent() as usize
+        )
     }
 }
 
@@ -148,7 +157,12 @@ pub struct Money {
 
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.currency.format_major(self.amount.get()), self.currency)
+        write!(
+            f,
+            "{} {}",
+            self.currency.format_major(self.amount.get()),
+            self.currency
+        )
     }
 }
 

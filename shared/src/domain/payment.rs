@@ -32,9 +32,15 @@ impl PaymentStatus {
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Pending, Self::Paid, Self::Closed, Self::Failed, Self::Exception]
-            .into_iter()
-            .find(|s| s.as_str() == text)
+        [
+            Self::Pending,
+            Self::Paid,
+            Self::Closed,
+            Self::Failed,
+            Self::Exception,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
     }
 }
 
@@ -62,7 +68,10 @@ pub const TRANSITIONS: &[(PaymentStatus, PaymentStatus)] = &[
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransitionError {
     #[error("illegal transition {from} -> {to}")]
-    Illegal { from: PaymentStatus, to: PaymentStatus },
+    Illegal {
+        from: PaymentStatus,
+        to: PaymentStatus,
+    },
 }
 
 pub fn check_transition(from: PaymentStatus, to: PaymentStatus) -> Result<(), TransitionError> {
@@ -116,6 +125,25 @@ pub struct HistoryEntry {
     pub reason: Option<String>,
 }
 
+/// A guard on the payment's expiry, checked in the same write as the transition (DynamoDB TTL only
+/// cleans up later, and not at all locally).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiryGuard {
+    /// The payment must have expired by this instant (closing an expired payment).
+    ExpiredBy(Timestamp),
+    /// The payment must still be open at this instant.
+    OpenAt(Timestamp),
+}
+
+impl ExpiryGuard {
+    pub fn holds(self, expires_at: Timestamp) -> bool {
+        match self {
+            Self::ExpiredBy(now) => expires_at <= now,
+            Self::OpenAt(now) => expires_at > now,
+        }
+    }
+}
+
 /// A request to move a payment from one status to another, guarded by its current version and,
 /// when the trigger carries them, by the amount and currency the provider reported.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +153,7 @@ pub struct Transition {
     pub to: PaymentStatus,
     pub expected_version: u32,
     pub amount_guard: Option<(i64, Currency)>,
+    pub expiry_guard: Option<ExpiryGuard>,
     pub at: Timestamp,
     pub source: &'static str,
     pub reason: Option<String>,
@@ -149,10 +178,16 @@ impl Transition {
 
     /// Whether `payment` satisfies this transition's guard (status, version, amount, currency).
     pub fn guard_holds(&self, payment: &Payment) -> bool {
-        let amount_ok = self
-            .amount_guard
-            .is_none_or(|(amount, currency)| payment.amount_minor.get() == amount && payment.currency == currency);
-        payment.status == self.from && payment.version == self.expected_version && amount_ok
+        let amount_ok = self.amount_guard.is_none_or(|(amount, currency)| {
+            payment.amount_minor.get() == amount && payment.currency == currency
+        });
+        let expiry_ok = self
+            .expiry_guard
+            .is_none_or(|guard| guard.holds(payment.expires_at));
+        payment.status == self.from
+            && payment.version == self.expected_version
+            && amount_ok
+            && expiry_ok
     }
 
     /// Applies the transition to an in-memory copy. The caller has checked [`Self::guard_holds`].

@@ -42,7 +42,9 @@ impl Timestamp {
 
     pub fn parse_rfc3339(text: &str) -> Option<Self> {
         let parsed = OffsetDateTime::parse(text, &Rfc3339).ok()?;
-        i64::try_from(parsed.unix_timestamp_nanos() / 1_000_000).ok().map(Self)
+        i64::try_from(parsed.unix_timestamp_nanos() / 1_000_000)
+            .ok()
+            .map(Self)
     }
 
     /// RFC 3339 in UTC with millisecond precision.
@@ -70,7 +72,13 @@ mod tests {
         let t = Timestamp::from_unix_ms(1_624_523_846_123);
         assert_eq!(t.to_rfc3339(), "2021-06-24T08:37:26.123Z");
         assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()), Some(t));
-        assert_eq!(Timestamp::from_unix_s(10).abs_diff_s(Timestamp::from_unix_ms(10_999)), 0);
-        assert_eq!(Timestamp::from_unix_s(10).abs_diff_s(Timestamp::from_unix_s(310)), 300);
+        assert_eq!(
+            Timestamp::from_unix_s(10).abs_diff_s(Timestamp::from_unix_ms(10_999)),
+            0
+        );
+        assert_eq!(
+            Timestamp::from_unix_s(10).abs_diff_s(Timestamp::from_unix_s(310)),
+            300
+        );
     }
 }

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::{RsaSigner, RsaVerifier};
 use crate::domain::{Currency, PaymentId, ProviderName, Timestamp};
 use crate::ports::{
-    CallbackAnswer, CallbackRejection, CallbackReply, Clock, NotifiedStatus, Notification, PaymentProvider,
-    ProviderCreate, ProviderCreated, ProviderError,
+    CallbackAnswer, CallbackRejection, CallbackReply, Clock, Notification, NotifiedStatus,
+    PaymentProvider, ProviderCreate, ProviderCreated, ProviderError, ProviderTrade,
 };
 
 /// Notifications whose signed timestamp is this far off our clock (or further) are refused.
@@ -51,6 +51,14 @@ struct CreateAnswer {
 }
 
 #[derive(Deserialize)]
+struct QueryAnswer {
+    trade_no: String,
+    status: String,
+    amount_minor: i64,
+    currency: String,
+}
+
+#[derive(Deserialize)]
 struct ErrorAnswer {
     code: String,
     #[serde(default)]
@@ -87,26 +95,44 @@ fn provider_message(timestamp: &str, nonce: &str, body: &[u8]) -> Vec<u8> {
 impl SandboxProvider {
     pub fn new(config: SandboxConfig, clock: std::sync::Arc<dyn Clock>) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder().timeout(config.timeout).build()?;
-        Ok(Self { config, http, clock })
+        Ok(Self {
+            config,
+            http,
+            clock,
+        })
     }
 
     /// Checks the provider signature and the replay window on a response or notification.
-    fn verify_signed(&self, headers: &http::HeaderMap, body: &[u8], now: Timestamp) -> Result<(), CallbackRejection> {
+    fn verify_signed(
+        &self,
+        headers: &http::HeaderMap,
+        body: &[u8],
+        now: Timestamp,
+    ) -> Result<(), CallbackRejection> {
         let missing = |h: &str| CallbackRejection::BadSignature(format!("missing {h}"));
-        let timestamp = header(headers, "x-sandbox-timestamp").ok_or_else(|| missing("X-Sandbox-Timestamp"))?;
+        let timestamp =
+            header(headers, "x-sandbox-timestamp").ok_or_else(|| missing("X-Sandbox-Timestamp"))?;
         let nonce = header(headers, "x-sandbox-nonce").ok_or_else(|| missing("X-Sandbox-Nonce"))?;
-        let signature = header(headers, "x-sandbox-signature").ok_or_else(|| missing("X-Sandbox-Signature"))?;
+        let signature =
+            header(headers, "x-sandbox-signature").ok_or_else(|| missing("X-Sandbox-Signature"))?;
         let message = provider_message(timestamp, nonce, body);
         if !self.config.provider_key.verify_base64(&message, signature) {
-            return Err(CallbackRejection::BadSignature("does not verify with the sandbox public key".into()));
+            return Err(CallbackRejection::BadSignature(
+                "does not verify with the sandbox public key".into(),
+            ));
         }
         let signed_at = timestamp
             .parse::<i64>()
             .map(Timestamp::from_unix_s)
-            .map_err(|_| CallbackRejection::Malformed("X-Sandbox-Timestamp is not unix seconds".into()))?;
+            .map_err(|_| {
+                CallbackRejection::Malformed("X-Sandbox-Timestamp is not unix seconds".into())
+            })?;
         let skew_s = signed_at.abs_diff_s(now);
         if skew_s >= REPLAY_WINDOW_S {
-            return Err(CallbackRejection::StaleTimestamp { skew_s, limit_s: REPLAY_WINDOW_S });
+            return Err(CallbackRejection::StaleTimestamp {
+                skew_s,
+                limit_s: REPLAY_WINDOW_S,
+            });
         }
         Ok(())
     }
@@ -131,6 +157,46 @@ fn unknown(err: impl std::fmt::Display) -> ProviderError {
     ProviderError::Unknown(err.to_string())
 }
 
+fn parse_status(status: &str) -> Option<NotifiedStatus> {
+    match status {
+        "PAID" => Some(NotifiedStatus::Paid),
+        "WAIT_PAY" => Some(NotifiedStatus::Pending),
+        "CLOSED" => Some(NotifiedStatus::Closed),
+        _ => None,
+    }
+}
+
+impl SandboxProvider {
+    /// One signed call. Transport failures, 5xx and answers we cannot authenticate are all
+    /// "unknown": they say nothing about what the provider did.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: String,
+    ) -> Result<(u16, Vec<u8>), ProviderError> {
+        let mut call = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.config.base_url));
+        for (name, value) in self.sign_request(method.as_str(), path, &body) {
+            call = call.header(name, value);
+        }
+        if !body.is_empty() {
+            call = call.header("content-type", "application/json").body(body);
+        }
+        let response = call.send().await.map_err(unknown)?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.map_err(unknown)?;
+        if status >= 500 {
+            return Err(ProviderError::Unknown(format!("sandbox answered {status}")));
+        }
+        self.verify_signed(&headers, &bytes, self.clock.now())
+            .map_err(|e| ProviderError::Unknown(format!("unverifiable answer ({status}): {e}")))?;
+        Ok((status, bytes.to_vec()))
+    }
+}
+
 #[async_trait]
 impl PaymentProvider for SandboxProvider {
     fn name(&self) -> ProviderName {
@@ -149,27 +215,49 @@ impl PaymentProvider for SandboxProvider {
             expires_at: request.expires_at.unix_s(),
         })
         .map_err(unknown)?;
-        let mut call = self.http.post(format!("{}{path}", self.config.base_url)).header("content-type", "application/json");
-        for (name, value) in self.sign_request("POST", path, &body) {
-            call = call.header(name, value);
-        }
-        // Any transport failure, timeout included, leaves the outcome unknown.
-        let response = call.body(body).send().await.map_err(unknown)?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await.map_err(unknown)?;
-        if status >= 500 {
-            return Err(ProviderError::Unknown(format!("sandbox answered {status}")));
-        }
-        // An answer we cannot authenticate tells us nothing about what happened.
-        self.verify_signed(&headers, &bytes, self.clock.now())
-            .map_err(|e| ProviderError::Unknown(format!("unverifiable answer ({status}): {e}")))?;
+        let (status, bytes) = self.call(reqwest::Method::POST, path, body).await?;
         if status == 200 {
             let answer: CreateAnswer = serde_json::from_slice(&bytes).map_err(unknown)?;
-            return Ok(ProviderCreated { pay_url: answer.pay_url, provider_trade_no: Some(answer.trade_no) });
+            return Ok(ProviderCreated {
+                pay_url: answer.pay_url,
+                provider_trade_no: Some(answer.trade_no),
+            });
         }
         let error: ErrorAnswer = serde_json::from_slice(&bytes).map_err(unknown)?;
-        Err(ProviderError::Rejected { code: error.code, message: error.message })
+        Err(ProviderError::Rejected {
+            code: error.code,
+            message: error.message,
+        })
+    }
+
+    async fn query(&self, payment_id: &PaymentId) -> Result<Option<ProviderTrade>, ProviderError> {
+        let path = format!("/v1/trades/{payment_id}");
+        let (status, bytes) = self
+            .call(reqwest::Method::GET, &path, String::new())
+            .await?;
+        if status == 404 {
+            let error: ErrorAnswer = serde_json::from_slice(&bytes).map_err(unknown)?;
+            if error.code == "TRADE_NOT_EXIST" {
+                return Ok(None);
+            }
+            return Err(ProviderError::Unknown(format!(
+                "query answered 404 {}",
+                error.code
+            )));
+        }
+        if status != 200 {
+            return Err(ProviderError::Unknown(format!("query answered {status}")));
+        }
+        let answer: QueryAnswer = serde_json::from_slice(&bytes).map_err(unknown)?;
+        let status = parse_status(&answer.status)
+            .ok_or_else(|| unknown(format!("unknown status {}", answer.status)))?;
+        let currency = Currency::parse(&answer.currency).map_err(unknown)?;
+        Ok(Some(ProviderTrade {
+            status,
+            provider_trade_no: Some(answer.trade_no),
+            amount_minor: answer.amount_minor,
+            currency,
+        }))
     }
 
     fn verify_callback(
@@ -179,21 +267,18 @@ impl PaymentProvider for SandboxProvider {
         now: Timestamp,
     ) -> Result<Notification, CallbackRejection> {
         self.verify_signed(headers, body, now)?;
-        let notify: NotifyBody =
-            serde_json::from_slice(body).map_err(|e| CallbackRejection::Malformed(format!("body: {e}")))?;
+        let notify: NotifyBody = serde_json::from_slice(body)
+            .map_err(|e| CallbackRejection::Malformed(format!("body: {e}")))?;
         if notify.merchant_id != self.config.merchant_id {
             return Err(CallbackRejection::WrongMerchant(notify.merchant_id));
         }
         let payment_id = PaymentId::parse(&notify.out_trade_no)
             .map_err(|e| CallbackRejection::Malformed(format!("out_trade_no: {e}")))?;
-        let currency =
-            Currency::parse(&notify.currency).map_err(|e| CallbackRejection::Malformed(format!("currency: {e}")))?;
-        let status = match notify.status.as_str() {
-            "PAID" => NotifiedStatus::Paid,
-            "WAIT_PAY" => NotifiedStatus::Pending,
-            "CLOSED" => NotifiedStatus::Closed,
-            other => return Err(CallbackRejection::Malformed(format!("unknown status {other:?}"))),
-        };
+        let currency = Currency::parse(&notify.currency)
+            .map_err(|e| CallbackRejection::Malformed(format!("currency: {e}")))?;
+        let status = parse_status(&notify.status).ok_or_else(|| {
+            CallbackRejection::Malformed(format!("unknown status {:?}", notify.status))
+        })?;
         Ok(Notification {
             notify_id: notify.notify_id,
             payment_id,
@@ -207,9 +292,19 @@ impl PaymentProvider for SandboxProvider {
     fn reply(&self, answer: CallbackAnswer, detail: &str) -> CallbackReply {
         let (status, body) = match answer {
             CallbackAnswer::Success => (200, serde_json::json!({ "code": "SUCCESS" })),
-            CallbackAnswer::RetryLater => (500, serde_json::json!({ "code": "FAIL", "message": detail })),
-            CallbackAnswer::Rejected => (400, serde_json::json!({ "code": "FAIL", "message": detail })),
+            CallbackAnswer::RetryLater => (
+                500,
+                serde_json::json!({ "code": "FAIL", "message": detail }),
+            ),
+            CallbackAnswer::Rejected => (
+                400,
+                serde_json::json!({ "code": "FAIL", "message": detail }),
+            ),
         };
-        CallbackReply { status, content_type: "application/json", body: body.to_string() }
+        CallbackReply {
+            status,
+            content_type: "application/json",
+            body: body.to_string(),
+        }
     }
 }

@@ -17,17 +17,18 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, CancellationReason, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+    AttributeValue, CancellationReason, Put, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update,
 };
 use serde::{Deserialize, Serialize};
 use serde_dynamo::aws_sdk_dynamodb_1::{from_item, to_item};
 
 use crate::domain::idempotency::{IdempotencyRecord, RecordStatus, StoredResponse};
-use crate::domain::payment::Transition;
+use crate::domain::payment::{ExpiryGuard, Transition, check_transition};
 use crate::domain::{HistoryEntry, OrderId, Payment, PaymentId, Timestamp};
 use crate::ports::{
-    ClaimOutcome, CreateCompletion, IdempotencyStore, InsertOutcome, NewPayment, PaymentRecord, PaymentStore,
-    StoreError, TransitionOutcome,
+    ClaimOutcome, CreateCompletion, IdempotencyStore, InsertOutcome, NewPayment, PaymentRecord,
+    PaymentStore, StoreError, TransitionOutcome,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -61,12 +62,22 @@ fn with_key(mut item: Item, pk: String, sk: &str, kind: &str) -> Item {
 
 fn payment_item(payment: &Payment) -> anyhow::Result<Item> {
     let item = to_item(payment).context("serialize payment")?;
-    Ok(with_key(item, payment_pk(&payment.payment_id), "PAYMENT", "payment"))
+    Ok(with_key(
+        item,
+        payment_pk(&payment.payment_id),
+        "PAYMENT",
+        "payment",
+    ))
 }
 
 fn history_item(payment_id: &PaymentId, entry: &HistoryEntry) -> anyhow::Result<Item> {
     let item = to_item(entry).context("serialize history entry")?;
-    Ok(with_key(item, payment_pk(payment_id), &history_sk(entry.version), "history"))
+    Ok(with_key(
+        item,
+        payment_pk(payment_id),
+        &history_sk(entry.version),
+        "history",
+    ))
 }
 
 fn put_new(table: &str, item: Item) -> anyhow::Result<TransactWriteItem> {
@@ -82,7 +93,10 @@ fn put_new(table: &str, item: Item) -> anyhow::Result<TransactWriteItem> {
 /// How a cancelled transaction ended, item by item.
 enum Cancelled {
     /// Item `index` failed its condition; `old` is the item as it was, if it existed.
-    Condition { index: usize, old: Option<Item> },
+    Condition {
+        index: usize,
+        old: Option<Item>,
+    },
     Conflict,
     Other(String),
 }
@@ -93,16 +107,31 @@ fn classify(err: SdkError<TransactWriteItemsError>) -> Result<Cancelled, StoreEr
         if let TransactWriteItemsError::TransactionInProgressException(_) = service {
             return Ok(Cancelled::Conflict);
         }
-        return Err(StoreError::Unexpected(anyhow::Error::new(service).context("transact write")));
+        return Err(StoreError::Unexpected(
+            anyhow::Error::new(service).context("transact write"),
+        ));
     };
     let reasons: &[CancellationReason] = cancelled.cancellation_reasons();
-    if reasons.iter().any(|r| r.code() == Some("TransactionConflict")) {
+    if reasons
+        .iter()
+        .any(|r| r.code() == Some("TransactionConflict"))
+    {
         return Ok(Cancelled::Conflict);
     }
-    if let Some((index, reason)) = reasons.iter().enumerate().find(|(_, r)| r.code() == Some("ConditionalCheckFailed")) {
-        return Ok(Cancelled::Condition { index, old: reason.item().cloned() });
+    if let Some((index, reason)) = reasons
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
+    {
+        return Ok(Cancelled::Condition {
+            index,
+            old: reason.item().cloned(),
+        });
     }
-    let codes: Vec<&str> = reasons.iter().filter_map(CancellationReason::code).collect();
+    let codes: Vec<&str> = reasons
+        .iter()
+        .filter_map(CancellationReason::code)
+        .collect();
     Ok(Cancelled::Other(codes.join(",")))
 }
 
@@ -167,12 +196,16 @@ fn record_from_item(item: Item) -> Result<IdempotencyRecord, StoreError> {
 
 impl DynamoIdempotency {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+        Self {
+            client,
+            table: table.into(),
+        }
     }
 
     /// The claim as a conditional put: absent, expired, or in progress past its deadline.
     pub fn claim_put(&self, record: &IdempotencyRecord, now: Timestamp) -> anyhow::Result<Put> {
-        let item = to_item(IdempotencyItem::from(record)).context("serialize idempotency record")?;
+        let item =
+            to_item(IdempotencyItem::from(record)).context("serialize idempotency record")?;
         Ok(Put::builder()
             .table_name(&self.table)
             .set_item(Some(item))
@@ -188,11 +221,18 @@ impl DynamoIdempotency {
     }
 
     /// Completes an in-progress record that we hold (same resource id) with its response.
-    pub fn complete_update(&self, key: &str, resource_id: &str, response: &StoredResponse) -> anyhow::Result<Update> {
+    pub fn complete_update(
+        &self,
+        key: &str,
+        resource_id: &str,
+        response: &StoredResponse,
+    ) -> anyhow::Result<Update> {
         Ok(Update::builder()
             .table_name(&self.table)
             .key("id", s(key))
-            .update_expression("SET #status = :completed, response_status = :rs, response_body = :rb")
+            .update_expression(
+                "SET #status = :completed, response_status = :rs, response_body = :rb",
+            )
             .condition_expression("#status = :in_progress AND resource_id = :rid")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":completed", s("COMPLETED"))
@@ -206,7 +246,11 @@ impl DynamoIdempotency {
 
 #[async_trait]
 impl IdempotencyStore for DynamoIdempotency {
-    async fn claim(&self, record: &IdempotencyRecord, now: Timestamp) -> Result<ClaimOutcome, StoreError> {
+    async fn claim(
+        &self,
+        record: &IdempotencyRecord,
+        now: Timestamp,
+    ) -> Result<ClaimOutcome, StoreError> {
         let put = self.claim_put(record, now)?;
         let result = self
             .client
@@ -217,17 +261,26 @@ impl IdempotencyStore for DynamoIdempotency {
         match result {
             Ok(_) => Ok(ClaimOutcome::Claimed),
             Err(err) => match classify(err)? {
-                Cancelled::Condition { old: Some(old), .. } => Ok(ClaimOutcome::Blocked(record_from_item(old)?)),
-                Cancelled::Conflict => Err(StoreError::Conflict),
-                Cancelled::Condition { old: None, .. } => {
-                    Err(StoreError::Unexpected(anyhow::anyhow!("claim failed without an old record")))
+                Cancelled::Condition { old: Some(old), .. } => {
+                    Ok(ClaimOutcome::Blocked(record_from_item(old)?))
                 }
-                Cancelled::Other(codes) => Err(StoreError::Unexpected(anyhow::anyhow!("claim cancelled: {codes}"))),
+                Cancelled::Conflict => Err(StoreError::Conflict),
+                Cancelled::Condition { old: None, .. } => Err(StoreError::Unexpected(
+                    anyhow::anyhow!("claim failed without an old record"),
+                )),
+                Cancelled::Other(codes) => Err(StoreError::Unexpected(anyhow::anyhow!(
+                    "claim cancelled: {codes}"
+                ))),
             },
         }
     }
 
-    async fn complete(&self, key: &str, resource_id: &str, response: &StoredResponse) -> Result<(), StoreError> {
+    async fn complete(
+        &self,
+        key: &str,
+        resource_id: &str,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError> {
         let update = self.complete_update(key, resource_id, response)?;
         let result = self
             .client
@@ -239,7 +292,9 @@ impl IdempotencyStore for DynamoIdempotency {
             Ok(_) => Ok(()),
             Err(err) => match classify(err)? {
                 Cancelled::Conflict => Err(StoreError::Conflict),
-                _ => Err(StoreError::Unexpected(anyhow::anyhow!("idempotency record {key} is not ours to complete"))),
+                _ => Err(StoreError::Unexpected(anyhow::anyhow!(
+                    "idempotency record {key} is not ours to complete"
+                ))),
             },
         }
     }
@@ -267,15 +322,27 @@ pub struct DynamoStore {
 }
 
 impl DynamoStore {
-    pub fn new(client: Client, payments_table: impl Into<String>, idempotency_table: impl Into<String>) -> Self {
+    pub fn new(
+        client: Client,
+        payments_table: impl Into<String>,
+        idempotency_table: impl Into<String>,
+    ) -> Self {
         let idempotency = DynamoIdempotency::new(client.clone(), idempotency_table);
-        Self { client, table: payments_table.into(), idempotency }
+        Self {
+            client,
+            table: payments_table.into(),
+            idempotency,
+        }
     }
 
     /// The guarded update of a transition. Its condition carries status, version and, when the
     /// trigger reported them, amount and currency.
     fn transition_update(&self, t: &Transition) -> anyhow::Result<Update> {
-        let mut set = vec!["#status = :to", "#version = :new_version", "updated_at = :at"];
+        let mut set = vec![
+            "#status = :to",
+            "#version = :new_version",
+            "updated_at = :at",
+        ];
         let mut remove = vec![];
         let mut condition = "#status = :from AND #version = :expected".to_owned();
         let mut update = Update::builder()
@@ -296,6 +363,17 @@ impl DynamoStore {
                 .expression_attribute_values(":amount", n(amount))
                 .expression_attribute_values(":currency", s(currency.code()));
         }
+        match t.expiry_guard {
+            Some(ExpiryGuard::ExpiredBy(now)) => {
+                condition.push_str(" AND expires_at <= :now");
+                update = update.expression_attribute_values(":now", n(now.unix_ms()));
+            }
+            Some(ExpiryGuard::OpenAt(now)) => {
+                condition.push_str(" AND expires_at > :now");
+                update = update.expression_attribute_values(":now", n(now.unix_ms()));
+            }
+            None => {}
+        }
         match &t.reason {
             Some(reason) => {
                 set.push("status_reason = :reason");
@@ -314,73 +392,128 @@ impl DynamoStore {
         if !remove.is_empty() {
             expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
         }
-        Ok(update.update_expression(expression).condition_expression(condition).build()?)
+        Ok(update
+            .update_expression(expression)
+            .condition_expression(condition)
+            .build()?)
     }
 
     fn transition_items(&self, t: &Transition) -> anyhow::Result<Vec<TransactWriteItem>> {
+        check_transition(t.from, t.to)?;
         Ok(vec![
-            TransactWriteItem::builder().update(self.transition_update(t)?).build(),
-            put_new(&self.table, history_item(&t.payment_id, &t.history_entry())?)?,
+            TransactWriteItem::builder()
+                .update(self.transition_update(t)?)
+                .build(),
+            put_new(
+                &self.table,
+                history_item(&t.payment_id, &t.history_entry())?,
+            )?,
         ])
     }
 
-    fn payment_data_update(&self, id: &PaymentId, completion: &CreateCompletion) -> anyhow::Result<Update> {
+    fn payment_data_update(
+        &self,
+        id: &PaymentId,
+        completion: &CreateCompletion,
+    ) -> anyhow::Result<Update> {
         let update = Update::builder()
             .table_name(&self.table)
             .key("pk", s(payment_pk(id)))
             .key("sk", s("PAYMENT"))
             .condition_expression("attribute_exists(pk)");
         let update = match completion {
-            CreateCompletion::Accepted { pay_url, provider_trade_no: Some(trade_no) } => update
+            CreateCompletion::Accepted {
+                pay_url,
+                provider_trade_no: Some(trade_no),
+            } => update
                 .update_expression("SET pay_url = :url, provider_trade_no = :trade_no")
                 .expression_attribute_values(":url", s(pay_url))
                 .expression_attribute_values(":trade_no", s(trade_no)),
-            CreateCompletion::Accepted { pay_url, provider_trade_no: None } => {
-                update.update_expression("SET pay_url = :url").expression_attribute_values(":url", s(pay_url))
-            }
+            CreateCompletion::Accepted {
+                pay_url,
+                provider_trade_no: None,
+            } => update
+                .update_expression("SET pay_url = :url")
+                .expression_attribute_values(":url", s(pay_url)),
             CreateCompletion::Unknown { next_check_at } => update
                 .update_expression("SET next_check_at = :next")
                 .expression_attribute_values(":next", n(next_check_at.unix_ms())),
-            CreateCompletion::Rejected(_) => anyhow::bail!("a rejection is a transition, not a data update"),
+            CreateCompletion::Rejected(_) => {
+                anyhow::bail!("a rejection is a transition, not a data update")
+            }
         };
         Ok(update.build()?)
     }
 
-    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), SdkError<TransactWriteItemsError>> {
-        self.client.transact_write_items().set_transact_items(Some(items)).send().await.map(|_| ())
+    async fn transact(
+        &self,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<(), SdkError<TransactWriteItemsError>> {
+        self.client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+            .map(|_| ())
     }
 }
 
 #[async_trait]
 impl PaymentStore for DynamoStore {
-    async fn insert_payment(&self, new: &NewPayment, now: Timestamp) -> Result<InsertOutcome, StoreError> {
+    async fn insert_payment(
+        &self,
+        new: &NewPayment,
+        now: Timestamp,
+    ) -> Result<InsertOutcome, StoreError> {
         let payment = &new.payment;
         let mut order = HashMap::new();
         order.insert("payment_id".to_owned(), s(payment.payment_id.as_str()));
         order.insert("created_at".to_owned(), n(payment.created_at.unix_ms()));
         let items = vec![
-            TransactWriteItem::builder().put(self.idempotency.claim_put(&new.claim, now)?).build(),
+            TransactWriteItem::builder()
+                .put(self.idempotency.claim_put(&new.claim, now)?)
+                .build(),
             put_new(&self.table, payment_item(payment)?)?,
-            put_new(&self.table, with_key(order, order_pk(&payment.order_id), "ORDER", "order"))?,
-            put_new(&self.table, history_item(&payment.payment_id, &new.history)?)?,
+            put_new(
+                &self.table,
+                with_key(order, order_pk(&payment.order_id), "ORDER", "order"),
+            )?,
+            put_new(
+                &self.table,
+                history_item(&payment.payment_id, &new.history)?,
+            )?,
         ];
         let Err(err) = self.transact(items).await else {
             return Ok(InsertOutcome::Inserted);
         };
         match classify(err)? {
-            Cancelled::Condition { index: 0, old: Some(old) } => Ok(InsertOutcome::KeyTaken(record_from_item(old)?)),
-            Cancelled::Condition { index: 2, old: Some(old) } => {
+            Cancelled::Condition {
+                index: 0,
+                old: Some(old),
+            } => Ok(InsertOutcome::KeyTaken(record_from_item(old)?)),
+            Cancelled::Condition {
+                index: 2,
+                old: Some(old),
+            } => {
                 let payment_id = match old.get("payment_id") {
-                    Some(AttributeValue::S(id)) => PaymentId::parse(id).context("order item payment_id")?,
-                    _ => return Err(StoreError::Unexpected(anyhow::anyhow!("order item without payment_id"))),
+                    Some(AttributeValue::S(id)) => {
+                        PaymentId::parse(id).context("order item payment_id")?
+                    }
+                    _ => {
+                        return Err(StoreError::Unexpected(anyhow::anyhow!(
+                            "order item without payment_id"
+                        )));
+                    }
                 };
                 Ok(InsertOutcome::OrderTaken { payment_id })
             }
             Cancelled::Conflict => Err(StoreError::Conflict),
-            Cancelled::Condition { index, .. } => {
-                Err(StoreError::Unexpected(anyhow::anyhow!("insert payment: condition {index} failed")))
-            }
-            Cancelled::Other(codes) => Err(StoreError::Unexpected(anyhow::anyhow!("insert payment cancelled: {codes}"))),
+            Cancelled::Condition { index, .. } => Err(StoreError::Unexpected(anyhow::anyhow!(
+                "insert payment: condition {index} failed"
+            ))),
+            Cancelled::Other(codes) => Err(StoreError::Unexpected(anyhow::anyhow!(
+                "insert payment cancelled: {codes}"
+            ))),
         }
     }
 
@@ -393,37 +526,56 @@ impl PaymentStore for DynamoStore {
     ) -> Result<(), StoreError> {
         let mut items = match completion {
             CreateCompletion::Rejected(t) => self.transition_items(t)?,
-            _ => vec![TransactWriteItem::builder().update(self.payment_data_update(payment_id, completion)?).build()],
+            _ => vec![
+                TransactWriteItem::builder()
+                    .update(self.payment_data_update(payment_id, completion)?)
+                    .build(),
+            ],
         };
-        let complete = self.idempotency.complete_update(idempotency_key, payment_id.as_str(), response)?;
+        let complete =
+            self.idempotency
+                .complete_update(idempotency_key, payment_id.as_str(), response)?;
         items.push(TransactWriteItem::builder().update(complete).build());
         let Err(err) = self.transact(items).await else {
             return Ok(());
         };
         match classify(err)? {
             Cancelled::Conflict => Err(StoreError::Conflict),
-            Cancelled::Condition { index, .. } => {
-                Err(StoreError::Unexpected(anyhow::anyhow!("complete create: condition {index} failed")))
-            }
-            Cancelled::Other(codes) => Err(StoreError::Unexpected(anyhow::anyhow!("complete create cancelled: {codes}"))),
+            Cancelled::Condition { index, .. } => Err(StoreError::Unexpected(anyhow::anyhow!(
+                "complete create: condition {index} failed"
+            ))),
+            Cancelled::Other(codes) => Err(StoreError::Unexpected(anyhow::anyhow!(
+                "complete create cancelled: {codes}"
+            ))),
         }
     }
 
-    async fn apply_transition(&self, transition: &Transition) -> Result<TransitionOutcome, StoreError> {
+    async fn apply_transition(
+        &self,
+        transition: &Transition,
+    ) -> Result<TransitionOutcome, StoreError> {
         let Err(err) = self.transact(self.transition_items(transition)?).await else {
             return Ok(TransitionOutcome::Applied);
         };
         match classify(err)? {
-            Cancelled::Condition { index: 0, old: None } => Ok(TransitionOutcome::NotFound),
-            Cancelled::Condition { index: 0, old: Some(old) } => {
+            Cancelled::Condition {
+                index: 0,
+                old: None,
+            } => Ok(TransitionOutcome::NotFound),
+            Cancelled::Condition {
+                index: 0,
+                old: Some(old),
+            } => {
                 let payment: Payment = from_item(old).context("deserialize payment")?;
                 Ok(TransitionOutcome::GuardFailed(Box::new(payment)))
             }
             Cancelled::Conflict => Err(StoreError::Conflict),
-            Cancelled::Condition { index, .. } => {
-                Err(StoreError::Unexpected(anyhow::anyhow!("transition: condition {index} failed")))
-            }
-            Cancelled::Other(codes) => Err(StoreError::Unexpected(anyhow::anyhow!("transition cancelled: {codes}"))),
+            Cancelled::Condition { index, .. } => Err(StoreError::Unexpected(anyhow::anyhow!(
+                "transition: condition {index} failed"
+            ))),
+            Cancelled::Other(codes) => Err(StoreError::Unexpected(anyhow::anyhow!(
+                "transition cancelled: {codes}"
+            ))),
         }
     }
 
@@ -457,11 +609,20 @@ impl PaymentStore for DynamoStore {
 
 #[async_trait]
 impl IdempotencyStore for DynamoStore {
-    async fn claim(&self, record: &IdempotencyRecord, now: Timestamp) -> Result<ClaimOutcome, StoreError> {
+    async fn claim(
+        &self,
+        record: &IdempotencyRecord,
+        now: Timestamp,
+    ) -> Result<ClaimOutcome, StoreError> {
         self.idempotency.claim(record, now).await
     }
 
-    async fn complete(&self, key: &str, resource_id: &str, response: &StoredResponse) -> Result<(), StoreError> {
+    async fn complete(
+        &self,
+        key: &str,
+        resource_id: &str,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError> {
         self.idempotency.complete(key, resource_id, response).await
     }
 

@@ -55,6 +55,8 @@ pub(crate) struct Trade {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub paid_at: Option<String>,
     pub pay_url: String,
+    /// How many create requests named this trade (idempotent replays included).
+    pub create_calls: u32,
     pub deliveries: Vec<DeliveryRecord>,
 }
 

@@ -99,7 +99,8 @@ pub(crate) async fn create(
 /// Creates the trade, or replays the answer for the same out_trade_no; 409 when it differs.
 fn create_or_replay(shared: &Shared, req: CreateRequest) -> Result<CreateAnswer, ApiError> {
     let mut inner = shared.lock();
-    if let Some(existing) = inner.trades.get(&req.out_trade_no) {
+    if let Some(existing) = inner.trades.get_mut(&req.out_trade_no) {
+        existing.create_calls += 1;
         let same = existing.amount_minor == req.amount_minor
             && existing.currency == req.currency
             && existing.merchant_id == req.merchant_id;
@@ -139,6 +140,7 @@ fn new_trade(base_url: &str, req: CreateRequest) -> Trade {
         expires_at: req.expires_at,
         status: Status::WaitPay,
         paid_at: None,
+        create_calls: 1,
         deliveries: Vec::new(),
     }
 }
