@@ -106,6 +106,8 @@ fn transition(
 enum Expect {
     Applied,
     GuardFailed,
+    /// Not in the transition table: the store refuses to write it at all.
+    Illegal,
 }
 
 /// The store under test and an order id prefix for this test.
@@ -176,16 +178,23 @@ async fn check(
             "{name}, step {i} ({} -> {} at v{})",
             step.from, step.to, step.expected_version
         );
-        let outcome = store
-            .apply_transition(&step)
-            .await
-            .unwrap_or_else(|e| panic!("{case}: {e:#}"));
+        let outcome = match (expect, store.apply_transition(&step).await) {
+            (Expect::Illegal, Err(err)) => {
+                assert!(
+                    format!("{err:#}").contains("illegal transition"),
+                    "{case}: {err:#}"
+                );
+                None
+            }
+            (_, result) => Some(result.unwrap_or_else(|e| panic!("{case}: {e:#}"))),
+        };
         match (expect, outcome) {
-            (Expect::Applied, TransitionOutcome::Applied) => {
+            (Expect::Illegal, None) => {}
+            (Expect::Applied, Some(TransitionOutcome::Applied)) => {
                 step.apply_to(&mut model.payment);
                 model.history.push(step.history_entry());
             }
-            (Expect::GuardFailed, TransitionOutcome::GuardFailed(current)) => {
+            (Expect::GuardFailed, Some(TransitionOutcome::GuardFailed(current))) => {
                 assert_eq!(
                     *current, model.payment,
                     "{case}: the payment returned with the failed guard"
@@ -221,7 +230,7 @@ async fn check(
 
 #[tokio::test]
 async fn guarded_transitions() {
-    use Expect::{Applied, GuardFailed};
+    use Expect::{Applied, GuardFailed, Illegal};
     let (store, _, _) = store().await;
     let paid = || transition(Pending, Paid, 1, Some(AMOUNT));
     let cases: Vec<(&str, Vec<(Transition, Expect)>, (PaymentStatus, u32, usize))> = vec![
@@ -264,8 +273,8 @@ async fn guarded_transitions() {
             (Paid, 2, 2),
         ),
         (
-            "from paid, but pending",
-            vec![(transition(Paid, Closed, 1, None), GuardFailed)],
+            "from paid, which no transition leaves",
+            vec![(transition(Paid, Closed, 1, None), Illegal)],
             (Pending, 1, 1),
         ),
         // The version does not match (the status does).
@@ -273,7 +282,7 @@ async fn guarded_transitions() {
             "stale version",
             vec![
                 (paid(), Applied),
-                (transition(Paid, Closed, 1, None), GuardFailed),
+                (transition(Pending, Closed, 1, None), GuardFailed),
             ],
             (Paid, 2, 2),
         ),
@@ -303,7 +312,7 @@ async fn guarded_transitions() {
 /// `from` matches is written whatever its `to`, so legality rests on how callers build transitions.)
 #[tokio::test]
 async fn illegal_transitions() {
-    use Expect::{Applied, GuardFailed};
+    use Expect::{Applied, Illegal};
     let illegal = [
         (Paid, Pending),
         (Paid, Closed),
@@ -325,9 +334,10 @@ async fn illegal_transitions() {
     // Back to pending from a paid payment, by callers whose `from` is not what the payment is.
     let steps = vec![
         (transition(Pending, Paid, 1, Some(AMOUNT)), Applied),
-        (transition(Pending, Pending, 2, None), GuardFailed),
-        (transition(Closed, Pending, 2, None), GuardFailed),
-        (transition(Exception, Pending, 2, None), GuardFailed),
+        (transition(Pending, Pending, 2, None), Illegal),
+        (transition(Closed, Pending, 2, None), Illegal),
+        (transition(Exception, Pending, 2, None), Illegal),
+        (transition(Paid, Pending, 2, None), Illegal),
     ];
     check(&store, "paid -> pending", at(900), steps, (Paid, 2, 2)).await;
 }
@@ -338,7 +348,7 @@ async fn unknown_payment_is_not_found_and_writes_nothing() {
     let cases = [
         transition(Pending, Paid, 1, Some(AMOUNT)),
         transition(Pending, Closed, 1, None),
-        transition(Paid, Closed, 2, None),
+        transition(Pending, Failed, 2, None),
     ];
     for step in cases {
         let payment_id = new_payment_id();
