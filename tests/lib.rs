@@ -235,6 +235,90 @@ pub fn create_body(order_id: &str, amount_minor: i64) -> Value {
     })
 }
 
+/// Dependencies for running the use cases in-process against moto and the stack's sandbox, with
+/// the DynamoDB client counting its requests.
+pub async fn in_process_deps(counter: &RequestCounter) -> shared::app::Deps {
+    use shared::crypto::{RsaSigner, RsaVerifier};
+    use shared::provider::{SandboxConfig, SandboxProvider};
+    let client = dynamo(Some(counter.clone())).await;
+    let (payments, idempotency) = fresh_tables(&client).await;
+    counter.reset();
+    let clock: Arc<dyn shared::ports::Clock> = Arc::new(shared::clock::SystemClock);
+    let config = SandboxConfig {
+        base_url: stack().sandbox_url.clone(),
+        merchant_id: stack().merchant_id.clone(),
+        merchant_key: RsaSigner::from_pem(&key_pem("merchant_private.pem")).expect("merchant key"),
+        provider_key: RsaVerifier::from_pem(&key_pem("sandbox_public.pem")).expect("sandbox key"),
+        // Nothing listens here: these tests deliver notifications themselves.
+        notify_url: "http://127.0.0.1:9/callbacks/sandbox".into(),
+        timeout: std::time::Duration::from_millis(1500),
+    };
+    let provider = SandboxProvider::new(config, clock.clone()).expect("provider");
+    shared::app::Deps {
+        store: Arc::new(shared::store::DynamoStore::new(
+            client,
+            payments,
+            idempotency,
+        )),
+        providers: shared::ports::Providers::default().with(Arc::new(provider)),
+        clock,
+        ids: Arc::new(shared::clock::RandomIds),
+    }
+}
+
+/// A sandbox notification for `payment_id`, signed with the sandbox's key now, as headers + body.
+pub fn signed_notice(
+    payment_id: &str,
+    amount_minor: i64,
+    status: &str,
+) -> (http::HeaderMap, String) {
+    let body = serde_json::json!({
+        "notify_id": unique("N"),
+        "merchant_id": stack().merchant_id,
+        "out_trade_no": payment_id,
+        "trade_no": format!("SBX{payment_id}"),
+        "status": status,
+        "amount_minor": amount_minor,
+        "currency": "CNY",
+        "paid_at": "2026-01-01T00:00:00Z",
+    })
+    .to_string();
+    let timestamp = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs(),
+    )
+    .expect("secs");
+    let signature = xtask::sandbox::sign_provider_message(
+        &key_pem("sandbox_private.pem"),
+        timestamp,
+        "n0nce",
+        body.as_bytes(),
+    )
+    .expect("sign");
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "x-sandbox-timestamp",
+        timestamp.to_string().parse().expect("header"),
+    );
+    headers.insert("x-sandbox-nonce", "n0nce".parse().expect("header"));
+    headers.insert("x-sandbox-signature", signature.parse().expect("header"));
+    headers.insert("content-type", "application/json".parse().expect("header"));
+    (headers, body)
+}
+
+/// Posts a signed notification to the stack's callback route.
+pub async fn deliver(headers: &http::HeaderMap, body: &str) -> Reply {
+    let mut request = http()
+        .post(format!("{}/callbacks/sandbox", stack().api_url))
+        .body(body.to_owned());
+    for (name, value) in headers {
+        request = request.header(name.as_str(), value.as_bytes());
+    }
+    Reply::from(request.send().await.expect("callback")).await
+}
+
 /// The sandbox's admin API.
 pub mod sandbox {
     use super::*;
