@@ -174,3 +174,37 @@ async fn a_callback_racing_the_create_ends_paid() {
     let stored = deps.store.record(&key).await.unwrap().unwrap();
     assert_eq!(stored.response.map(|r| r.status), Some(201));
 }
+
+/// Regression: moto restores whole-table snapshots when a transaction is cancelled, which in a
+/// threaded server erased concurrent writes to other payments (the local stack serializes moto's
+/// requests). Duplicates whose guards fail must not undo other payments' transitions.
+#[tokio::test]
+async fn cancelled_duplicates_do_not_undo_other_payments() {
+    let mut notices = Vec::new();
+    for i in 0..10 {
+        let created = create(&create_body(&unique(&format!("mix{i}")), 100 + i)).await;
+        assert_eq!(created.status, 201);
+        let id = created.body["payment_id"].as_str().unwrap().to_owned();
+        notices.push((id.clone(), signed_notice(&id, 100 + i, "PAID")));
+    }
+    let mut set = JoinSet::new();
+    for (_, (headers, body)) in &notices {
+        for _ in 0..3 {
+            let (headers, body) = (headers.clone(), body.clone());
+            set.spawn(async move { deliver(&headers, &body).await.status });
+        }
+    }
+    let statuses = set.join_all().await;
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 500),
+        "{statuses:?}"
+    );
+    for (id, _) in &notices {
+        let payment = get_payment(id).await.body;
+        assert_eq!(
+            (payment["status"].as_str(), payment["version"].as_u64()),
+            (Some("paid"), Some(2)),
+            "{id}"
+        );
+    }
+}

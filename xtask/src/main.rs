@@ -6,6 +6,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use xtask::stack::{StackOptions, spawn};
 
+mod bench;
 mod demo;
 
 #[derive(Parser)]
@@ -38,6 +39,15 @@ enum Task {
         #[arg(last = true)]
         cargo_args: Vec<String>,
     },
+    /// Cold start, binary size and peak RSS of every function, plus in-process throughput.
+    Bench {
+        /// Cold starts measured per function (the median is reported).
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Invocations served to one process before its peak RSS is read.
+        #[arg(long, default_value_t = 100)]
+        invocations: usize,
+    },
 }
 
 fn init_logs() {
@@ -56,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
         Task::Up { port, time_scale } => up(port, time_scale).await,
         Task::Demo { payments, port } => demo::run(payments, port).await,
         Task::Test { cargo_args } => test(cargo_args).await,
+        Task::Bench { runs, invocations } => bench::run(runs, invocations).await,
     }
 }
 

@@ -15,8 +15,10 @@ pub struct Moto {
 
 pub async fn start(venv: &Venv, log_dir: &Path) -> anyhow::Result<Moto> {
     let port = free_port()?;
-    let mut command = Command::new(venv.bin("moto_server"));
-    command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+    // moto's own server, with requests serialized (see the launcher for why).
+    let launcher = crate::venv::workspace_root().join("xtask/moto_serial.py");
+    let mut command = Command::new(venv.bin("python"));
+    command.arg(launcher).args(["127.0.0.1", &port.to_string()]);
     let mut child = spawn_logged(command, &log_dir.join("moto.log"))?;
     let endpoint = format!("http://127.0.0.1:{port}");
     wait_http(
