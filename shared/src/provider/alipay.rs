@@ -1,0 +1,1 @@
+//! alipay: being written.

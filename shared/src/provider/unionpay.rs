@@ -1,0 +1,1 @@
+//! unionpay: being written.
