@@ -93,6 +93,40 @@ async fn up(port: u16, time_scale: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `cargo test`, passing its output through and adding up its `test result:` lines.
+fn run_counting(mut command: Command) -> anyhow::Result<(std::process::ExitStatus, (u64, u64))> {
+    use std::io::{BufRead as _, Write as _};
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running cargo test")?;
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    let mut totals = (0, 0);
+    let mut out = std::io::stdout().lock();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test output")?;
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            totals.0 += count_before(rest, " passed");
+            totals.1 += count_before(rest, " failed");
+        }
+        writeln!(out, "{line}").context("writing test output")?;
+    }
+    Ok((child.wait().context("waiting for cargo test")?, totals))
+}
+
+/// The number right before `label` in `ok. 12 passed; 0 failed; ...`.
+fn count_before(text: &str, label: &str) -> u64 {
+    text.split(';')
+        .find_map(|part| {
+            let part = part
+                .trim()
+                .trim_start_matches("ok. ")
+                .trim_start_matches("FAILED. ");
+            part.strip_suffix(label)?.trim().parse().ok()
+        })
+        .unwrap_or(0)
+}
+
 async fn test(cargo_args: Vec<String>) -> anyhow::Result<()> {
     let root = xtask::venv::workspace_root();
     let work_dir = std::env::temp_dir().join(format!("paycore-test-{}", std::process::id()));
@@ -116,10 +150,19 @@ async fn test(cargo_args: Vec<String>) -> anyhow::Result<()> {
         .args(["test", "--workspace"])
         .args(&cargo_args)
         .envs(stack.env());
-    let status = tokio::task::spawn_blocking(move || command.status())
-        .await?
-        .context("running cargo test")?;
+    let (status, totals) = tokio::task::spawn_blocking(move || run_counting(command)).await??;
     stack.shutdown().await;
+    // One closing line for the whole workspace: cargo's own last line is some crate's summary.
+    {
+        use std::io::Write as _;
+        writeln!(
+            std::io::stdout(),
+            "tests: {} passed, {} failed",
+            totals.0,
+            totals.1
+        )
+        .context("stdout")?;
+    }
     if !status.success() {
         bail!(
             "tests failed (stack logs: {})",

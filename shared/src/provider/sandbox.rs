@@ -92,6 +92,81 @@ fn provider_message(timestamp: &str, nonce: &str, body: &[u8]) -> Vec<u8> {
     message
 }
 
+/// What the sandbox's signature covers for this response or notification: `timestamp\nnonce\nbody\n`.
+pub fn signed_content(
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> Result<Vec<u8>, CallbackRejection> {
+    let missing = |h: &str| CallbackRejection::BadSignature(format!("missing {h}"));
+    let timestamp =
+        header(headers, "x-sandbox-timestamp").ok_or_else(|| missing("X-Sandbox-Timestamp"))?;
+    let nonce = header(headers, "x-sandbox-nonce").ok_or_else(|| missing("X-Sandbox-Nonce"))?;
+    Ok(provider_message(timestamp, nonce, body))
+}
+
+/// Checks the provider signature and the replay window on a response or notification.
+pub fn verify_signed(
+    provider_key: &RsaVerifier,
+    headers: &http::HeaderMap,
+    body: &[u8],
+    now: Timestamp,
+) -> Result<(), CallbackRejection> {
+    let message = signed_content(headers, body)?;
+    let signature = header(headers, "x-sandbox-signature")
+        .ok_or_else(|| CallbackRejection::BadSignature("missing X-Sandbox-Signature".into()))?;
+    if !provider_key.verify_base64(&message, signature) {
+        return Err(CallbackRejection::BadSignature(
+            "does not verify with the sandbox public key".into(),
+        ));
+    }
+    let timestamp = header(headers, "x-sandbox-timestamp").unwrap_or_default();
+    let signed_at = timestamp
+        .parse::<i64>()
+        .map(Timestamp::from_unix_s)
+        .map_err(|_| {
+            CallbackRejection::Malformed("X-Sandbox-Timestamp is not unix seconds".into())
+        })?;
+    let skew_s = signed_at.abs_diff_s(now);
+    if skew_s >= REPLAY_WINDOW_S {
+        return Err(CallbackRejection::StaleTimestamp {
+            skew_s,
+            limit_s: REPLAY_WINDOW_S,
+        });
+    }
+    Ok(())
+}
+
+/// Verifies a notification and parses it: signature, replay window, merchant, fields.
+pub fn verify_notification(
+    provider_key: &RsaVerifier,
+    merchant_id: &str,
+    headers: &http::HeaderMap,
+    body: &[u8],
+    now: Timestamp,
+) -> Result<Notification, CallbackRejection> {
+    verify_signed(provider_key, headers, body, now)?;
+    let notify: NotifyBody = serde_json::from_slice(body)
+        .map_err(|e| CallbackRejection::Malformed(format!("body: {e}")))?;
+    if notify.merchant_id != merchant_id {
+        return Err(CallbackRejection::WrongMerchant(notify.merchant_id));
+    }
+    let payment_id = PaymentId::parse(&notify.out_trade_no)
+        .map_err(|e| CallbackRejection::Malformed(format!("out_trade_no: {e}")))?;
+    let currency = Currency::parse(&notify.currency)
+        .map_err(|e| CallbackRejection::Malformed(format!("currency: {e}")))?;
+    let status = parse_status(&notify.status).ok_or_else(|| {
+        CallbackRejection::Malformed(format!("unknown status {:?}", notify.status))
+    })?;
+    Ok(Notification {
+        notify_id: notify.notify_id,
+        payment_id,
+        provider_trade_no: notify.trade_no,
+        status,
+        amount_minor: notify.amount_minor,
+        currency,
+    })
+}
+
 impl SandboxProvider {
     pub fn new(config: SandboxConfig, clock: std::sync::Arc<dyn Clock>) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder().timeout(config.timeout).build()?;
@@ -102,39 +177,13 @@ impl SandboxProvider {
         })
     }
 
-    /// Checks the provider signature and the replay window on a response or notification.
     fn verify_signed(
         &self,
         headers: &http::HeaderMap,
         body: &[u8],
         now: Timestamp,
     ) -> Result<(), CallbackRejection> {
-        let missing = |h: &str| CallbackRejection::BadSignature(format!("missing {h}"));
-        let timestamp =
-            header(headers, "x-sandbox-timestamp").ok_or_else(|| missing("X-Sandbox-Timestamp"))?;
-        let nonce = header(headers, "x-sandbox-nonce").ok_or_else(|| missing("X-Sandbox-Nonce"))?;
-        let signature =
-            header(headers, "x-sandbox-signature").ok_or_else(|| missing("X-Sandbox-Signature"))?;
-        let message = provider_message(timestamp, nonce, body);
-        if !self.config.provider_key.verify_base64(&message, signature) {
-            return Err(CallbackRejection::BadSignature(
-                "does not verify with the sandbox public key".into(),
-            ));
-        }
-        let signed_at = timestamp
-            .parse::<i64>()
-            .map(Timestamp::from_unix_s)
-            .map_err(|_| {
-                CallbackRejection::Malformed("X-Sandbox-Timestamp is not unix seconds".into())
-            })?;
-        let skew_s = signed_at.abs_diff_s(now);
-        if skew_s >= REPLAY_WINDOW_S {
-            return Err(CallbackRejection::StaleTimestamp {
-                skew_s,
-                limit_s: REPLAY_WINDOW_S,
-            });
-        }
-        Ok(())
+        verify_signed(&self.config.provider_key, headers, body, now)
     }
 
     fn sign_request(&self, method: &str, path: &str, body: &str) -> Vec<(&'static str, String)> {
@@ -266,27 +315,13 @@ impl PaymentProvider for SandboxProvider {
         body: &[u8],
         now: Timestamp,
     ) -> Result<Notification, CallbackRejection> {
-        self.verify_signed(headers, body, now)?;
-        let notify: NotifyBody = serde_json::from_slice(body)
-            .map_err(|e| CallbackRejection::Malformed(format!("body: {e}")))?;
-        if notify.merchant_id != self.config.merchant_id {
-            return Err(CallbackRejection::WrongMerchant(notify.merchant_id));
-        }
-        let payment_id = PaymentId::parse(&notify.out_trade_no)
-            .map_err(|e| CallbackRejection::Malformed(format!("out_trade_no: {e}")))?;
-        let currency = Currency::parse(&notify.currency)
-            .map_err(|e| CallbackRejection::Malformed(format!("currency: {e}")))?;
-        let status = parse_status(&notify.status).ok_or_else(|| {
-            CallbackRejection::Malformed(format!("unknown status {:?}", notify.status))
-        })?;
-        Ok(Notification {
-            notify_id: notify.notify_id,
-            payment_id,
-            provider_trade_no: notify.trade_no,
-            status,
-            amount_minor: notify.amount_minor,
-            currency,
-        })
+        verify_notification(
+            &self.config.provider_key,
+            &self.config.merchant_id,
+            headers,
+            body,
+            now,
+        )
     }
 
     fn reply(&self, answer: CallbackAnswer, detail: &str) -> CallbackReply {
