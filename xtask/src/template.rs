@@ -101,10 +101,10 @@ impl Template {
         &'a self,
         kind: &'a str,
     ) -> impl Iterator<Item = (&'a str, &'a Value)> + 'a {
-        self.resources.iter().filter_map(move |(id, r)| {
-            (get(r, "Type").and_then(Value::as_str) == Some(kind))
-                .then(|| (id.as_str().unwrap_or_default(), r))
-        })
+        self.resources
+            .iter()
+            .filter(move |(_, r)| get(r, "Type").and_then(Value::as_str) == Some(kind))
+            .map(|(id, r)| (id.as_str().unwrap_or_default(), r))
     }
 
     pub fn table_ids(&self) -> Vec<String> {

@@ -82,10 +82,10 @@ impl PaymentStore for MemoryStore {
         now: Timestamp,
     ) -> Result<InsertOutcome, StoreError> {
         let mut state = self.lock();
-        if let Some(existing) = state.idempotency.get(&new.claim.key) {
-            if existing.blocks_claim(now) {
-                return Ok(InsertOutcome::KeyTaken(existing.clone()));
-            }
+        if let Some(existing) = state.idempotency.get(&new.claim.key)
+            && existing.blocks_claim(now)
+        {
+            return Ok(InsertOutcome::KeyTaken(existing.clone()));
         }
         if let Some(payment_id) = state.orders.get(&new.payment.order_id) {
             return Ok(InsertOutcome::OrderTaken {
@@ -181,10 +181,10 @@ impl IdempotencyStore for MemoryStore {
         now: Timestamp,
     ) -> Result<ClaimOutcome, StoreError> {
         let mut state = self.lock();
-        if let Some(existing) = state.idempotency.get(&record.key) {
-            if existing.blocks_claim(now) {
-                return Ok(ClaimOutcome::Blocked(existing.clone()));
-            }
+        if let Some(existing) = state.idempotency.get(&record.key)
+            && existing.blocks_claim(now)
+        {
+            return Ok(ClaimOutcome::Blocked(existing.clone()));
         }
         state.idempotency.insert(record.key.clone(), record.clone());
         Ok(ClaimOutcome::Claimed)

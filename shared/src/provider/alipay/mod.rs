@@ -1,0 +1,280 @@
+//! The Alipay adapter (OpenAPI gateway, RSA2, public-key mode).
+//!
+//! Requests are form posts to the gateway, signed with our app private key over the sorted
+//! parameters (`wire`). Answers are verified over the raw text of `<method>_response` with
+//! Alipay's public key (`answer`). Notifications are form posts signed over their decoded
+//! parameters (`notify`). We answer a notification with exactly `success`; anything else makes
+//! Alipay resend it (after 4m, 10m, 10m, 1h, 2h, 6h, 15h).
+//!
+//! Certificate mode (`app_cert_sn` / `alipay_root_cert_sn`) is not supported: configure the app
+//! for public-key mode.
+
+mod answer;
+mod notify;
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::crypto::{RsaSigner, RsaVerifier};
+use crate::domain::{Currency, PaymentId, ProviderName, Timestamp};
+use crate::ports::{
+    CallbackAnswer, CallbackRejection, CallbackReply, Clock, Notification, PaymentProvider,
+    ProviderCreate, ProviderCreated, ProviderError, ProviderTrade,
+};
+
+pub use answer::AlipayRefund;
+
+pub const DEFAULT_GATEWAY_URL: &str = "https://openapi.alipay.com/gateway.do";
+
+const PRECREATE: &str = "alipay.trade.precreate";
+const QUERY: &str = "alipay.trade.query";
+const CLOSE: &str = "alipay.trade.close";
+const REFUND: &str = "alipay.trade.refund";
+
+/// Alipay's limit on `out_request_no`.
+const REFUND_ID_MAX_LEN: usize = 64;
+
+pub struct AlipayConfig {
+    /// [`DEFAULT_GATEWAY_URL`] in production; the sandbox gateway or a local stand-in otherwise.
+    pub gateway_url: String,
+    pub app_id: String,
+    /// When set, notifications must name this seller (`seller_id`, the 2088... partner id).
+    pub seller_id: Option<String>,
+    pub app_private_key: RsaSigner,
+    pub alipay_public_key: RsaVerifier,
+    /// Where Alipay sends notifications: our `/callbacks/alipay` route.
+    pub notify_url: String,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for AlipayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlipayConfig")
+            .field("gateway_url", &self.gateway_url)
+            .field("app_id", &self.app_id)
+            .field("seller_id", &self.seller_id)
+            .field("app_private_key", &"<redacted>")
+            .field("alipay_public_key", &"<set>")
+            .field("notify_url", &self.notify_url)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+pub struct AlipayProvider {
+    config: AlipayConfig,
+    http: reqwest::Client,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for AlipayProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlipayProvider")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unknown(err: impl std::fmt::Display) -> ProviderError {
+    ProviderError::Unknown(err.to_string())
+}
+
+/// A request we refused to send: definitely not done.
+fn refused(code: &str, message: impl Into<String>) -> ProviderError {
+    ProviderError::Rejected {
+        code: code.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Decimal yuan for the gateway. Alipay takes CNY only; a new currency must decide here.
+fn yuan(currency: Currency, amount_minor: i64) -> String {
+    match currency {
+        Currency::Cny => currency.format_major(amount_minor),
+    }
+}
+
+fn china_time(at: Timestamp) -> Result<String, ProviderError> {
+    wire::china_time(at).ok_or_else(|| refused("LOCAL_TIME", format!("{at} is out of range")))
+}
+
+impl AlipayProvider {
+    pub fn new(config: AlipayConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder().timeout(config.timeout).build()?;
+        Ok(Self {
+            config,
+            http,
+            clock,
+        })
+    }
+
+    /// The signed form for one call, stamped with the clock's now.
+    fn signed_form(
+        &self,
+        method: &str,
+        biz_content: &str,
+        notify_url: Option<&str>,
+    ) -> Result<String, ProviderError> {
+        let timestamp = china_time(self.clock.now())?;
+        let call = wire::GatewayCall {
+            app_id: &self.config.app_id,
+            method,
+            biz_content,
+            notify_url,
+            timestamp: &timestamp,
+        };
+        Ok(call.signed_form(&self.config.app_private_key))
+    }
+
+    /// One gateway call; returns the verified raw `<method>_response`. Transport failures,
+    /// non-200 answers and answers we cannot authenticate are all "unknown": they say nothing
+    /// about what Alipay did.
+    async fn call(
+        &self,
+        method: &str,
+        biz_content: &str,
+        notify_url: Option<&str>,
+    ) -> Result<Vec<u8>, ProviderError> {
+        let form = self.signed_form(method, biz_content, notify_url)?;
+        let response = self
+            .http
+            .post(wire::post_url(&self.config.gateway_url))
+            .header(http::header::CONTENT_TYPE, wire::FORM_CONTENT_TYPE)
+            .body(form)
+            .send()
+            .await
+            .map_err(unknown)?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(unknown)?;
+        if status != 200 {
+            return Err(unknown(format!("gateway answered {status}")));
+        }
+        let content = answer::verified_content(&body, method, &self.config.alipay_public_key)?;
+        Ok(content.to_vec())
+    }
+
+    /// Closes an unpaid trade (`alipay.trade.close`). `Rejected` with `ACQ.TRADE_NOT_EXIST`
+    /// means nothing was closed because nobody has scanned the code yet; the trade can still
+    /// open until its `time_expire`.
+    pub async fn close(&self, payment_id: &PaymentId) -> Result<(), ProviderError> {
+        let content = self.call(CLOSE, &wire::trade_biz(payment_id), None).await?;
+        answer::parse_close(&content)
+    }
+
+    /// Refunds `amount_minor` of a paid trade (`alipay.trade.refund`). `refund_id` becomes
+    /// `out_request_no`, so repeating a refund with the same id refunds once. `total_minor`
+    /// (the payment's amount) only bounds the request: Alipay knows the trade's total.
+    pub async fn refund(
+        &self,
+        payment_id: &PaymentId,
+        refund_id: &str,
+        amount_minor: i64,
+        total_minor: i64,
+        reason: &str,
+    ) -> Result<AlipayRefund, ProviderError> {
+        let biz_content = refund_biz(payment_id, refund_id, amount_minor, total_minor, reason)?;
+        let content = self.call(REFUND, &biz_content, None).await?;
+        answer::parse_refund(&content, payment_id)
+    }
+}
+
+/// The refund's `biz_content`, after the checks Alipay would make anyway, so a bad request
+/// never leaves.
+fn refund_biz(
+    payment_id: &PaymentId,
+    refund_id: &str,
+    amount_minor: i64,
+    total_minor: i64,
+    reason: &str,
+) -> Result<String, ProviderError> {
+    let id_ok = !refund_id.is_empty()
+        && refund_id.len() <= REFUND_ID_MAX_LEN
+        && refund_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !id_ok {
+        return Err(refused(
+            "INVALID_REFUND_ID",
+            format!("refund id must be 1 to {REFUND_ID_MAX_LEN} characters of [A-Za-z0-9_-]"),
+        ));
+    }
+    if amount_minor <= 0 || amount_minor > total_minor {
+        return Err(refused(
+            "INVALID_REFUND_AMOUNT",
+            format!("refund of {amount_minor} is not within 1..={total_minor}"),
+        ));
+    }
+    let amount = yuan(Currency::Cny, amount_minor);
+    Ok(wire::refund_biz(payment_id, refund_id, &amount, reason))
+}
+
+/// The precreate's `biz_content`: our payment id as `out_trade_no`, yuan, China time.
+fn precreate_biz(request: &ProviderCreate) -> Result<String, ProviderError> {
+    let total_amount = yuan(request.money.currency, request.money.amount.get());
+    let time_expire = china_time(request.expires_at)?;
+    Ok(wire::precreate_biz(
+        &request.payment_id,
+        &total_amount,
+        &request.subject,
+        &time_expire,
+    ))
+}
+
+#[async_trait]
+impl PaymentProvider for AlipayProvider {
+    fn name(&self) -> ProviderName {
+        ProviderName::Alipay
+    }
+
+    /// `alipay.trade.precreate`: the QR code content is the pay URL.
+    async fn create(&self, request: &ProviderCreate) -> Result<ProviderCreated, ProviderError> {
+        let biz_content = precreate_biz(request)?;
+        let content = self
+            .call(PRECREATE, &biz_content, Some(&self.config.notify_url))
+            .await?;
+        answer::parse_precreate(&content, &request.payment_id)
+    }
+
+    async fn query(&self, payment_id: &PaymentId) -> Result<Option<ProviderTrade>, ProviderError> {
+        let content = self.call(QUERY, &wire::trade_biz(payment_id), None).await?;
+        answer::parse_query(&content, payment_id)
+    }
+
+    /// No replay window: Alipay's notifications carry no per-delivery timestamp, so `now` is
+    /// unused and a replay meets the guarded transition.
+    fn verify_callback(
+        &self,
+        _headers: &http::HeaderMap,
+        body: &[u8],
+        _now: Timestamp,
+    ) -> Result<Notification, CallbackRejection> {
+        let params = notify::parse_form(body)?;
+        notify::verify_params(&params, &self.config.alipay_public_key)?;
+        notify::notification(
+            &params,
+            &self.config.app_id,
+            self.config.seller_id.as_deref(),
+        )
+    }
+
+    /// Alipay stops resending only on exactly `success`; `fail` (or anything else) is resent.
+    /// The detail is for our logs, not for Alipay.
+    fn reply(&self, answer: CallbackAnswer, _detail: &str) -> CallbackReply {
+        let (status, body) = match answer {
+            CallbackAnswer::Success => (200, "success"),
+            CallbackAnswer::RetryLater => (500, "fail"),
+            CallbackAnswer::Rejected => (400, "fail"),
+        };
+        CallbackReply {
+            status,
+            content_type: "text/plain",
+            body: body.to_owned(),
+        }
+    }
+}

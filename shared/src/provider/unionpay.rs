@@ -1,1 +1,0 @@
-//! unionpay: being written.

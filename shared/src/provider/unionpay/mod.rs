@@ -1,0 +1,295 @@
+//! UnionPay's online gateway, ACP 5.1.0 with signMethod 01, for merchant-presented QR codes.
+//!
+//! - Requests are signed form posts (see [`sign`]); `certId` is our signing certificate's
+//!   decimal serial. A create is a QR consume (txnType 01/07) whose answer's `qrCode` is the
+//!   pay URL; a query (txnType 00) must repeat the consume's `orderId` and `txnTime`, so
+//!   `txnTime` is derived from the payment id's ULID time ([`txn_time_for`]) on both sides.
+//! - Answers and `backUrl` notifications are verified with the certificate they carry in
+//!   `signPubKeyCert`, trusted only through the configured root and intermediate
+//!   ([`SignerTrust`]). Answers are raw `k=v&...` text; notifications are URL-encoded forms.
+//! - Notifications carry no signed delivery time, so there is no replay window: a replayed
+//!   notification repeats a state the payment already has, and transitions are idempotent.
+//! - `respCode` 03/04/05 (processing) and anything we cannot authenticate are "unknown";
+//!   other failure codes are definite rejections; 34 on a query is "no such trade".
+//! - UnionPay cannot close an unpaid QR order: it lapses at `payTimeout`, which we set from the
+//!   payment's expiry. Refunds and same-day cancels reference the consume's `queryId`.
+
+mod sign;
+mod wire;
+
+#[cfg(test)]
+mod test_pki;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::crypto::RsaSigner;
+use crate::domain::{PaymentId, ProviderName, Timestamp};
+use crate::ports::{
+    CallbackAnswer, CallbackRejection, CallbackReply, Clock, Notification, PaymentProvider,
+    ProviderCreate, ProviderCreated, ProviderError, ProviderTrade,
+};
+
+pub use sign::{Fields, SignerTrust, TrustError, VerifyError, cert_serial_decimal};
+pub use wire::{ReversalAccepted, china_time, parse_fen, txn_time_for};
+
+/// Consumes, refunds and cancels go here.
+pub const BACK_TRANS_PATH: &str = "/gateway/api/backTransReq.do";
+/// Status queries go here.
+pub const QUERY_TRANS_PATH: &str = "/gateway/api/queryTrans.do";
+
+#[derive(Debug)]
+pub struct UnionPayConfig {
+    /// `https://gateway.95516.com`, or `https://gateway.test.95516.com` for UnionPay's test
+    /// environment; paths are appended.
+    pub base_url: String,
+    /// Our 15-digit merchant number.
+    pub mer_id: String,
+    /// The private key of our signing certificate (its `Debug` prints nothing).
+    pub sign_key: RsaSigner,
+    /// `certId`: [`cert_serial_decimal`] of our signing certificate's PEM.
+    pub sign_cert_serial_decimal: String,
+    /// UnionPay's root and intermediate certificates, which every `signPubKeyCert` must chain to.
+    pub root_cert_pem: String,
+    pub intermediate_cert_pem: String,
+    /// The company in the third `@`-field of a signer CN: "中国银联股份有限公司" in production.
+    pub expected_signer_cn: String,
+    /// Our `/callbacks/unionpay` route.
+    pub back_url: String,
+    pub timeout: Duration,
+}
+
+pub struct UnionPayProvider {
+    config: UnionPayConfig,
+    trust: SignerTrust,
+    http: reqwest::Client,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for UnionPayProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnionPayProvider")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unknown(err: impl std::fmt::Display) -> ProviderError {
+    ProviderError::Unknown(err.to_string())
+}
+
+/// A request we refused to send is definitely not done.
+fn not_sent(reason: String) -> ProviderError {
+    ProviderError::Rejected {
+        code: "INVALID_REQUEST".into(),
+        message: reason,
+    }
+}
+
+/// Parses an answer and checks its signature and certificate. Anything unauthenticated says
+/// nothing about what UnionPay did.
+pub fn authenticated_answer(
+    trust: &SignerTrust,
+    body: &[u8],
+    now: Timestamp,
+) -> Result<Fields, ProviderError> {
+    let fields = wire::parse_answer(body).map_err(|e| unknown(format!("answer: {e}")))?;
+    trust
+        .verify(&fields, now)
+        .map_err(|e| unknown(format!("unverifiable answer: {e}")))?;
+    Ok(fields)
+}
+
+impl UnionPayProvider {
+    pub fn new(config: UnionPayConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            !config.mer_id.is_empty() && config.mer_id.bytes().all(|b| b.is_ascii_alphanumeric()),
+            "UnionPay merId must be letters and digits"
+        );
+        anyhow::ensure!(
+            !config.sign_cert_serial_decimal.is_empty()
+                && config
+                    .sign_cert_serial_decimal
+                    .bytes()
+                    .all(|b| b.is_ascii_digit()),
+            "UnionPay certId must be the decimal serial of the signing certificate"
+        );
+        let trust = SignerTrust::new(
+            &config.root_cert_pem,
+            &config.intermediate_cert_pem,
+            &config.expected_signer_cn,
+        )?;
+        let http = reqwest::Client::builder().timeout(config.timeout).build()?;
+        Ok(Self {
+            config,
+            trust,
+            http,
+            clock,
+        })
+    }
+
+    fn merchant(&self) -> wire::Merchant<'_> {
+        wire::Merchant {
+            mer_id: &self.config.mer_id,
+            cert_id: &self.config.sign_cert_serial_decimal,
+            back_url: &self.config.back_url,
+        }
+    }
+
+    /// Signs and posts one request, and returns the authenticated answer. Transport failures,
+    /// non-200 statuses and unverifiable answers are all "unknown".
+    async fn post(&self, path: &str, mut fields: Fields) -> Result<Fields, ProviderError> {
+        sign::sign(&mut fields, &self.config.sign_key);
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields.iter())
+            .finish();
+        let response = self
+            .http
+            .post(format!("{}{path}", self.config.base_url))
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded;charset=UTF-8",
+            )
+            .body(body)
+            .send()
+            .await
+            .map_err(unknown)?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.map_err(unknown)?;
+        if status != 200 {
+            return Err(ProviderError::Unknown(format!(
+                "UnionPay answered HTTP {status}"
+            )));
+        }
+        authenticated_answer(&self.trust, &bytes, self.clock.now())
+    }
+
+    /// Refunds part or all of a paid consume, named by its `queryId`. `refund_id` becomes the
+    /// refund's own `orderId` (8 to 40 letters and digits, unique per merchant and day).
+    pub async fn refund(
+        &self,
+        orig_query_id: &str,
+        refund_id: &str,
+        amount_minor: i64,
+    ) -> Result<ReversalAccepted, ProviderError> {
+        self.reverse(
+            wire::ReversalKind::Refund,
+            orig_query_id,
+            refund_id,
+            amount_minor,
+        )
+        .await
+    }
+
+    /// Cancels a consume paid today (UnionPay's 消费撤销), for its full amount.
+    pub async fn cancel(
+        &self,
+        orig_query_id: &str,
+        cancel_id: &str,
+        amount_minor: i64,
+    ) -> Result<ReversalAccepted, ProviderError> {
+        self.reverse(
+            wire::ReversalKind::Cancel,
+            orig_query_id,
+            cancel_id,
+            amount_minor,
+        )
+        .await
+    }
+
+    async fn reverse(
+        &self,
+        kind: wire::ReversalKind,
+        orig_query_id: &str,
+        order_id: &str,
+        amount_minor: i64,
+    ) -> Result<ReversalAccepted, ProviderError> {
+        let now = self.clock.now();
+        let fields = wire::reversal_fields(
+            &self.merchant(),
+            kind,
+            orig_query_id,
+            order_id,
+            amount_minor,
+            now,
+        )
+        .map_err(not_sent)?;
+        // reversal_fields always sets txnTime; the caller needs it to query the reversal later.
+        let txn_time = fields.get("txnTime").cloned().unwrap_or_default();
+        let answer = self.post(BACK_TRANS_PATH, fields).await?;
+        wire::reversal_outcome(&answer, &self.config.mer_id, order_id, &txn_time)
+    }
+
+    /// UnionPay has no close for an unpaid QR order: it lapses at `payTimeout` (the payment's
+    /// expiry). So this never calls out and always answers `Rejected` with code
+    /// `CLOSE_UNSUPPORTED`; a paid order is reversed with [`Self::cancel`] or [`Self::refund`].
+    pub async fn close(&self, payment_id: &PaymentId) -> Result<(), ProviderError> {
+        Err(ProviderError::Rejected {
+            code: "CLOSE_UNSUPPORTED".into(),
+            message: format!(
+                "UnionPay QR orders cannot be closed; {payment_id} lapses at its payTimeout"
+            ),
+        })
+    }
+}
+
+#[async_trait]
+impl PaymentProvider for UnionPayProvider {
+    fn name(&self) -> ProviderName {
+        ProviderName::UnionPay
+    }
+
+    /// The payment's `subject` is not sent: the QR consume has no field for it.
+    async fn create(&self, request: &ProviderCreate) -> Result<ProviderCreated, ProviderError> {
+        let fields = wire::create_fields(
+            &self.merchant(),
+            &request.payment_id,
+            request.money.amount.get(),
+            request.money.currency,
+            request.expires_at,
+        )
+        .map_err(not_sent)?;
+        let answer = self.post(BACK_TRANS_PATH, fields).await?;
+        wire::create_outcome(&answer, &self.config.mer_id, &request.payment_id)
+    }
+
+    /// A payment id that is not a ULID has no derivable `txnTime`, so it cannot be queried:
+    /// that is reported as unknown, never as "no such trade".
+    async fn query(&self, payment_id: &PaymentId) -> Result<Option<ProviderTrade>, ProviderError> {
+        let fields = wire::query_fields(&self.merchant(), payment_id)
+            .map_err(|e| ProviderError::Unknown(format!("unionpay query: {e}")))?;
+        let answer = self.post(QUERY_TRANS_PATH, fields).await?;
+        wire::query_outcome(&answer, &self.config.mer_id, payment_id)
+    }
+
+    fn verify_callback(
+        &self,
+        _headers: &http::HeaderMap,
+        body: &[u8],
+        now: Timestamp,
+    ) -> Result<Notification, CallbackRejection> {
+        let fields = wire::parse_form(body).map_err(CallbackRejection::Malformed)?;
+        self.trust
+            .verify(&fields, now)
+            .map_err(|e| CallbackRejection::BadSignature(e.to_string()))?;
+        wire::notification(&fields, &self.config.mer_id)
+    }
+
+    /// UnionPay reads only the status: 200 stops its resends, anything else asks for more.
+    fn reply(&self, answer: CallbackAnswer, _detail: &str) -> CallbackReply {
+        let (status, body) = match answer {
+            CallbackAnswer::Success => (200, "ok"),
+            CallbackAnswer::Rejected => (400, "fail"),
+            CallbackAnswer::RetryLater => (500, "fail"),
+        };
+        CallbackReply {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.to_owned(),
+        }
+    }
+}

@@ -1,1 +1,0 @@
-//! wechatpay: being written.
