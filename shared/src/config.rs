@@ -1,8 +1,10 @@
 //! Configuration from the environment, read once per cold start.
 //!
-//! Secrets (private keys) are named by a source: `file:/path` (or a bare path) locally. Secrets
-//! Manager and SSM sources arrive with the real provider adapters; until then a deployment that
-//! names one fails at cold start with a clear message rather than at the first request.
+//! A provider is configured when its base URL variable is set and not empty; then every one of its
+//! required variables must be present, or the cold start fails naming the missing one. Secrets
+//! (private keys, the WeChat Pay APIv3 key) are named by a source: `file:/path` (or a bare absolute
+//! path). Secrets Manager and SSM sources are not wired yet: a deployment that names one fails at
+//! cold start with a clear message rather than at the first request.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,72 +14,326 @@ use anyhow::{Context as _, bail};
 use crate::app::Deps;
 use crate::clock::{RandomIds, SystemClock};
 use crate::crypto::{RsaSigner, RsaVerifier};
+use crate::domain::ProviderName;
 use crate::ports::{Clock, Providers};
+use crate::provider::alipay::{AlipayConfig, AlipayProvider};
+use crate::provider::unionpay::{UnionPayConfig, UnionPayProvider, cert_serial_decimal};
+use crate::provider::wechatpay::{
+    WechatPayConfig, WechatPayProvider, platform_certificates, platform_public_key,
+};
 use crate::provider::{SandboxConfig, SandboxProvider};
 use crate::store::DynamoStore;
 
-fn var(name: &str) -> anyhow::Result<String> {
-    std::env::var(name).with_context(|| format!("environment variable {name} is not set"))
-}
+/// The signer company UnionPay puts in its certificates' CN.
+pub const UNIONPAY_SIGNER_CN: &str = "中国银联股份有限公司";
 
 /// Reads a secret from its source. Never logs the value.
 pub fn read_secret(source: &str) -> anyhow::Result<String> {
+    String::from_utf8(read_secret_bytes(source)?).context("secret is not UTF-8")
+}
+
+fn read_secret_bytes(source: &str) -> anyhow::Result<Vec<u8>> {
     if let Some(path) = source
         .strip_prefix("file:")
         .or_else(|| source.starts_with('/').then_some(source))
     {
-        return std::fs::read_to_string(path)
-            .with_context(|| format!("reading secret file {path}"));
+        return std::fs::read(path).with_context(|| format!("reading secret file {path}"));
     }
     bail!(
         "unsupported secret source {source:?}: use file:/path (Secrets Manager and SSM are not wired yet)"
     )
 }
 
-/// The sandbox provider, when `SANDBOX_BASE_URL` is set and not empty.
-fn sandbox(clock: Arc<dyn Clock>) -> anyhow::Result<Option<SandboxProvider>> {
-    let Some(base_url) = std::env::var("SANDBOX_BASE_URL")
-        .ok()
-        .filter(|url| !url.is_empty())
-    else {
-        return Ok(None);
-    };
-    let timeout_ms: u64 = std::env::var("PROVIDER_TIMEOUT_MS")
-        .ok()
-        .map(|v| v.parse().context("PROVIDER_TIMEOUT_MS"))
-        .transpose()?
-        .unwrap_or(5000);
+/// The environment, as a lookup (tests pass a map). Empty values count as unset.
+pub struct Env<'a>(pub &'a dyn Fn(&str) -> Option<String>);
+
+impl Env<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        (self.0)(name).filter(|v| !v.is_empty())
+    }
+
+    fn require(&self, name: &str) -> anyhow::Result<String> {
+        self.get(name)
+            .with_context(|| format!("environment variable {name} is not set"))
+    }
+
+    fn signer(&self, name: &str) -> anyhow::Result<RsaSigner> {
+        RsaSigner::from_pem(&read_secret(&self.require(name)?)?).with_context(|| name.to_owned())
+    }
+
+    fn verifier(&self, name: &str) -> anyhow::Result<RsaVerifier> {
+        RsaVerifier::from_pem(&read_secret(&self.require(name)?)?).with_context(|| name.to_owned())
+    }
+
+    fn secret(&self, name: &str) -> anyhow::Result<String> {
+        read_secret(&self.require(name)?).with_context(|| name.to_owned())
+    }
+
+    fn timeout(&self) -> anyhow::Result<Duration> {
+        let ms = self
+            .get("PROVIDER_TIMEOUT_MS")
+            .map(|v| v.parse::<u64>())
+            .transpose()
+            .context("PROVIDER_TIMEOUT_MS")?;
+        Ok(Duration::from_millis(ms.unwrap_or(5000)))
+    }
+
+    /// Our callback route for `provider`, from `CALLBACK_BASE_URL`.
+    fn notify_url(&self, provider: ProviderName) -> anyhow::Result<String> {
+        Ok(format!(
+            "{}/callbacks/{provider}",
+            self.require("CALLBACK_BASE_URL")?.trim_end_matches('/')
+        ))
+    }
+}
+
+fn sandbox(
+    env: &Env<'_>,
+    base_url: String,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<SandboxProvider> {
     let config = SandboxConfig {
         base_url: base_url.trim_end_matches('/').to_owned(),
-        merchant_id: var("SANDBOX_MERCHANT_ID")?,
-        merchant_key: RsaSigner::from_pem(&read_secret(&var("SANDBOX_MERCHANT_KEY")?)?)
-            .context("SANDBOX_MERCHANT_KEY")?,
-        provider_key: RsaVerifier::from_pem(&read_secret(&var("SANDBOX_PROVIDER_PUBLIC_KEY")?)?)
-            .context("SANDBOX_PROVIDER_PUBLIC_KEY")?,
-        notify_url: format!(
-            "{}/callbacks/sandbox",
-            var("CALLBACK_BASE_URL")?.trim_end_matches('/')
-        ),
-        timeout: Duration::from_millis(timeout_ms),
+        merchant_id: env.require("SANDBOX_MERCHANT_ID")?,
+        merchant_key: env.signer("SANDBOX_MERCHANT_KEY")?,
+        provider_key: env.verifier("SANDBOX_PROVIDER_PUBLIC_KEY")?,
+        notify_url: env.notify_url(ProviderName::Sandbox)?,
+        timeout: env.timeout()?,
     };
-    Ok(Some(SandboxProvider::new(config, clock)?))
+    SandboxProvider::new(config, clock)
+}
+
+fn alipay(
+    env: &Env<'_>,
+    gateway_url: String,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<AlipayProvider> {
+    let config = AlipayConfig {
+        gateway_url,
+        app_id: env.require("ALIPAY_APP_ID")?,
+        seller_id: env.get("ALIPAY_SELLER_ID"),
+        app_private_key: env.signer("ALIPAY_APP_PRIVATE_KEY")?,
+        alipay_public_key: env.verifier("ALIPAY_PUBLIC_KEY")?,
+        notify_url: env.notify_url(ProviderName::Alipay)?,
+        timeout: env.timeout()?,
+    };
+    AlipayProvider::new(config, clock)
+}
+
+/// Platform keys: a certificate bundle, a `PUB_KEY_ID_...` public key, or both (during rotation).
+fn wechatpay_platform_keys(env: &Env<'_>) -> anyhow::Result<Vec<(String, RsaVerifier)>> {
+    let mut keys = Vec::new();
+    if env.get("WECHATPAY_PLATFORM_CERTS").is_some() {
+        keys.extend(
+            platform_certificates(&env.secret("WECHATPAY_PLATFORM_CERTS")?)
+                .context("WECHATPAY_PLATFORM_CERTS")?,
+        );
+    }
+    if env.get("WECHATPAY_PLATFORM_PUBLIC_KEY").is_some() {
+        let id = env.require("WECHATPAY_PLATFORM_PUBLIC_KEY_ID")?;
+        let pem = env.secret("WECHATPAY_PLATFORM_PUBLIC_KEY")?;
+        keys.push(platform_public_key(&id, &pem).context("WECHATPAY_PLATFORM_PUBLIC_KEY")?);
+    }
+    if keys.is_empty() {
+        bail!("set WECHATPAY_PLATFORM_CERTS or WECHATPAY_PLATFORM_PUBLIC_KEY (with its _ID)");
+    }
+    Ok(keys)
+}
+
+fn wechatpay(
+    env: &Env<'_>,
+    base_url: String,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<WechatPayProvider> {
+    let api_v3_key =
+        read_secret_bytes(&env.require("WECHATPAY_API_V3_KEY")?).context("WECHATPAY_API_V3_KEY")?;
+    let config = WechatPayConfig {
+        base_url,
+        mchid: env.require("WECHATPAY_MCHID")?,
+        appid: env.require("WECHATPAY_APPID")?,
+        merchant_serial_no: env.require("WECHATPAY_MERCHANT_SERIAL_NO")?,
+        merchant_key: env.signer("WECHATPAY_MERCHANT_KEY")?,
+        platform_keys: wechatpay_platform_keys(env)?,
+        // A key file usually ends with a newline that is not part of the key.
+        api_v3_key: api_v3_key.trim_ascii().to_vec(),
+        notify_url: env.notify_url(ProviderName::WechatPay)?,
+        timeout: env.timeout()?,
+    };
+    WechatPayProvider::new(config, clock)
+}
+
+fn unionpay(
+    env: &Env<'_>,
+    base_url: String,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<UnionPayProvider> {
+    let sign_cert = env.secret("UNIONPAY_SIGN_CERT")?;
+    let config = UnionPayConfig {
+        base_url,
+        mer_id: env.require("UNIONPAY_MER_ID")?,
+        sign_key: env.signer("UNIONPAY_SIGN_KEY")?,
+        sign_cert_serial_decimal: cert_serial_decimal(&sign_cert).context("UNIONPAY_SIGN_CERT")?,
+        root_cert_pem: env.secret("UNIONPAY_ROOT_CERT")?,
+        intermediate_cert_pem: env.secret("UNIONPAY_INTERMEDIATE_CERT")?,
+        expected_signer_cn: env
+            .get("UNIONPAY_SIGNER_CN")
+            .unwrap_or_else(|| UNIONPAY_SIGNER_CN.to_owned()),
+        back_url: env.notify_url(ProviderName::UnionPay)?,
+        timeout: env.timeout()?,
+    };
+    UnionPayProvider::new(config, clock)
+}
+
+/// Every provider whose base URL is set.
+pub fn providers(env: &Env<'_>, clock: &Arc<dyn Clock>) -> anyhow::Result<Providers> {
+    let mut providers = Providers::default();
+    if let Some(url) = env.get("SANDBOX_BASE_URL") {
+        providers = providers.with(Arc::new(
+            sandbox(env, url, clock.clone()).context("sandbox provider")?,
+        ));
+    }
+    if let Some(url) = env.get("ALIPAY_GATEWAY_URL") {
+        providers = providers.with(Arc::new(
+            alipay(env, url, clock.clone()).context("alipay provider")?,
+        ));
+    }
+    if let Some(url) = env.get("WECHATPAY_BASE_URL") {
+        providers = providers.with(Arc::new(
+            wechatpay(env, url, clock.clone()).context("wechatpay provider")?,
+        ));
+    }
+    if let Some(url) = env.get("UNIONPAY_BASE_URL") {
+        providers = providers.with(Arc::new(
+            unionpay(env, url, clock.clone()).context("unionpay provider")?,
+        ));
+    }
+    Ok(providers)
 }
 
 /// Builds the dependencies of every function: AWS clients (the SDK honours `AWS_ENDPOINT_URL`),
 /// the configured providers, the system clock.
 pub async fn deps_from_env() -> anyhow::Result<Deps> {
+    let lookup = |name: &str| std::env::var(name).ok();
+    let env = Env(&lookup);
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let client = aws_sdk_dynamodb::Client::new(&aws);
-    let store = DynamoStore::new(client, var("PAYMENTS_TABLE")?, var("IDEMPOTENCY_TABLE")?);
+    let store = DynamoStore::new(
+        client,
+        env.require("PAYMENTS_TABLE")?,
+        env.require("IDEMPOTENCY_TABLE")?,
+    );
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let mut providers = Providers::default();
-    if let Some(sandbox) = sandbox(clock.clone())? {
-        providers = providers.with(Arc::new(sandbox));
-    }
+    let providers = providers(&env, &clock)?;
     Ok(Deps {
         store: Arc::new(store),
         providers,
         clock,
         ids: Arc::new(RandomIds),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
+    use aws_lc_rs::signature::KeyPair as _;
+
+    use super::*;
+
+    /// A temp dir with an RSA key pair as `private.pem` / `public.pem`.
+    fn key_files() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "config-test-{}-{}",
+            std::process::id(),
+            ulid::Ulid::new()
+        ));
+        std::fs::create_dir_all(&dir).unwrap_or_default();
+        let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("key");
+        let private: Pkcs8V1Der<'_> = key.as_der().expect("pkcs8");
+        let public: PublicKeyX509Der<'_> = key.public_key().as_der().expect("spki");
+        let write = |name: &str, tag: &str, der: &[u8]| {
+            std::fs::write(
+                dir.join(name),
+                pem::encode(&pem::Pem::new(tag, der.to_vec())),
+            )
+            .expect("write");
+        };
+        write("private.pem", "PRIVATE KEY", private.as_ref());
+        write("public.pem", "PUBLIC KEY", public.as_ref());
+        dir
+    }
+
+    fn configured(vars: &HashMap<&str, String>) -> anyhow::Result<Vec<ProviderName>> {
+        let lookup = |name: &str| vars.get(name).cloned();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let providers = providers(&Env(&lookup), &clock)?;
+        Ok(ProviderName::ALL
+            .into_iter()
+            .filter(|p| providers.get(*p).is_some())
+            .collect())
+    }
+
+    #[test]
+    fn providers_come_from_configuration_alone() {
+        let dir = key_files();
+        let file = |name: &str| format!("file:{}", dir.join(name).display());
+        let mut vars: HashMap<&str, String> = HashMap::new();
+        assert_eq!(configured(&vars).expect("nothing configured"), vec![]);
+
+        vars.insert("CALLBACK_BASE_URL", "https://api.example".into());
+        vars.insert("SANDBOX_BASE_URL", String::new());
+        assert_eq!(configured(&vars).expect("empty url is unset"), vec![]);
+
+        vars.insert(
+            "ALIPAY_GATEWAY_URL",
+            "https://openapi.alipay.com/gateway.do".into(),
+        );
+        let missing = configured(&vars).expect_err("alipay without its keys");
+        assert!(
+            format!("{missing:#}").contains("ALIPAY_APP_ID"),
+            "{missing:#}"
+        );
+        vars.insert("ALIPAY_APP_ID", "2021000000000000".into());
+        vars.insert("ALIPAY_APP_PRIVATE_KEY", file("private.pem"));
+        vars.insert(
+            "ALIPAY_PUBLIC_KEY",
+            "ssm:/payments/alipay-public-key".into(),
+        );
+        let unsupported = configured(&vars).expect_err("ssm not wired");
+        assert!(
+            format!("{unsupported:#}").contains("unsupported secret source"),
+            "{unsupported:#}"
+        );
+        vars.insert("ALIPAY_PUBLIC_KEY", file("public.pem"));
+        assert_eq!(
+            configured(&vars).expect("alipay"),
+            vec![ProviderName::Alipay]
+        );
+
+        vars.insert("WECHATPAY_BASE_URL", "https://api.mch.weixin.qq.com".into());
+        for (k, v) in [
+            ("WECHATPAY_MCHID", "1900000001".to_owned()),
+            ("WECHATPAY_APPID", "wx0000000000000001".to_owned()),
+            (
+                "WECHATPAY_MERCHANT_SERIAL_NO",
+                "5157F09EFDC096DE15EBE81A47057A7232F1B8E1".to_owned(),
+            ),
+            ("WECHATPAY_MERCHANT_KEY", file("private.pem")),
+            ("WECHATPAY_PLATFORM_PUBLIC_KEY", file("public.pem")),
+            (
+                "WECHATPAY_PLATFORM_PUBLIC_KEY_ID",
+                "PUB_KEY_ID_0114232134912410000000000000".to_owned(),
+            ),
+        ] {
+            vars.insert(k, v);
+        }
+        std::fs::write(dir.join("apiv3.key"), "0123456789abcdef0123456789abcdef\n").expect("write");
+        vars.insert("WECHATPAY_API_V3_KEY", file("apiv3.key"));
+        assert_eq!(
+            configured(&vars).expect("wechatpay"),
+            vec![ProviderName::Alipay, ProviderName::WechatPay]
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

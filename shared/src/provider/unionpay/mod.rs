@@ -237,6 +237,27 @@ impl UnionPayProvider {
     }
 }
 
+/// A `backUrl` notification examined without a provider (which needs our signing key), for
+/// operators' tools: the exact content signed (`None` if the form does not parse) and what
+/// [`UnionPayProvider::verify_callback`] concludes with this trust and `mer_id` at `now`. What
+/// SHA256withRSA signs is the hex SHA-256 of that content ([`crate::crypto::sha256_hex`]).
+pub fn examine_notification(
+    trust: &SignerTrust,
+    mer_id: &str,
+    body: &[u8],
+    now: Timestamp,
+) -> (Option<String>, Result<Notification, CallbackRejection>) {
+    let fields = match wire::parse_form(body) {
+        Ok(fields) => fields,
+        Err(why) => return (None, Err(CallbackRejection::Malformed(why))),
+    };
+    let outcome = trust
+        .verify(&fields, now)
+        .map_err(|e| CallbackRejection::BadSignature(e.to_string()))
+        .and_then(|()| wire::notification(&fields, mer_id));
+    (Some(sign::signed_content(&fields)), outcome)
+}
+
 #[async_trait]
 impl PaymentProvider for UnionPayProvider {
     fn name(&self) -> ProviderName {
@@ -291,5 +312,54 @@ impl PaymentProvider for UnionPayProvider {
             content_type: "text/plain; charset=utf-8",
             body: body.to_owned(),
         }
+    }
+}
+
+#[cfg(test)]
+mod examine_tests {
+    use super::test_pki::{COMPANY, pki};
+    use super::*;
+
+    #[test]
+    fn examine_notification_shows_what_was_signed_and_the_verdict() {
+        let pki = pki();
+        let trust = SignerTrust::new(&pki.root_pem, &pki.intermediate_pem, COMPANY).expect("trust");
+        let signer = RsaSigner::from_pem(&pki.signer_key_pem).expect("signer key");
+        let mut fields: Fields = [
+            ("version", "5.1.0"),
+            ("signMethod", "01"),
+            ("merId", "777290058110048"),
+            ("txnType", "01"),
+            ("orderId", "01J0000000000000000000PAY1"),
+            ("queryId", "Q1"),
+            ("txnAmt", "100"),
+            ("currencyCode", "156"),
+            ("respCode", "00"),
+            ("signPubKeyCert", pki.signer_pem.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let content = sign::signed_content(&fields);
+        sign::sign(&mut fields, &signer);
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields.iter())
+            .finish();
+        let now = Timestamp::from_unix_s(test_pki::validity_s(&pki.signer_pem).0 + 60);
+
+        let (shown, outcome) =
+            examine_notification(&trust, "777290058110048", body.as_bytes(), now);
+        assert_eq!(shown.as_deref(), Some(content.as_str()));
+        assert_eq!(outcome.expect("valid").amount_minor, 100);
+
+        let tampered = body.replace("txnAmt=100", "txnAmt=101");
+        let (shown, outcome) =
+            examine_notification(&trust, "777290058110048", tampered.as_bytes(), now);
+        assert_eq!(shown, Some(content.replace("txnAmt=100", "txnAmt=101")));
+        assert!(matches!(outcome, Err(CallbackRejection::BadSignature(_))));
+        assert_eq!(
+            examine_notification(&trust, "777290058110048", b"a=1&a=2", now).0,
+            None
+        );
     }
 }

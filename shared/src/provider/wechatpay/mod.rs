@@ -240,6 +240,25 @@ impl WechatPayProvider {
     }
 }
 
+/// What the platform signed on a notification or answer, `timestamp\nnonce\nbody\n`, from its
+/// `Wechatpay-Timestamp` and `Wechatpay-Nonce` headers: for operators' tools that show it.
+pub fn platform_signed_message(
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> Result<Vec<u8>, CallbackRejection> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| CallbackRejection::BadSignature(format!("missing {name}")))
+    };
+    Ok(keys::platform_message(
+        header("Wechatpay-Timestamp")?,
+        header("Wechatpay-Nonce")?,
+        body,
+    ))
+}
+
 #[async_trait]
 impl PaymentProvider for WechatPayProvider {
     fn name(&self) -> ProviderName {
@@ -272,5 +291,25 @@ impl PaymentProvider for WechatPayProvider {
 
     fn reply(&self, answer: CallbackAnswer, detail: &str) -> CallbackReply {
         wire::reply(answer, detail)
+    }
+}
+
+#[cfg(test)]
+mod signed_message_tests {
+    use super::*;
+
+    #[test]
+    fn platform_signed_message_is_timestamp_nonce_body_each_newline_terminated() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            "wechatpay-timestamp",
+            http::HeaderValue::from_static("1700000000"),
+        );
+        assert!(platform_signed_message(&headers, b"{}").is_err());
+        headers.insert("wechatpay-nonce", http::HeaderValue::from_static("n0nce"));
+        assert_eq!(
+            platform_signed_message(&headers, b"{\"a\":1}").expect("message"),
+            b"1700000000\nn0nce\n{\"a\":1}\n"
+        );
     }
 }
