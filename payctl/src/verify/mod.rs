@@ -103,7 +103,15 @@ pub fn run(args: &Args) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(why) => {
-            println!("signature       INVALID");
+            match why {
+                CallbackRejection::BadSignature(_) | CallbackRejection::StaleTimestamp { .. } => {
+                    println!("signature       INVALID");
+                }
+                // Possibly after a valid signature: the content is not acceptable.
+                CallbackRejection::Malformed(_) | CallbackRejection::WrongMerchant(_) => {
+                    println!("callback        REJECTED");
+                }
+            }
             println!("why             {why}");
             ExitCode::from(1)
         }
@@ -158,7 +166,11 @@ type Checked = (
 );
 
 /// A flag the provider needs, or a usage error naming it.
-fn required<'a, T: ?Sized>(value: Option<&'a T>, flag: &str, provider: &str) -> anyhow::Result<&'a T> {
+fn required<'a, T: ?Sized>(
+    value: Option<&'a T>,
+    flag: &str,
+    provider: &str,
+) -> anyhow::Result<&'a T> {
     value.with_context(|| format!("{flag} is required for {provider}"))
 }
 

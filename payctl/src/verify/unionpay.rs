@@ -19,7 +19,11 @@ pub fn check(args: &Args, request: &RawRequest, now: Timestamp) -> anyhow::Resul
         "--intermediate-cert <pem>",
         "unionpay",
     )?;
-    let mer_id = required(args.merchant_id.as_deref(), "--merchant-id (merId)", "unionpay")?;
+    let mer_id = required(
+        args.merchant_id.as_deref(),
+        "--merchant-id (merId)",
+        "unionpay",
+    )?;
     let trust = SignerTrust::new(
         &read_text(root)?,
         &read_text(intermediate)?,
