@@ -57,12 +57,31 @@ enum Step {
 
 /// A claim in progress for 30 s that lives for an hour.
 fn claim(now_s: i64, hash: &'static str, holder: &'static str, expect: Expect) -> Step {
-    Step::Claim {
-        now: at(now_s),
+    claim_timed(
+        at(now_s),
         hash,
         holder,
-        until: at(now_s + 30),
-        expires: at(now_s + 3600),
+        at(now_s + 30),
+        at(now_s + 3600),
+        expect,
+    )
+}
+
+/// Like [`claim`], with the deadline `until` and expiry `expires` given rather than derived.
+fn claim_timed(
+    now: Timestamp,
+    hash: &'static str,
+    holder: &'static str,
+    until: Timestamp,
+    expires: Timestamp,
+    expect: Expect,
+) -> Step {
+    Step::Claim {
+        now,
+        hash,
+        holder,
+        until,
+        expires,
         expect,
     }
 }
@@ -172,51 +191,23 @@ async fn claims_and_decisions() {
         (
             "in progress past its deadline is taken over",
             vec![
-                Step::Claim {
-                    now: at(0),
-                    hash: "h1",
-                    holder: "P1",
-                    until: at(1),
-                    expires: at(3600),
-                    expect: Claimed,
-                },
-                Step::Claim {
-                    now: at_ms(999),
-                    hash: "h1",
-                    holder: "P2",
-                    until: at(2),
-                    expires: at(3600),
-                    expect: Blocked(InProgress { retry_after_s: 1 }),
-                },
-                Step::Claim {
-                    now: at(2),
-                    hash: "h1",
-                    holder: "P2",
-                    until: at(32),
-                    expires: at(3600),
-                    expect: Claimed,
-                },
+                claim_timed(at(0), "h1", "P1", at(1), at(3600), Claimed),
+                claim_timed(
+                    at_ms(999),
+                    "h1",
+                    "P2",
+                    at(2),
+                    at(3600),
+                    Blocked(InProgress { retry_after_s: 1 }),
+                ),
+                claim_timed(at(2), "h1", "P2", at(32), at(3600), Claimed),
             ],
         ),
         (
             "in progress at exactly its deadline is taken over",
             vec![
-                Step::Claim {
-                    now: at(0),
-                    hash: "h1",
-                    holder: "P1",
-                    until: at(1),
-                    expires: at(3600),
-                    expect: Claimed,
-                },
-                Step::Claim {
-                    now: at(1),
-                    hash: "h1",
-                    holder: "P2",
-                    until: at(31),
-                    expires: at(3600),
-                    expect: Claimed,
-                },
+                claim_timed(at(0), "h1", "P1", at(1), at(3600), Claimed),
+                claim_timed(at(1), "h1", "P2", at(31), at(3600), Claimed),
             ],
         ),
         (
@@ -270,14 +261,7 @@ async fn claims_and_decisions() {
         (
             "completed record past its expiry is claimed afresh",
             vec![
-                Step::Claim {
-                    now: at(0),
-                    hash: "h1",
-                    holder: "P1",
-                    until: at(30),
-                    expires: at(100),
-                    expect: Claimed,
-                },
+                claim_timed(at(0), "h1", "P1", at(30), at(100), Claimed),
                 complete("P1", response(201, CREATED), true),
                 claim(99, "h1", "P2", Blocked(Replay(response(201, CREATED)))),
                 // Dead records are not mismatches: a different request takes the key.
@@ -287,14 +271,7 @@ async fn claims_and_decisions() {
         (
             "in progress past its expiry is claimed afresh",
             vec![
-                Step::Claim {
-                    now: at(0),
-                    hash: "h1",
-                    holder: "P1",
-                    until: at(600),
-                    expires: at(100),
-                    expect: Claimed,
-                },
+                claim_timed(at(0), "h1", "P1", at(600), at(100), Claimed),
                 claim(101, "h2", "P2", Claimed),
             ],
         ),
@@ -333,22 +310,8 @@ async fn only_the_holder_completes() {
         (
             "the holder that was taken over",
             vec![
-                Step::Claim {
-                    now: at(0),
-                    hash: "h1",
-                    holder: "P1",
-                    until: at(1),
-                    expires: at(3600),
-                    expect: Claimed,
-                },
-                Step::Claim {
-                    now: at(2),
-                    hash: "h1",
-                    holder: "P2",
-                    until: at(32),
-                    expires: at(3600),
-                    expect: Claimed,
-                },
+                claim_timed(at(0), "h1", "P1", at(1), at(3600), Claimed),
+                claim_timed(at(2), "h1", "P2", at(32), at(3600), Claimed),
                 complete("P1", created(), false),
                 complete("P2", created(), true),
             ],

@@ -241,7 +241,8 @@ impl Bench {
     }
 
     /// The function's command line and environment: what Lambda would give it, nothing of this
-    /// shell but PATH, HOME and TMPDIR.
+    /// shell but PATH, HOME and TMPDIR ([`lambda::function_command`]), plus the region, test
+    /// credentials and `aws_endpoint` for its AWS calls.
     fn command(
         &self,
         function: &Function,
@@ -250,27 +251,15 @@ impl Bench {
         aws_endpoint: &str,
         n: usize,
     ) -> Command {
-        let mut command = Command::new(lambda::binary_path(&self.root, &function.binary, true));
-        command.env_clear();
-        for key in ["PATH", "HOME", "TMPDIR"] {
-            if let Some(value) = std::env::var_os(key) {
-                command.env(key, value);
-            }
-        }
+        let mut command = lambda::function_command(
+            lambda::binary_path(&self.root, &function.binary, true),
+            &function.binary,
+            function.memory_mb,
+            env,
+            runtime_api,
+            &format!("bench/{n}"),
+        );
         command
-            .envs(env)
-            .env("AWS_LAMBDA_RUNTIME_API", runtime_api)
-            .env("AWS_LAMBDA_FUNCTION_NAME", &function.binary)
-            .env(
-                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
-                function.memory_mb.to_string(),
-            )
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env(
-                "AWS_LAMBDA_LOG_GROUP_NAME",
-                format!("/aws/lambda/{}", function.binary),
-            )
-            .env("AWS_LAMBDA_LOG_STREAM_NAME", format!("bench/{n}"))
             .env("AWS_REGION", REGION)
             .env("AWS_DEFAULT_REGION", REGION)
             .env("AWS_ACCESS_KEY_ID", "testing")

@@ -92,6 +92,35 @@ pub async fn start(
     })
 }
 
+/// The command that runs the function binary at `program` with what Lambda would give it and
+/// nothing of this shell but PATH, HOME and TMPDIR: `env`, then the `AWS_LAMBDA_*` variables of
+/// function `name` polling `runtime_api` and logging to stream `log_stream`.
+pub fn function_command<'a>(
+    program: PathBuf,
+    name: &str,
+    memory_mb: u64,
+    env: impl IntoIterator<Item = (&'a String, &'a String)>,
+    runtime_api: &str,
+    log_stream: &str,
+) -> Command {
+    let mut command = Command::new(program);
+    command.env_clear();
+    for key in ["PATH", "HOME", "TMPDIR"] {
+        if let Some(value) = std::env::var_os(key) {
+            command.env(key, value);
+        }
+    }
+    command
+        .envs(env)
+        .env("AWS_LAMBDA_RUNTIME_API", runtime_api)
+        .env("AWS_LAMBDA_FUNCTION_NAME", name)
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mb.to_string())
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"))
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", log_stream);
+    command
+}
+
 fn start_instance(
     root: &Path,
     log_dir: &Path,
@@ -100,31 +129,13 @@ fn start_instance(
     n: usize,
     aws_env: &BTreeMap<String, String>,
 ) -> anyhow::Result<Child> {
-    let mut command = Command::new(binary_path(root, &function.binary, false));
-    // The function sees what Lambda would give it and nothing of this shell.
-    command.env_clear();
-    for key in ["PATH", "HOME", "TMPDIR"] {
-        if let Some(value) = std::env::var_os(key) {
-            command.env(key, value);
-        }
-    }
-    command
-        .envs(&function.env)
-        .envs(aws_env)
-        .env(
-            "AWS_LAMBDA_RUNTIME_API",
-            format!("http://127.0.0.1:{port}/.rt/{}", function.binary),
-        )
-        .env("AWS_LAMBDA_FUNCTION_NAME", &function.binary)
-        .env(
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
-            function.memory_mb.to_string(),
-        )
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env(
-            "AWS_LAMBDA_LOG_GROUP_NAME",
-            format!("/aws/lambda/{}", function.binary),
-        )
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", format!("local/{n}"));
+    let command = function_command(
+        binary_path(root, &function.binary, false),
+        &function.binary,
+        function.memory_mb,
+        function.env.iter().chain(aws_env),
+        &format!("http://127.0.0.1:{port}/.rt/{}", function.binary),
+        &format!("local/{n}"),
+    );
     spawn_logged(command, &log_dir.join(format!("{}.log", function.binary)))
 }

@@ -2,8 +2,6 @@
 //! notifications, and cross-checks against the `openssl` command line.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
@@ -16,6 +14,7 @@ use super::*;
 use crate::clock::ManualClock;
 use crate::domain::{AmountMinor, Money, OrderId};
 use crate::ports::NotifiedStatus;
+use crate::provider::test_openssl::{TempDir, openssl_ok, openssl_rsa_key, sign_args, verify_args};
 
 const APP_ID: &str = "2021000000000001";
 const SELLER_ID: &str = "2088000000000001";
@@ -885,66 +884,15 @@ fn debug_output_hides_the_keys() {
 
 // ---- cross-checks with openssl ----
 
-/// A scratch directory under the system temp dir, removed on drop (also when a test fails).
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let dir = std::env::temp_dir().join(format!("alipay-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Self(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn openssl(dir: &Path, args: &[&str]) -> bool {
-    Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run openssl")
-        .status
-        .success()
-}
-
 /// An RSA-2048 key made by openssl: (private PEM, public PEM).
-fn openssl_keys(scratch: &Scratch) -> (String, String) {
-    let dir = &scratch.0;
-    assert!(openssl(
-        dir,
-        &[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            "key.pem"
-        ]
-    ));
-    assert!(openssl(
-        dir,
-        &["pkey", "-in", "key.pem", "-pubout", "-out", "pub.pem"]
-    ));
-    let read = |name| std::fs::read_to_string(scratch.path(name)).expect("read pem");
-    (read("key.pem"), read("pub.pem"))
+fn openssl_keys(scratch: &TempDir) -> (String, String) {
+    openssl_rsa_key(scratch, "key.pem", "pub.pem");
+    (scratch.read("key.pem"), scratch.read("pub.pem"))
 }
 
 #[test]
 fn openssl_verifies_our_request_signature() {
-    let scratch = Scratch::new("request");
+    let scratch = TempDir::new("alipay-request");
     let (private, _) = openssl_keys(&scratch);
     let key = RsaSigner::from_pem(&private).expect("openssl key");
     let form = gateway_call(r#"{"subject":"语雀 a b"}"#, Some("https://n/cb")).signed_form(&key);
@@ -955,23 +903,15 @@ fn openssl_verifies_our_request_signature() {
         .expect("base64");
     std::fs::write(scratch.path("msg.txt"), &content).expect("write");
     std::fs::write(scratch.path("sig.bin"), &sign).expect("write");
-    let verify_args = [
-        "dgst",
-        "-sha256",
-        "-verify",
-        "pub.pem",
-        "-signature",
-        "sig.bin",
-        "msg.txt",
-    ];
-    assert!(openssl(&scratch.0, &verify_args));
+    let verify_args = verify_args("pub.pem", "sig.bin", "msg.txt");
+    assert!(openssl_ok(&scratch, &verify_args));
     std::fs::write(scratch.path("msg.txt"), content.replace("a b", "a c")).expect("write");
-    assert!(!openssl(&scratch.0, &verify_args));
+    assert!(!openssl_ok(&scratch, &verify_args));
 }
 
 #[test]
 fn openssl_signed_notification_verifies_here() {
-    let scratch = Scratch::new("notify");
+    let scratch = TempDir::new("alipay-notify");
     let (_, public) = openssl_keys(&scratch);
     let params = trade_params();
     // The content written out by hand, independently of `notify_sign_content`.
@@ -985,11 +925,9 @@ fn openssl_signed_notification_verifies_here() {
     );
     assert_eq!(wire::notify_sign_content(&params, false), content);
     std::fs::write(scratch.path("msg.txt"), &content).expect("write");
-    assert!(openssl(
-        &scratch.0,
-        &[
-            "dgst", "-sha256", "-sign", "key.pem", "-out", "sig.bin", "msg.txt"
-        ]
+    assert!(openssl_ok(
+        &scratch,
+        &sign_args("key.pem", "sig.bin", "msg.txt")
     ));
     let sign = std::fs::read(scratch.path("sig.bin")).expect("sig");
     let mut signed = params.clone();

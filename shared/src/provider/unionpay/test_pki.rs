@@ -2,9 +2,9 @@
 //! ours: a root, an intermediate it signs, and leaves the intermediate signs. Made once per
 //! test binary in a fresh temporary directory that is removed afterwards.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
+
+use crate::provider::test_openssl::{TempDir, openssl, openssl_rsa_key};
 
 /// The company UnionPay's signer CN names.
 pub const COMPANY: &str = "中国银联股份有限公司";
@@ -36,88 +36,20 @@ pub struct Pki {
     pub merchant_public_pem: String,
 }
 
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(label: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let mut random = [0_u8; 8];
-        let _ = aws_lc_rs::rand::fill(&mut random);
-        let dir = std::env::temp_dir().join(format!(
-            "unionpay-{label}-{}-{nanos}-{}",
-            std::process::id(),
-            hex::encode(random)
-        ));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        Self(dir)
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    pub fn read(&self, name: &str) -> String {
-        std::fs::read_to_string(self.path(name)).expect("read temp file")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Runs `openssl` with `args` in `dir`, panicking with its stderr on failure.
-pub fn openssl(dir: &Path, args: &[&str]) -> std::process::Output {
-    let output = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run openssl");
-    assert!(
-        output.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
 const CA_EXT: &str = "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n";
 const LEAF_EXT: &str = "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n";
 
-fn key(dir: &TempDir, name: &str) {
-    let out = format!("{name}.key");
-    openssl(
-        &dir.0,
-        &[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            &out,
-        ],
-    );
-    let public = format!("{name}.pub");
-    openssl(&dir.0, &["pkey", "-in", &out, "-pubout", "-out", &public]);
-}
-
 /// Makes `{name}.pem` for `subject`, valid for `days`, signed by `issuer` (itself when `None`).
 fn cert(dir: &TempDir, name: &str, subject: &str, issuer: Option<&str>, days: u32, serial: &str) {
-    key(dir, name);
     let (key_file, csr) = (format!("{name}.key"), format!("{name}.csr"));
+    openssl_rsa_key(dir, &key_file, &format!("{name}.pub"));
     let ext_file = format!("{name}.ext");
     let ext = if name.starts_with("ca-") {
         CA_EXT
     } else {
         LEAF_EXT
     };
-    std::fs::write(dir.path(&ext_file), ext).expect("write ext");
+    dir.write(&ext_file, ext);
     openssl(
         &dir.0,
         &[
@@ -161,7 +93,7 @@ fn sign_csr(dir: &TempDir, name: &str, issuer: Option<&str>, days: u32, serial: 
 }
 
 fn make() -> Pki {
-    let dir = TempDir::new("pki");
+    let dir = TempDir::new("unionpay-pki");
     let signer = format!("/C=cn/O=CFCA OCA1/CN=041@8310000000083040@{COMPANY}@00016495");
     let other = "/C=cn/O=CFCA OCA1/CN=041@8310000000083040@Some Other Company@00016495";
     let merchant = "/C=cn/O=CFCA OCA1/CN=041@Z2014-11-11@700000000000001:SIGN@00000003";
@@ -232,8 +164,8 @@ pub fn pki() -> &'static Pki {
 
 /// notBefore and notAfter of a PEM certificate, as Unix seconds, read by openssl.
 pub fn validity_s(cert_pem: &str) -> (i64, i64) {
-    let dir = TempDir::new("dates");
-    std::fs::write(dir.path("c.pem"), cert_pem).expect("write cert");
+    let dir = TempDir::new("unionpay-dates");
+    dir.write("c.pem", cert_pem);
     let out = openssl(
         &dir.0,
         &[

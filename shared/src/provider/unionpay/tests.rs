@@ -8,13 +8,14 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
 use super::sign::{self, Fields, SignerTrust, TrustError, VerifyError};
-use super::test_pki::{self, COMPANY, MERCHANT_SERIAL, TempDir, openssl, pki};
+use super::test_pki::{self, COMPANY, MERCHANT_SERIAL, pki};
 use super::wire::{self, Merchant, ReversalKind};
 use super::*;
 use crate::clock::ManualClock;
 use crate::crypto::{RsaSigner, RsaVerifier};
 use crate::domain::{AmountMinor, Currency, Money, OrderId};
 use crate::ports::NotifiedStatus;
+use crate::provider::test_openssl::{TempDir, openssl, openssl_output, sign_args, verify_args};
 
 const MER_ID: &str = "777290058167151";
 const BACK_URL: &str = "https://pay.example.com/callbacks/unionpay";
@@ -168,7 +169,7 @@ fn openssl_digest_hex(dir: &TempDir, content: &str) -> String {
 #[test]
 fn adapter_signatures_verify_with_openssl() {
     let pki = pki();
-    let dir = TempDir::new("sign");
+    let dir = TempDir::new("unionpay-sign");
     let mut request = wire::create_fields(
         &merchant(),
         &payment_id(),
@@ -189,24 +190,12 @@ fn adapter_signatures_verify_with_openssl() {
     std::fs::write(dir.path("sig.bin"), signature).expect("write");
     std::fs::write(dir.path("pub.pem"), &pki.merchant_public_pem).expect("write");
     std::fs::write(dir.path("msg.txt"), &digest).expect("write");
-    let verify = [
-        "dgst",
-        "-sha256",
-        "-verify",
-        "pub.pem",
-        "-signature",
-        "sig.bin",
-        "msg.txt",
-    ];
+    let verify = verify_args("pub.pem", "sig.bin", "msg.txt");
     let out = openssl(&dir.0, &verify);
     assert!(String::from_utf8_lossy(&out.stdout).contains("Verified OK"));
 
     std::fs::write(dir.path("msg.txt"), content.as_bytes()).expect("write");
-    let status = std::process::Command::new("openssl")
-        .args(verify)
-        .current_dir(&dir.0)
-        .output()
-        .expect("openssl");
+    let status = openssl_output(&dir, &verify);
     assert!(
         !status.status.success(),
         "the content itself is not what is signed"
@@ -215,20 +204,11 @@ fn adapter_signatures_verify_with_openssl() {
 
 /// Signs `fields` the UnionPay way with openssl alone: digest the content, sign the hex.
 fn openssl_sign(fields: &mut Fields, key_pem: &str) {
-    let dir = TempDir::new("osign");
+    let dir = TempDir::new("unionpay-osign");
     let digest = openssl_digest_hex(&dir, &sign::signed_content(fields));
     std::fs::write(dir.path("digest.txt"), digest).expect("write");
     std::fs::write(dir.path("key.pem"), key_pem).expect("write");
-    let args = [
-        "dgst",
-        "-sha256",
-        "-sign",
-        "key.pem",
-        "-out",
-        "sig.bin",
-        "digest.txt",
-    ];
-    openssl(&dir.0, &args);
+    openssl(&dir, &sign_args("key.pem", "sig.bin", "digest.txt"));
     let signature = std::fs::read(dir.path("sig.bin")).expect("read");
     fields.insert("signature".into(), STANDARD.encode(signature));
 }

@@ -2,8 +2,6 @@
 //! replay window, AES-GCM resources, every mapped status and error, and cross-checks with the
 //! `openssl` command line as an independent implementation.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -21,6 +19,7 @@ use super::*;
 use crate::clock::ManualClock;
 use crate::domain::{Currency, Money, OrderId};
 use crate::ports::NotifiedStatus;
+use crate::provider::test_openssl::{TempDir, openssl_ok, openssl_rsa_key, sign_args, verify_args};
 
 const MCHID: &str = "1900000109";
 const APPID: &str = "wxd678efh567hg6787";
@@ -1119,80 +1118,12 @@ fn certificate_serials_drop_the_der_sign_byte() {
 
 // ---- cross-checks with openssl ----
 
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let mut random = [0_u8; 8];
-        aws_lc_rs::rand::fill(&mut random).expect("random");
-        let path = std::env::temp_dir().join(format!(
-            "wechatpay-{tag}-{}-{}",
-            std::process::id(),
-            hex::encode(random)
-        ));
-        std::fs::create_dir_all(&path).expect("temp dir");
-        Self(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn read(&self, name: &str) -> Vec<u8> {
-        std::fs::read(self.0.join(name)).expect("read")
-    }
-
-    fn write(&self, name: &str, bytes: &[u8]) {
-        std::fs::write(self.0.join(name), bytes).expect("write");
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn openssl(dir: &TempDir, args: &[&str]) -> bool {
-    Command::new("openssl")
-        .args(args)
-        .current_dir(dir.path())
-        .output()
-        .expect("openssl must be installed")
-        .status
-        .success()
-}
-
-fn openssl_key(dir: &TempDir) {
-    assert!(openssl(
-        dir,
-        &[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            "key.pem"
-        ]
-    ));
-    assert!(openssl(
-        dir,
-        &["pkey", "-in", "key.pem", "-pubout", "-out", "pub.pem"]
-    ));
-}
-
-fn read_text(dir: &TempDir, name: &str) -> String {
-    String::from_utf8(dir.read(name)).expect("utf-8")
-}
-
 #[test]
 fn adapter_request_signatures_verify_with_openssl() {
-    let dir = TempDir::new("sign");
-    openssl_key(&dir);
+    let dir = TempDir::new("wechatpay-sign");
+    openssl_rsa_key(&dir, "key.pem", "pub.pem");
     let config = WechatPayConfig {
-        merchant_key: RsaSigner::from_pem(&read_text(&dir, "key.pem")).expect("signer"),
+        merchant_key: RsaSigner::from_pem(&dir.read("key.pem")).expect("signer"),
         ..config()
     };
     let request = wire::create_request(&config, &create_input(Timestamp::from_unix_s(NOW_S + 900)))
@@ -1205,29 +1136,21 @@ fn adapter_request_signatures_verify_with_openssl() {
         "msg.txt",
         wire::request_message(&request, NOW_S, "C380BEC2BFD727A4B6845133519F3AD6").as_bytes(),
     );
-    let verify_args = [
-        "dgst",
-        "-sha256",
-        "-verify",
-        "pub.pem",
-        "-signature",
-        "sig.bin",
-        "msg.txt",
-    ];
-    assert!(openssl(&dir, &verify_args));
+    let verify_args = verify_args("pub.pem", "sig.bin", "msg.txt");
+    assert!(openssl_ok(&dir, &verify_args));
     dir.write(
         "msg.txt",
         wire::request_message(&request, NOW_S + 1, "C380BEC2BFD727A4B6845133519F3AD6").as_bytes(),
     );
-    assert!(!openssl(&dir, &verify_args));
+    assert!(!openssl_ok(&dir, &verify_args));
 }
 
 #[test]
 fn openssl_signed_notifications_verify_with_a_platform_certificate() {
-    let dir = TempDir::new("verify");
-    openssl_key(&dir);
+    let dir = TempDir::new("wechatpay-verify");
+    openssl_rsa_key(&dir, "key.pem", "pub.pem");
     // The top bit of 0xD7 makes DER add a sign byte, which the serial must not include.
-    assert!(openssl(
+    assert!(openssl_ok(
         &dir,
         &[
             "req",
@@ -1245,7 +1168,7 @@ fn openssl_signed_notifications_verify_with_a_platform_certificate() {
             "cert.pem",
         ]
     ));
-    let certificates = platform_certificates(&read_text(&dir, "cert.pem")).expect("certificate");
+    let certificates = platform_certificates(&dir.read("cert.pem")).expect("certificate");
     let ids: Vec<&str> = certificates.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(ids, ["D7CE59D1F522D701"]);
     let provider = provider_from(config_with(certificates, API_V3_KEY));
@@ -1255,11 +1178,9 @@ fn openssl_signed_notifications_verify_with_a_platform_certificate() {
         "msg.txt",
         format!("{timestamp}\nEcZ9Cmy4Xyx1i6Rl\n{body}\n").as_bytes(),
     );
-    assert!(openssl(
+    assert!(openssl_ok(
         &dir,
-        &[
-            "dgst", "-sha256", "-sign", "key.pem", "-out", "sig.bin", "msg.txt"
-        ]
+        &sign_args("key.pem", "sig.bin", "msg.txt")
     ));
     let mut headers = http::HeaderMap::new();
     headers.insert("wechatpay-timestamp", timestamp.parse().expect("value"));
@@ -1273,7 +1194,10 @@ fn openssl_signed_notifications_verify_with_a_platform_certificate() {
     );
     headers.insert(
         "wechatpay-signature",
-        STANDARD.encode(dir.read("sig.bin")).parse().expect("value"),
+        STANDARD
+            .encode(dir.read_bytes("sig.bin"))
+            .parse()
+            .expect("value"),
     );
     assert_eq!(
         verify(&provider, &headers, &body).map(|n| n.amount_minor),
@@ -1288,13 +1212,13 @@ fn openssl_signed_notifications_verify_with_a_platform_certificate() {
 
 #[test]
 fn certificate_bundles_and_small_serials() {
-    let dir = TempDir::new("bundle");
-    openssl_key(&dir);
+    let dir = TempDir::new("wechatpay-bundle");
+    openssl_rsa_key(&dir, "key.pem", "pub.pem");
     for (serial, out) in [
         ("0x0ABC", "a.pem"),
         ("0x5157F09EFDC096DE15EBE81A47057A7232F1B8E1", "b.pem"),
     ] {
-        assert!(openssl(
+        assert!(openssl_ok(
             &dir,
             &[
                 "req",
@@ -1313,14 +1237,14 @@ fn certificate_bundles_and_small_serials() {
             ]
         ));
     }
-    let bundle = read_text(&dir, "a.pem") + &read_text(&dir, "b.pem");
+    let bundle = dir.read("a.pem") + &dir.read("b.pem");
     let ids: Vec<String> = platform_certificates(&bundle)
         .expect("bundle")
         .into_iter()
         .map(|(id, _)| id)
         .collect();
     assert_eq!(ids, ["0ABC", PLATFORM_SERIAL]);
-    assert!(platform_certificates(&read_text(&dir, "pub.pem")).is_err());
+    assert!(platform_certificates(&dir.read("pub.pem")).is_err());
     assert!(platform_certificates("").is_err());
 }
 
