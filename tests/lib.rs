@@ -144,8 +144,24 @@ pub async fn scan_all(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
 ) -> Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
-    let out = client.scan().table_name(table).send().await.expect("scan");
-    out.items.unwrap_or_default()
+    let mut items = Vec::new();
+    let mut start = None;
+    // Bounded: the shared stack's tables hold a few thousand items at most.
+    for _ in 0..1000 {
+        let out = client
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan");
+        items.extend(out.items.unwrap_or_default());
+        start = out.last_evaluated_key;
+        if start.is_none() {
+            break;
+        }
+    }
+    items
 }
 
 /// A response: status, headers we care about, and the JSON body (Null when not JSON).

@@ -210,9 +210,17 @@ pub fn providers(env: &Env<'_>, clock: &Arc<dyn Clock>) -> anyhow::Result<Provid
     Ok(providers)
 }
 
-/// Builds the dependencies of every function: AWS clients (the SDK honours `AWS_ENDPOINT_URL`),
-/// the configured providers, the system clock.
-pub async fn deps_from_env() -> anyhow::Result<Deps> {
+/// What a function needs wired at cold start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wiring {
+    /// Storage only: the function never talks to a provider (and never reads provider keys).
+    StoreOnly,
+    StoreAndProviders,
+}
+
+/// Builds the dependencies of a function: AWS clients (the SDK honours `AWS_ENDPOINT_URL`), the
+/// configured providers when it needs them, the system clock.
+pub async fn deps_from_env(wiring: Wiring) -> anyhow::Result<Deps> {
     let lookup = |name: &str| std::env::var(name).ok();
     let env = Env(&lookup);
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
@@ -223,7 +231,10 @@ pub async fn deps_from_env() -> anyhow::Result<Deps> {
         env.require("IDEMPOTENCY_TABLE")?,
     );
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let providers = providers(&env, &clock)?;
+    let providers = match wiring {
+        Wiring::StoreOnly => Providers::default(),
+        Wiring::StoreAndProviders => providers(&env, &clock)?,
+    };
     Ok(Deps {
         store: Arc::new(store),
         providers,

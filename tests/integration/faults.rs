@@ -47,11 +47,16 @@ async fn dropped_notification_is_recovered_by_the_resend() {
 #[tokio::test]
 async fn delayed_notification_arrives_late_and_applies() {
     let (reply, id) = create_with("delay", json!({ "delay_ms": 700 })).await;
+    let paid_at = std::time::Instant::now();
     sandbox::pay(reply.body["pay_url"].as_str().unwrap()).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(get_payment(&id).await.body["status"], "pending");
     let payment = wait_for_payment(&id, 10_000, |p| p["status"] != "pending").await;
     assert_eq!(payment.body["status"], "paid");
+    // Nothing could have applied it before the delivery was released: a load-proof lower bound.
+    assert!(
+        paid_at.elapsed() >= Duration::from_millis(700),
+        "applied after {:?}",
+        paid_at.elapsed()
+    );
 }
 
 #[tokio::test]

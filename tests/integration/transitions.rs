@@ -95,6 +95,7 @@ fn transition(
         expected_version,
         amount_guard: amount_guard.map(|a| (a, Currency::Cny)),
         expiry_guard: None,
+        provider_guard: None,
         at: at(10),
         source: "callback",
         reason: (to == Exception).then(|| "amount differs".to_owned()),

@@ -7,7 +7,7 @@ use lambda_http::{Error, Request, run, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
-    let deps = shared::config::deps_from_env().await?;
+    let deps = shared::config::deps_from_env(shared::config::Wiring::StoreAndProviders).await?;
     run(service_fn(|request: Request| {
         handler::handle(&deps, request)
     }))

@@ -52,7 +52,7 @@ pub async fn handle_callback(
             });
         }
     };
-    let result = apply_notification(deps, &notification).await;
+    let result = apply_notification(deps, provider, &notification).await;
     tracing::info!(%provider, payment_id = %notification.payment_id, notify_id = notification.notify_id, ?result, "callback handled");
     let (answer, detail) = match result {
         CallbackResult::UnknownPayment => (CallbackAnswer::Rejected, "unknown payment"),
@@ -68,7 +68,11 @@ pub async fn handle_callback(
     })
 }
 
-async fn apply_notification(deps: &Deps, n: &Notification) -> CallbackResult {
+async fn apply_notification(
+    deps: &Deps,
+    provider: ProviderName,
+    n: &Notification,
+) -> CallbackResult {
     let to = match n.status {
         NotifiedStatus::Paid => PaymentStatus::Paid,
         NotifiedStatus::Closed => PaymentStatus::Closed,
@@ -84,6 +88,7 @@ async fn apply_notification(deps: &Deps, n: &Notification) -> CallbackResult {
         amount_guard: (to == PaymentStatus::Paid).then_some((n.amount_minor, n.currency)),
         // A provider saying "paid" after our expiry is still money that moved: never refuse it.
         expiry_guard: None,
+        provider_guard: Some(provider),
         at: now,
         source: "callback",
         reason: None,
@@ -109,6 +114,16 @@ async fn apply_notification(deps: &Deps, n: &Notification) -> CallbackResult {
                 return CallbackResult::RetryLater;
             }
         };
+        if current.provider != provider {
+            alert(
+                "callback_wrong_provider",
+                &format!(
+                    "{provider} notified payment {} which belongs to {}",
+                    n.payment_id, current.provider
+                ),
+            );
+            return CallbackResult::UnknownPayment;
+        }
         match next_step(&current, n, to) {
             Step::Done(result) => return result,
             Step::Retry(next) => {

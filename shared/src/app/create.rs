@@ -464,6 +464,7 @@ async fn call_provider(
                 expected_version: payment.version,
                 amount_guard: None,
                 expiry_guard: None,
+                provider_guard: None,
                 at: now,
                 source: "provider_create",
                 reason: Some(format!("{code}: {message}")),

@@ -29,6 +29,7 @@ const T0: Timestamp = Timestamp::from_unix_s(1_800_000_000);
 /// A provider whose create answers are scripted, and whose notifications are plain JSON
 /// (`{"payment_id","amount_minor","status"}`); signature checks are the adapters' tests' business.
 struct ScriptedProvider {
+    name: ProviderName,
     answer: Mutex<Result<(), ProviderError>>,
     creates: AtomicUsize,
     /// Runs inside `create`, after the provider "accepted": simulates a callback racing the create.
@@ -38,6 +39,7 @@ struct ScriptedProvider {
 impl ScriptedProvider {
     fn new(answer: Result<(), ProviderError>) -> Arc<Self> {
         Arc::new(Self {
+            name: ProviderName::Sandbox,
             answer: Mutex::new(answer),
             creates: AtomicUsize::new(0),
             during_create: Mutex::new(None),
@@ -48,7 +50,7 @@ impl ScriptedProvider {
 #[async_trait]
 impl PaymentProvider for ScriptedProvider {
     fn name(&self) -> ProviderName {
-        ProviderName::Sandbox
+        self.name
     }
 
     async fn create(&self, request: &ProviderCreate) -> Result<ProviderCreated, ProviderError> {
@@ -480,4 +482,38 @@ fn signer_is_redacted_in_debug() {
     )))
     .unwrap();
     assert_eq!(format!("{signer:?}"), "RsaSigner(<redacted>)");
+}
+
+#[tokio::test]
+async fn a_callback_never_moves_another_providers_payment() {
+    let mut w = world(Ok(()));
+    let other = Arc::new(ScriptedProvider {
+        name: ProviderName::Alipay,
+        answer: Mutex::new(Ok(())),
+        creates: AtomicUsize::new(0),
+        during_create: Mutex::new(None),
+    });
+    w.deps.providers = w.deps.providers.clone().with(other);
+    let created = create_payment(&w.deps, &request("o9", 100), None)
+        .await
+        .unwrap();
+    let id = body(&created)["payment_id"].as_str().unwrap().to_owned();
+    let n = serde_json::json!({ "payment_id": id, "amount_minor": 100, "status": "PAID" });
+    let outcome = handle_callback(
+        &w.deps,
+        ProviderName::Alipay,
+        &http::HeaderMap::new(),
+        n.to_string().as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (outcome.result, outcome.reply.status),
+        (CallbackResult::UnknownPayment, 400)
+    );
+    assert_eq!(
+        payment(&w, &id).await.payment.status,
+        PaymentStatus::Pending
+    );
+    assert_eq!(notify(&w, &id, 100).await, (CallbackResult::Applied, 200));
 }

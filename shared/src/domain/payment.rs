@@ -154,6 +154,9 @@ pub struct Transition {
     pub expected_version: u32,
     pub amount_guard: Option<(i64, Currency)>,
     pub expiry_guard: Option<ExpiryGuard>,
+    /// The provider the payment must belong to: a callback verified with one provider's key
+    /// never moves another provider's payment.
+    pub provider_guard: Option<ProviderName>,
     pub at: Timestamp,
     pub source: &'static str,
     pub reason: Option<String>,
@@ -184,7 +187,9 @@ impl Transition {
         let expiry_ok = self
             .expiry_guard
             .is_none_or(|guard| guard.holds(payment.expires_at));
-        payment.status == self.from
+        let provider_ok = self.provider_guard.is_none_or(|p| payment.provider == p);
+        provider_ok
+            && payment.status == self.from
             && payment.version == self.expected_version
             && amount_ok
             && expiry_ok

@@ -152,7 +152,9 @@ struct IdempotencyItem {
     /// Unix seconds: the table's TTL attribute.
     expiration: i64,
     resource_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     response_status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     response_body: Option<String>,
 }
 
@@ -362,6 +364,10 @@ impl DynamoStore {
             update = update
                 .expression_attribute_values(":amount", n(amount))
                 .expression_attribute_values(":currency", s(currency.code()));
+        }
+        if let Some(provider) = t.provider_guard {
+            condition.push_str(" AND provider = :provider");
+            update = update.expression_attribute_values(":provider", s(provider.as_str()));
         }
         match t.expiry_guard {
             Some(ExpiryGuard::ExpiredBy(now)) => {
@@ -628,5 +634,77 @@ impl IdempotencyStore for DynamoStore {
 
     async fn record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
         self.idempotency.record(key).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! moto never answers `TransactionConflict`, so the classification of DynamoDB's cancellation
+    //! reasons is checked here on the SDK's own error values.
+
+    use aws_sdk_dynamodb::types::error::TransactionCanceledException;
+    use aws_smithy_runtime_api::http::{Response, StatusCode};
+    use aws_smithy_types::body::SdkBody;
+
+    use super::*;
+
+    fn cancelled(reasons: Vec<CancellationReason>) -> SdkError<TransactWriteItemsError> {
+        let error = TransactionCanceledException::builder()
+            .set_cancellation_reasons(Some(reasons))
+            .build();
+        let raw = Response::new(
+            StatusCode::try_from(400).expect("status"),
+            SdkBody::from(""),
+        );
+        SdkError::service_error(
+            TransactWriteItemsError::TransactionCanceledException(error),
+            raw,
+        )
+    }
+
+    fn reason(code: &str, item: Option<Item>) -> CancellationReason {
+        CancellationReason::builder()
+            .code(code)
+            .set_item(item)
+            .build()
+    }
+
+    #[test]
+    fn classifies_cancellation_reasons() {
+        let conflict = cancelled(vec![
+            reason("None", None),
+            reason("TransactionConflict", None),
+        ]);
+        assert!(matches!(classify(conflict), Ok(Cancelled::Conflict)));
+
+        let old: Item = [("status".to_owned(), s("paid"))].into_iter().collect();
+        let failed = cancelled(vec![
+            reason("ConditionalCheckFailed", Some(old.clone())),
+            reason("None", None),
+        ]);
+        match classify(failed) {
+            Ok(Cancelled::Condition {
+                index: 0,
+                old: Some(item),
+            }) => assert_eq!(item, old),
+            _ => panic!("expected the first condition to fail with its old item"),
+        }
+
+        let missing = cancelled(vec![
+            reason("None", None),
+            reason("ConditionalCheckFailed", None),
+        ]);
+        assert!(matches!(
+            classify(missing),
+            Ok(Cancelled::Condition {
+                index: 1,
+                old: None
+            })
+        ));
+
+        let throttled = cancelled(vec![reason("ThrottlingError", None)]);
+        assert!(
+            matches!(classify(throttled), Ok(Cancelled::Other(codes)) if codes == "ThrottlingError")
+        );
     }
 }

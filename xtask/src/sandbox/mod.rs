@@ -3,6 +3,7 @@
 //! adapter in `shared`.
 
 mod admin;
+mod alipay;
 mod faults;
 mod keys;
 mod notify;
@@ -22,6 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+pub use alipay::AlipayOptions;
 pub use keys::{KeyPairPem, generate_rsa_2048, sign_provider_message};
 
 /// Timeout of every notification delivery.
@@ -79,13 +81,22 @@ impl Drop for SandboxHandle {
     }
 }
 
-/// Binds, spawns the server task, and returns once listening.
+/// Binds, spawns the server task, and returns once listening (`/gateway.do` answers 404).
 pub async fn start(opts: SandboxOptions) -> anyhow::Result<SandboxHandle> {
+    start_with_alipay(opts, None).await
+}
+
+/// [`start`], also playing Alipay's gateway (`POST /gateway.do`) when `alipay` is set.
+pub async fn start_with_alipay(
+    opts: SandboxOptions,
+    alipay: Option<AlipayOptions>,
+) -> anyhow::Result<SandboxHandle> {
     ensure!(opts.time_scale >= 1, "time_scale must be >= 1");
     let provider_key = keys::parse_private_key(&opts.provider_private_key_pem)
         .context("provider_private_key_pem")?;
     let merchant_public_der =
         keys::parse_public_key(&opts.merchant_public_key_pem).context("merchant_public_key_pem")?;
+    let alipay = alipay.map(alipay::AlipayConfig::parse).transpose()?;
     let listener = tokio::net::TcpListener::bind(opts.bind)
         .await
         .with_context(|| format!("binding the sandbox to {}", opts.bind))?;
@@ -102,6 +113,7 @@ pub async fn start(opts: SandboxOptions) -> anyhow::Result<SandboxHandle> {
         provider_key,
         base_url: base_url.clone(),
         time_scale: opts.time_scale,
+        alipay,
     };
     let shared = Arc::new(state::Shared {
         config,

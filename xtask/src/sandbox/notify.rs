@@ -219,7 +219,7 @@ fn is_success(body: &[u8]) -> bool {
         .unwrap_or(false)
 }
 
-fn error_chain(e: &reqwest::Error) -> String {
+pub(crate) fn error_chain(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

@@ -18,7 +18,7 @@ use tracing::{debug, warn};
 use super::state::{
     HEADER_MERCHANT, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, Shared, unix_now,
 };
-use super::{admin, keys, trades};
+use super::{admin, alipay, keys, trades};
 
 /// Largest request body accepted.
 const MAX_BODY_BYTES: usize = 1 << 20;
@@ -31,6 +31,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/trades/{out_trade_no}", get(trades::query))
         .route("/v1/trades/{out_trade_no}/close", post(trades::close))
         .route("/pay/{trade_no}", post(trades::pay))
+        .route("/gateway.do", post(alipay::gateway))
         .route(
             "/admin/faults",
             put(admin::set_faults)

@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::watch;
 
+use super::alipay::AlipayConfig;
 use super::faults::{FaultTable, Faults};
 use super::keys;
 
@@ -26,6 +27,14 @@ pub(crate) enum Status {
     WaitPay,
     Paid,
     Closed,
+}
+
+/// Which protocol created a trade (decides the notification format).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Protocol {
+    Native,
+    Alipay,
 }
 
 /// One delivery (one HTTP request, or one attempt lost by `drop_first`).
@@ -55,6 +64,7 @@ pub(crate) struct Trade {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub paid_at: Option<String>,
     pub pay_url: String,
+    pub protocol: Protocol,
     /// How many create requests named this trade (idempotent replays included).
     pub create_calls: u32,
     pub deliveries: Vec<DeliveryRecord>,
@@ -148,6 +158,8 @@ pub(crate) struct Config {
     pub provider_key: KeyPair,
     pub base_url: String,
     pub time_scale: u32,
+    /// `None`: `/gateway.do` answers 404.
+    pub alipay: Option<AlipayConfig>,
 }
 
 /// Everything the handlers and delivery tasks share.

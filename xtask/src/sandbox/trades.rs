@@ -11,10 +11,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tracing::info;
 
+use super::alipay;
 use super::faults::{CallFault, Faults};
 use super::notify::{self, Job};
 use super::server::{ApiError, parse_json, path_param};
-use super::state::{Inner, Shared, Status, Trade, rfc3339_now};
+use super::state::{Inner, Protocol, Shared, Status, Trade, rfc3339_now};
+
+/// A notification issued by a payment, in the format of the protocol that created the trade.
+pub(crate) enum PaidJob {
+    Native(Job),
+    Alipay(alipay::NotifyJob),
+}
 
 /// Body of `POST /v1/trades`.
 #[derive(Debug, Deserialize)]
@@ -140,12 +147,13 @@ fn new_trade(base_url: &str, req: CreateRequest) -> Trade {
         expires_at: req.expires_at,
         status: Status::WaitPay,
         paid_at: None,
+        protocol: Protocol::Native,
         create_calls: 1,
         deliveries: Vec::new(),
     }
 }
 
-fn insert_trade(inner: &mut Inner, trade: Trade) {
+pub(crate) fn insert_trade(inner: &mut Inner, trade: Trade) {
     inner
         .trade_nos
         .insert(trade.trade_no.clone(), trade.out_trade_no.clone());
@@ -217,14 +225,16 @@ pub(crate) async fn pay(
 ) -> Result<Json<Value>, ApiError> {
     let trade_no = path_param(path)?;
     let job = mark_paid(&shared, &trade_no)?;
-    if let Some(job) = job {
-        notify::spawn(shared, job);
+    match job {
+        Some(PaidJob::Native(job)) => notify::spawn(shared, job),
+        Some(PaidJob::Alipay(job)) => alipay::spawn(shared, job),
+        None => {}
     }
     Ok(Json(json!({ "status": Status::Paid })))
 }
 
 /// Marks the trade paid (once) and issues its `PAID` notification unless `never_notify`.
-fn mark_paid(shared: &Shared, trade_no: &str) -> Result<Option<Job>, ApiError> {
+fn mark_paid(shared: &Shared, trade_no: &str) -> Result<Option<PaidJob>, ApiError> {
     let mut inner = shared.lock();
     let faults = {
         let subject = inner
@@ -251,7 +261,10 @@ fn mark_paid(shared: &Shared, trade_no: &str) -> Result<Option<Job>, ApiError> {
     trade.status = Status::Paid;
     trade.paid_at = Some(rfc3339_now());
     info!(%trade_no, out_trade_no = %trade.out_trade_no, "sandbox: trade paid");
-    let job = notify::paid_job(trade, &faults);
+    let job = match trade.protocol {
+        Protocol::Native => notify::paid_job(trade, &faults).map(PaidJob::Native),
+        Protocol::Alipay => alipay::paid_job(&shared.config, trade, &faults).map(PaidJob::Alipay),
+    };
     if job.is_some() {
         inner.stats.notifications += 1;
     }

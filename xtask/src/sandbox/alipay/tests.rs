@@ -1,0 +1,462 @@
+//! End-to-end tests of the Alipay gateway: a sandbox with an `alipay` section and a tiny form
+//! receiver that answers `success`. Signing strings are built here by hand, independently.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use axum::{Form, Router};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::super::{
+    AlipayOptions, KeyPairPem, SandboxHandle, SandboxOptions, generate_rsa_2048, keys, start,
+    start_with_alipay,
+};
+
+const APP_ID: &str = "2021000000000001";
+const SELLER_ID: &str = "2088000000000002";
+const WAIT: Duration = Duration::from_secs(3);
+
+struct TestKeys {
+    merchant: KeyPairPem,
+    provider: KeyPairPem,
+    app: KeyPairPem,
+    alipay: KeyPairPem,
+    stranger: KeyPairPem,
+}
+
+fn test_keys() -> &'static TestKeys {
+    static KEYS: OnceLock<TestKeys> = OnceLock::new();
+    KEYS.get_or_init(|| TestKeys {
+        merchant: generate_rsa_2048().expect("merchant key"),
+        provider: generate_rsa_2048().expect("provider key"),
+        app: generate_rsa_2048().expect("app key"),
+        alipay: generate_rsa_2048().expect("alipay key"),
+        stranger: generate_rsa_2048().expect("stranger key"),
+    })
+}
+
+/// `k=v&...`, sorted by key, empty values and `excluded` keys dropped.
+fn signing_string(params: &BTreeMap<String, String>, excluded: &[&str]) -> String {
+    let mut out = String::new();
+    for (k, v) in params {
+        if v.is_empty() || excluded.contains(&k.as_str()) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push('&');
+        }
+        out.push_str(&format!("{k}={v}"));
+    }
+    out
+}
+
+fn alipay_verifies(message: &str, signature: &str) -> bool {
+    let public = keys::parse_public_key(&test_keys().alipay.public_spki_pem).expect("public");
+    keys::verify(&public, message.as_bytes(), signature)
+}
+
+/// Percent-encodes everything but the unreserved characters.
+fn percent(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A notification as the receiver got it.
+struct Received {
+    content_type: String,
+    params: BTreeMap<String, String>,
+}
+
+impl Received {
+    /// Alipay's rule: `sign` over everything but `sign` and `sign_type`.
+    fn verifies(&self) -> bool {
+        let message = signing_string(&self.params, &["sign", "sign_type"]);
+        alipay_verifies(&message, self.get("sign"))
+    }
+    fn get(&self, key: &str) -> &str {
+        self.params.get(key).map_or("", String::as_str)
+    }
+}
+
+#[derive(Clone)]
+struct ReceiverState {
+    tx: mpsc::UnboundedSender<Received>,
+    reject_left: Arc<AtomicUsize>,
+}
+
+/// Answers `success`, except `fail` for the first `reject_left` requests.
+async fn receive(
+    State(st): State<ReceiverState>,
+    headers: HeaderMap,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> &'static str {
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let _ = st.tx.send(Received {
+        content_type,
+        params: pairs.into_iter().collect(),
+    });
+    let rejected = st
+        .reject_left
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if rejected { "fail" } else { "success" }
+}
+
+struct Env {
+    sandbox: SandboxHandle,
+    notify_url: String,
+    notifications: mpsc::UnboundedReceiver<Received>,
+    http: reqwest::Client,
+}
+
+fn native_options(time_scale: u32) -> SandboxOptions {
+    let keys = test_keys();
+    SandboxOptions {
+        bind: "127.0.0.1:0".parse().expect("addr"),
+        merchant_id: "M100".into(),
+        merchant_public_key_pem: keys.merchant.public_spki_pem.clone(),
+        provider_private_key_pem: keys.provider.private_pkcs8_pem.clone(),
+        time_scale,
+    }
+}
+
+async fn env_with(reject_first: usize) -> Env {
+    let keys = test_keys();
+    let (tx, notifications) = mpsc::unbounded_channel();
+    let state = ReceiverState {
+        tx,
+        reject_left: Arc::new(AtomicUsize::new(reject_first)),
+    };
+    let app = Router::new()
+        .route("/notify", post(receive))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("receiver bind");
+    let notify_url = format!("http://{}/notify", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let alipay = AlipayOptions {
+        app_id: APP_ID.into(),
+        app_public_key_pem: keys.app.public_spki_pem.clone(),
+        alipay_private_key_pem: keys.alipay.private_pkcs8_pem.clone(),
+        seller_id: Some(SELLER_ID.into()),
+    };
+    let sandbox = start_with_alipay(native_options(100_000), Some(alipay))
+        .await
+        .expect("sandbox start");
+    Env {
+        sandbox,
+        notify_url,
+        notifications,
+        http: reqwest::Client::new(),
+    }
+}
+
+async fn env() -> Env {
+    env_with(0).await
+}
+
+/// A gateway answer: HTTP status, the parsed response value, and whether `sign` verified over
+/// the raw response text.
+struct Answer {
+    status: u16,
+    value: Value,
+    verifies: bool,
+}
+
+/// Splits `{"<key>":<value>,"sign":"<b64>"}` by hand and verifies the raw value text.
+fn parse_answer(status: u16, body: &str, response_key: &str) -> Answer {
+    let prefix = format!("{{\"{response_key}\":");
+    let rest = body.strip_prefix(&prefix).unwrap_or_default();
+    let (value_text, tail) = rest.rsplit_once(",\"sign\":\"").unwrap_or_default();
+    let signature = tail.strip_suffix("\"}").unwrap_or_default();
+    Answer {
+        status,
+        value: serde_json::from_str(value_text).unwrap_or(Value::Null),
+        verifies: alipay_verifies(value_text, signature),
+    }
+}
+
+impl Env {
+    /// Signs the public parameters + biz_content with `key_pem` and posts them as a form.
+    async fn gateway_as(&self, key_pem: &str, app_id: &str, method: &str, biz: &Value) -> Answer {
+        let mut params: BTreeMap<String, String> = [
+            ("app_id", app_id),
+            ("method", method),
+            ("format", "JSON"),
+            ("charset", "utf-8"),
+            ("sign_type", "RSA2"),
+            ("timestamp", "2026-01-02 03:04:05"),
+            ("version", "1.0"),
+            ("notify_url", self.notify_url.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        params.insert("biz_content".into(), biz.to_string());
+        let key = keys::parse_private_key(key_pem).expect("app key");
+        let message = signing_string(&params, &["sign"]);
+        params.insert(
+            "sign".into(),
+            keys::sign(&key, message.as_bytes()).expect("sign"),
+        );
+        let body: Vec<String> = params
+            .iter()
+            .map(|(k, v)| format!("{}={}", percent(k), percent(v)))
+            .collect();
+        let response = self
+            .http
+            .post(format!("{}/gateway.do", self.sandbox.base_url))
+            .header(
+                "content-type",
+                "application/x-www-form-urlencoded;charset=utf-8",
+            )
+            .body(body.join("&"))
+            .send()
+            .await
+            .expect("gateway");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        let response_key = format!("{}_response", method.replace('.', "_"));
+        parse_answer(status, &text, &response_key)
+    }
+
+    async fn gateway(&self, method: &str, biz: Value) -> Answer {
+        self.gateway_as(&test_keys().app.private_pkcs8_pem, APP_ID, method, &biz)
+            .await
+    }
+
+    async fn precreate(&self, out_trade_no: &str, subject: &str, amount: &str) -> Answer {
+        let biz = json!({
+            "out_trade_no": out_trade_no,
+            "total_amount": amount,
+            "subject": subject,
+            "time_expire": "2099-01-01 00:00:00",
+        });
+        self.gateway("alipay.trade.precreate", biz).await
+    }
+
+    async fn query(&self, out_trade_no: &str) -> Answer {
+        let biz = json!({ "out_trade_no": out_trade_no });
+        self.gateway("alipay.trade.query", biz).await
+    }
+
+    /// Precreates and pays; returns the precreate response value.
+    async fn precreate_and_pay(&self, out_trade_no: &str, subject: &str, amount: &str) -> Value {
+        let created = self.precreate(out_trade_no, subject, amount).await;
+        assert_eq!(created.value["code"], "10000", "{}", created.value);
+        let qr_code = created.value["qr_code"].as_str().expect("qr_code");
+        let paid = self.http.post(qr_code).send().await.expect("pay");
+        assert_eq!(paid.status().as_u16(), 200);
+        created.value
+    }
+
+    async fn set_faults(&self, faults: Value) {
+        let url = format!("{}/admin/faults", self.sandbox.base_url);
+        let response = self
+            .http
+            .put(url)
+            .json(&faults)
+            .send()
+            .await
+            .expect("faults");
+        assert_eq!(response.status().as_u16(), 200);
+    }
+
+    async fn stats(&self) -> Value {
+        let url = format!("{}/admin/stats", self.sandbox.base_url);
+        let response = self.http.get(url).send().await.expect("stats");
+        response.json().await.expect("stats JSON")
+    }
+
+    async fn expect_notification(&mut self) -> Received {
+        tokio::time::timeout(WAIT, self.notifications.recv())
+            .await
+            .ok()
+            .flatten()
+            .expect("a notification")
+    }
+}
+
+#[tokio::test]
+async fn precreate_pay_notify_verifies() {
+    let mut env = env().await;
+    let created = env.precreate("A1", "order 1", "12.34").await;
+    assert!(created.verifies, "answer signature over the raw text");
+    assert_eq!(created.status, 200);
+    assert_eq!(created.value["msg"], "Success");
+    assert_eq!(created.value["out_trade_no"], "A1");
+    let qr_code = created.value["qr_code"].as_str().expect("qr_code");
+    assert!(qr_code.starts_with(&format!("{}/pay/", env.sandbox.base_url)));
+    let waiting = env.query("A1").await;
+    assert!(waiting.verifies);
+    assert_eq!(waiting.value["trade_status"], "WAIT_BUYER_PAY");
+    assert_eq!(waiting.value["total_amount"], "12.34");
+    env.precreate_and_pay("A1", "order 1", "12.34").await;
+    let received = env.expect_notification().await;
+    assert!(received.verifies(), "{:?}", received.params);
+    assert!(
+        received
+            .content_type
+            .starts_with("application/x-www-form-urlencoded")
+    );
+    assert_eq!(received.get("sign_type"), "RSA2");
+    assert_eq!(received.get("notify_type"), "trade_status_sync");
+    assert_eq!(received.get("trade_status"), "TRADE_SUCCESS");
+    assert_eq!(received.get("total_amount"), "12.34");
+    assert_eq!(received.get("receipt_amount"), "12.34");
+    assert_eq!(received.get("app_id"), APP_ID);
+    assert_eq!(received.get("seller_id"), SELLER_ID);
+    assert_eq!(received.get("out_trade_no"), "A1");
+    assert_eq!(received.get("trade_no"), waiting.value["trade_no"]);
+    let paid = env.query("A1").await;
+    assert_eq!(paid.value["trade_status"], "TRADE_SUCCESS");
+    let closed = env
+        .gateway("alipay.trade.close", json!({ "out_trade_no": "A1" }))
+        .await;
+    assert!(closed.verifies);
+    assert_eq!(closed.value["code"], "40004");
+    assert_eq!(closed.value["sub_code"], "ACQ.TRADE_STATUS_ERROR");
+    assert_eq!(env.stats().await["acked"], 1);
+}
+
+#[tokio::test]
+async fn bad_signature_and_unknown_app_get_signed_40002() {
+    let env = env().await;
+    let biz = json!({ "out_trade_no": "A1", "total_amount": "1.00", "subject": "s" });
+    let method = "alipay.trade.precreate";
+    let stranger = &test_keys().stranger.private_pkcs8_pem;
+    let forged = env.gateway_as(stranger, APP_ID, method, &biz).await;
+    assert!(forged.verifies);
+    assert_eq!(forged.value["code"], "40002");
+    assert_eq!(forged.value["sub_code"], "isv.invalid-signature");
+    let app = &test_keys().app.private_pkcs8_pem;
+    let unknown = env.gateway_as(app, "2021999", method, &biz).await;
+    assert!(unknown.verifies);
+    assert_eq!(unknown.value["code"], "40002");
+    assert_eq!(unknown.value["sub_code"], "isv.invalid-app-id");
+    assert_eq!(env.stats().await["trades"], 0);
+}
+
+#[tokio::test]
+async fn tamper_amount_adds_a_fen_and_still_verifies() {
+    let mut env = env().await;
+    env.set_faults(json!({ "tamper_amount": true })).await;
+    env.precreate_and_pay("A1", "s", "10.00").await;
+    let received = env.expect_notification().await;
+    assert!(received.verifies());
+    assert_eq!(received.get("total_amount"), "10.01");
+}
+
+#[tokio::test]
+async fn forge_breaks_the_notification_signature() {
+    let mut env = env().await;
+    env.set_faults(json!({ "forge": true })).await;
+    env.precreate_and_pay("A1", "s", "10.00").await;
+    let received = env.expect_notification().await;
+    assert!(!received.verifies());
+    assert_eq!(received.get("total_amount"), "10.00");
+}
+
+#[tokio::test]
+async fn query_unknown_is_acq_trade_not_exist() {
+    let env = env().await;
+    let answer = env.query("NOPE").await;
+    assert!(answer.verifies);
+    assert_eq!(answer.value["code"], "40004");
+    assert_eq!(answer.value["sub_code"], "ACQ.TRADE_NOT_EXIST");
+}
+
+#[tokio::test]
+async fn not_success_is_resent_on_the_schedule() {
+    let mut env = env_with(2).await;
+    env.precreate_and_pay("A1", "s", "0.01").await;
+    let first = env.expect_notification().await;
+    let _second = env.expect_notification().await;
+    let third = env.expect_notification().await;
+    assert_eq!(first.get("notify_id"), third.get("notify_id"));
+    assert!(third.verifies());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while env.stats().await["acked"] != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "never acked");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(env.stats().await["rejected"], 2);
+}
+
+#[tokio::test]
+async fn create_error_is_500_and_close_works() {
+    let env = env().await;
+    env.set_faults(json!({ "scope": "bad", "create": "error" }))
+        .await;
+    let failed = env.precreate("A1", "bad order", "1.00").await;
+    assert_eq!(failed.status, 500);
+    let created = env.precreate("A2", "good order", "1.00").await;
+    assert_eq!(created.value["code"], "10000");
+    let closed = env
+        .gateway("alipay.trade.close", json!({ "out_trade_no": "A2" }))
+        .await;
+    assert!(closed.verifies);
+    assert_eq!(closed.value["code"], "10000");
+    assert_eq!(env.query("A2").await.value["trade_status"], "TRADE_CLOSED");
+}
+
+#[tokio::test]
+async fn without_an_alipay_section_the_gateway_is_404() {
+    let sandbox = start(native_options(1)).await.expect("sandbox");
+    let response = reqwest::Client::new()
+        .post(format!("{}/gateway.do", sandbox.base_url))
+        .body("method=alipay.trade.query")
+        .send()
+        .await
+        .expect("gateway");
+    assert_eq!(response.status().as_u16(), 404);
+}
+
+#[test]
+fn resend_delays_follow_alipay_and_are_scaled() {
+    use super::notify::resend_delay;
+    assert_eq!(resend_delay(0, 1), None);
+    assert_eq!(resend_delay(1, 1), Some(Duration::from_secs(240)));
+    assert_eq!(resend_delay(7, 1), Some(Duration::from_secs(54_000)));
+    assert_eq!(resend_delay(8, 1), None);
+    assert_eq!(resend_delay(1, 1000), Some(Duration::from_millis(240)));
+}
+
+#[test]
+fn signing_content_keeps_sign_type_for_requests_only() {
+    let params: Vec<(String, String)> = [
+        ("b", "2"),
+        ("sign_type", "RSA2"),
+        ("a", "1"),
+        ("e", ""),
+        ("sign", "x"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    assert_eq!(
+        super::sign::content(&params, &["sign"]),
+        "a=1&b=2&sign_type=RSA2"
+    );
+    assert_eq!(
+        super::sign::content(&params, &["sign", "sign_type"]),
+        "a=1&b=2"
+    );
+}
