@@ -440,8 +440,8 @@ fn cases(prefix: &str) -> Vec<Case> {
         Case {
             status: 422,
             ..json_case(
-                "provider alipay (known, not configured)",
-                with(&oid(), "provider", json!("alipay")),
+                "provider wechatpay (known, not configured in the local stack)",
+                with(&oid(), "provider", json!("wechatpay")),
                 "provider_not_configured",
                 Some("provider"),
             )

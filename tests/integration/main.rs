@@ -10,4 +10,5 @@ mod concurrency;
 mod e2e;
 mod faults;
 mod idempotency;
+mod providers;
 mod transitions;

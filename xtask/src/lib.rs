@@ -15,3 +15,5 @@ pub mod venv;
 pub const REGION: &str = "us-east-1";
 /// The merchant id the local sandbox knows us by.
 pub const SANDBOX_MERCHANT_ID: &str = "M100000001";
+/// The Alipay app id the sandbox's Alipay gateway knows us by.
+pub const ALIPAY_APP_ID: &str = "2021000000000001";

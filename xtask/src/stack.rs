@@ -10,9 +10,9 @@ use anyhow::Context as _;
 use crate::front::FrontRoute;
 use crate::lambda::{Emulator, FunctionSpec};
 use crate::moto::Moto;
-use crate::sandbox::{SandboxHandle, SandboxOptions, generate_rsa_2048};
+use crate::sandbox::{AlipayOptions, KeyPairPem, SandboxHandle, SandboxOptions, generate_rsa_2048};
 use crate::template::{Resolver, Template};
-use crate::{REGION, SANDBOX_MERCHANT_ID, venv};
+use crate::{ALIPAY_APP_ID, REGION, SANDBOX_MERCHANT_ID, venv};
 
 pub struct StackOptions {
     /// API port; 0 picks a free one.
@@ -67,6 +67,7 @@ impl Stack {
             self.keys_dir.display().to_string(),
         );
         env.insert("PAYCORE_MERCHANT_ID".into(), SANDBOX_MERCHANT_ID.into());
+        env.insert("PAYCORE_ALIPAY_APP_ID".into(), ALIPAY_APP_ID.into());
         for (id, name) in &self.tables {
             env.insert(format!("PAYCORE_TABLE_{}", id.to_uppercase()), name.clone());
         }
@@ -96,18 +97,36 @@ pub fn aws_env(endpoint: &str) -> BTreeMap<String, String> {
     .collect()
 }
 
-fn write_keys(dir: &std::path::Path) -> anyhow::Result<(String, String)> {
-    std::fs::create_dir_all(dir)?;
-    let merchant = generate_rsa_2048()?;
-    let provider = generate_rsa_2048()?;
+/// A fresh key pair written as `<name>_private.pem` and `<name>_public.pem`.
+fn write_key_pair(dir: &std::path::Path, name: &str) -> anyhow::Result<KeyPairPem> {
+    let pair = generate_rsa_2048()?;
     std::fs::write(
-        dir.join("merchant_private.pem"),
-        &merchant.private_pkcs8_pem,
+        dir.join(format!("{name}_private.pem")),
+        &pair.private_pkcs8_pem,
     )?;
-    std::fs::write(dir.join("merchant_public.pem"), &merchant.public_spki_pem)?;
-    std::fs::write(dir.join("sandbox_private.pem"), &provider.private_pkcs8_pem)?;
-    std::fs::write(dir.join("sandbox_public.pem"), &provider.public_spki_pem)?;
-    Ok((merchant.public_spki_pem, provider.private_pkcs8_pem))
+    std::fs::write(
+        dir.join(format!("{name}_public.pem")),
+        &pair.public_spki_pem,
+    )?;
+    Ok(pair)
+}
+
+/// The provider keys of the sandbox's protocols: ours (merchant/app) and the provider's.
+struct Keys {
+    merchant: KeyPairPem,
+    sandbox: KeyPairPem,
+    alipay_app: KeyPairPem,
+    alipay: KeyPairPem,
+}
+
+fn write_keys(dir: &std::path::Path) -> anyhow::Result<Keys> {
+    std::fs::create_dir_all(dir)?;
+    Ok(Keys {
+        merchant: write_key_pair(dir, "merchant")?,
+        sandbox: write_key_pair(dir, "sandbox")?,
+        alipay_app: write_key_pair(dir, "alipay_app")?,
+        alipay: write_key_pair(dir, "alipay")?,
+    })
 }
 
 /// Boots everything and returns when the API takes traffic.
@@ -126,15 +145,21 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
     std::fs::create_dir_all(&log_dir).context("creating log dir")?;
     let moto = crate::moto::start(&venv, &log_dir).await?;
     let sdk = crate::moto::sdk_config(&moto.endpoint).await;
-    let (merchant_public, provider_private) = write_keys(&keys_dir)?;
-    let sandbox = crate::sandbox::start(SandboxOptions {
+    let keys = write_keys(&keys_dir)?;
+    let sandbox_options = SandboxOptions {
         bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         merchant_id: SANDBOX_MERCHANT_ID.into(),
-        merchant_public_key_pem: merchant_public,
-        provider_private_key_pem: provider_private,
+        merchant_public_key_pem: keys.merchant.public_spki_pem,
+        provider_private_key_pem: keys.sandbox.private_pkcs8_pem,
         time_scale: options.time_scale,
-    })
-    .await?;
+    };
+    let alipay = AlipayOptions {
+        app_id: ALIPAY_APP_ID.into(),
+        app_public_key_pem: keys.alipay_app.public_spki_pem,
+        alipay_private_key_pem: keys.alipay.private_pkcs8_pem,
+        seller_id: None,
+    };
+    let sandbox = crate::sandbox::start_with_alipay(sandbox_options, Some(alipay)).await?;
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.api_port))
         .await
@@ -146,6 +171,13 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
     parameters.insert("SandboxMerchantId".into(), SANDBOX_MERCHANT_ID.into());
     parameters.insert("SandboxMerchantKey".into(), key("merchant_private.pem"));
     parameters.insert("SandboxProviderPublicKey".into(), key("sandbox_public.pem"));
+    parameters.insert(
+        "AlipayGatewayUrl".into(),
+        format!("{}/gateway.do", sandbox.base_url),
+    );
+    parameters.insert("AlipayAppId".into(), ALIPAY_APP_ID.into());
+    parameters.insert("AlipayAppPrivateKey".into(), key("alipay_app_private.pem"));
+    parameters.insert("AlipayPublicKey".into(), key("alipay_public.pem"));
     parameters.insert("CallbackBaseUrl".into(), api_url.clone());
     parameters.insert(
         "ProviderTimeoutMs".into(),

@@ -51,8 +51,14 @@ pub(crate) async fn gateway(
         return ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint")
             .into_response();
     };
+    // Alipay's SDKs put some common parameters (charset at least) in the URL as well as the
+    // form; the same parameter with the same value in both places is one parameter.
     let mut params = decode_form(query.as_deref().unwrap_or_default());
-    params.extend(decode_form(&String::from_utf8_lossy(&body)));
+    for (key, value) in decode_form(&String::from_utf8_lossy(&body)) {
+        if !params.iter().any(|(k, v)| *k == key && *v == value) {
+            params.push((key, value));
+        }
+    }
     let response_key = response_key(&params);
     let reply = match authenticate(cfg, &params) {
         Ok(call) => dispatch(&shared, call).await,
