@@ -63,6 +63,7 @@ struct Demo {
     http: reqwest::Client,
     api: String,
     sandbox: String,
+    provider: String,
 }
 
 struct Created {
@@ -97,7 +98,7 @@ impl Demo {
             "order_id": format!("demo-{run}-{i:03}"),
             "amount_minor": amount_minor,
             "currency": "CNY",
-            "provider": "sandbox",
+            "provider": self.provider,
             "subject": subject,
         });
         let reply: Value = self
@@ -151,7 +152,7 @@ struct Summary {
     by_fault: BTreeMap<Fault, BTreeMap<String, usize>>,
 }
 
-pub async fn run(payments: usize, port: u16) -> anyhow::Result<()> {
+pub async fn run(payments: usize, port: u16, provider: &str) -> anyhow::Result<()> {
     if payments == 0 {
         bail!("--payments must be at least 1");
     }
@@ -176,11 +177,12 @@ pub async fn run(payments: usize, port: u16) -> anyhow::Result<()> {
             .build()?,
         api: stack.api_url.clone(),
         sandbox: stack.sandbox_url.clone(),
+        provider: provider.to_owned(),
     };
     let result = push_batch(&demo, payments).await;
     stack.shutdown().await;
     let summary = result?;
-    print_summary(&summary, payments, started.elapsed());
+    print_summary(&summary, payments, provider, started.elapsed());
     let _ = std::fs::remove_dir_all(&work_dir);
     Ok(())
 }
@@ -269,10 +271,10 @@ async fn summarize(demo: &Demo, created: &[Created]) -> anyhow::Result<Summary> 
 }
 
 #[allow(clippy::print_stdout)]
-fn print_summary(summary: &Summary, payments: usize, elapsed: Duration) {
+fn print_summary(summary: &Summary, payments: usize, provider: &str, elapsed: Duration) {
     let count = |s: &str| summary.statuses.get(s).copied().unwrap_or(0);
     println!();
-    println!("Demo summary ({payments} payments through create -> pay -> provider callback)");
+    println!("Demo summary ({payments} payments through create -> pay -> {provider} callback)");
     println!("  created                 {payments}");
     println!("  paid                    {}", count("paid"));
     println!(

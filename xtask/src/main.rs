@@ -32,6 +32,9 @@ enum Task {
         payments: usize,
         #[arg(long, default_value_t = 0)]
         port: u16,
+        /// Which provider protocol the batch goes through; the sandbox plays each of them.
+        #[arg(long, default_value = "sandbox", value_parser = ["sandbox", "alipay", "wechatpay", "unionpay"])]
+        provider: String,
     },
     /// Set up what the tests need and run every test against a fresh local stack.
     Test {
@@ -64,7 +67,11 @@ async fn main() -> anyhow::Result<()> {
     init_logs();
     match Cli::parse().task {
         Task::Up { port, time_scale } => up(port, time_scale).await,
-        Task::Demo { payments, port } => demo::run(payments, port).await,
+        Task::Demo {
+            payments,
+            port,
+            provider,
+        } => demo::run(payments, port, &provider).await,
         Task::Test { cargo_args } => test(cargo_args).await,
         Task::Bench { runs, invocations } => bench::run(runs, invocations).await,
     }
