@@ -440,8 +440,8 @@ fn cases(prefix: &str) -> Vec<Case> {
         Case {
             status: 422,
             ..json_case(
-                "provider wechatpay (known, not configured in the local stack)",
-                with(&oid(), "provider", json!("wechatpay")),
+                "provider unionpay (known, not configured in the local stack)",
+                with(&oid(), "provider", json!("unionpay")),
                 "provider_not_configured",
                 Some("provider"),
             )

@@ -17,3 +17,11 @@ pub const REGION: &str = "us-east-1";
 pub const SANDBOX_MERCHANT_ID: &str = "M100000001";
 /// The Alipay app id the sandbox's Alipay gateway knows us by.
 pub const ALIPAY_APP_ID: &str = "2021000000000001";
+/// The WeChat Pay merchant id the sandbox's WeChat Pay API knows us by.
+pub const WECHATPAY_MCHID: &str = "1900000001";
+/// The WeChat Pay app id bound to that merchant.
+pub const WECHATPAY_APPID: &str = "wx0000000000000001";
+/// Serial of our (pretend) merchant API certificate.
+pub const WECHATPAY_MERCHANT_SERIAL_NO: &str = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1";
+/// The id of the sandbox platform's public key (public-key mode).
+pub const WECHATPAY_PLATFORM_PUBLIC_KEY_ID: &str = "PUB_KEY_ID_0100000000000000000000000000";

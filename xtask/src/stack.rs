@@ -10,9 +10,15 @@ use anyhow::Context as _;
 use crate::front::FrontRoute;
 use crate::lambda::{Emulator, FunctionSpec};
 use crate::moto::Moto;
-use crate::sandbox::{AlipayOptions, KeyPairPem, SandboxHandle, SandboxOptions, generate_rsa_2048};
+use crate::sandbox::{
+    AlipayOptions, KeyPairPem, ProviderSandboxes, SandboxHandle, SandboxOptions, WechatPayOptions,
+    generate_rsa_2048,
+};
 use crate::template::{Resolver, Template};
-use crate::{ALIPAY_APP_ID, REGION, SANDBOX_MERCHANT_ID, venv};
+use crate::{
+    ALIPAY_APP_ID, REGION, SANDBOX_MERCHANT_ID, WECHATPAY_APPID, WECHATPAY_MCHID,
+    WECHATPAY_MERCHANT_SERIAL_NO, WECHATPAY_PLATFORM_PUBLIC_KEY_ID, venv,
+};
 
 pub struct StackOptions {
     /// API port; 0 picks a free one.
@@ -117,6 +123,21 @@ struct Keys {
     sandbox: KeyPairPem,
     alipay_app: KeyPairPem,
     alipay: KeyPairPem,
+    wechatpay_merchant: KeyPairPem,
+    wechatpay_platform: KeyPairPem,
+    /// 32 random ASCII alphanumerics, also written to `wechatpay_apiv3.key`.
+    wechatpay_api_v3_key: Vec<u8>,
+}
+
+/// A fresh APIv3 key (32 ASCII alphanumerics, as the merchant platform issues them).
+fn api_v3_key() -> anyhow::Result<Vec<u8>> {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| anyhow::anyhow!("no randomness"))?;
+    Ok(bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()])
+        .collect())
 }
 
 fn write_keys(dir: &std::path::Path) -> anyhow::Result<Keys> {
@@ -126,6 +147,13 @@ fn write_keys(dir: &std::path::Path) -> anyhow::Result<Keys> {
         sandbox: write_key_pair(dir, "sandbox")?,
         alipay_app: write_key_pair(dir, "alipay_app")?,
         alipay: write_key_pair(dir, "alipay")?,
+        wechatpay_merchant: write_key_pair(dir, "wechatpay_merchant")?,
+        wechatpay_platform: write_key_pair(dir, "wechatpay_platform")?,
+        wechatpay_api_v3_key: {
+            let key = api_v3_key()?;
+            std::fs::write(dir.join("wechatpay_apiv3.key"), &key)?;
+            key
+        },
     })
 }
 
@@ -159,7 +187,20 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
         alipay_private_key_pem: keys.alipay.private_pkcs8_pem,
         seller_id: None,
     };
-    let sandbox = crate::sandbox::start_with_alipay(sandbox_options, Some(alipay)).await?;
+    let wechatpay = WechatPayOptions {
+        mchid: WECHATPAY_MCHID.into(),
+        appid: WECHATPAY_APPID.into(),
+        merchant_serial_no: WECHATPAY_MERCHANT_SERIAL_NO.into(),
+        merchant_public_key_pem: keys.wechatpay_merchant.public_spki_pem,
+        platform_private_key_pem: keys.wechatpay_platform.private_pkcs8_pem,
+        platform_public_key_id: WECHATPAY_PLATFORM_PUBLIC_KEY_ID.into(),
+        api_v3_key: keys.wechatpay_api_v3_key,
+    };
+    let providers = ProviderSandboxes {
+        alipay: Some(alipay),
+        wechatpay: Some(wechatpay),
+    };
+    let sandbox = crate::sandbox::start_with(sandbox_options, providers).await?;
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.api_port))
         .await
@@ -178,6 +219,26 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
     parameters.insert("AlipayAppId".into(), ALIPAY_APP_ID.into());
     parameters.insert("AlipayAppPrivateKey".into(), key("alipay_app_private.pem"));
     parameters.insert("AlipayPublicKey".into(), key("alipay_public.pem"));
+    parameters.insert("WechatPayBaseUrl".into(), sandbox.base_url.clone());
+    parameters.insert("WechatPayMchId".into(), WECHATPAY_MCHID.into());
+    parameters.insert("WechatPayAppId".into(), WECHATPAY_APPID.into());
+    parameters.insert(
+        "WechatPayMerchantSerialNo".into(),
+        WECHATPAY_MERCHANT_SERIAL_NO.into(),
+    );
+    parameters.insert(
+        "WechatPayMerchantKey".into(),
+        key("wechatpay_merchant_private.pem"),
+    );
+    parameters.insert(
+        "WechatPayPlatformPublicKey".into(),
+        key("wechatpay_platform_public.pem"),
+    );
+    parameters.insert(
+        "WechatPayPlatformPublicKeyId".into(),
+        WECHATPAY_PLATFORM_PUBLIC_KEY_ID.into(),
+    );
+    parameters.insert("WechatPayApiV3Key".into(), key("wechatpay_apiv3.key"));
     parameters.insert("CallbackBaseUrl".into(), api_url.clone());
     parameters.insert(
         "ProviderTimeoutMs".into(),

@@ -10,6 +10,7 @@ mod notify;
 mod server;
 mod state;
 mod trades;
+mod wechatpay;
 
 #[cfg(test)]
 mod tests;
@@ -25,6 +26,7 @@ use tracing::{info, warn};
 
 pub use alipay::AlipayOptions;
 pub use keys::{KeyPairPem, generate_rsa_2048, sign_provider_message};
+pub use wechatpay::WechatPayOptions;
 
 /// Timeout of every notification delivery.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -81,9 +83,19 @@ impl Drop for SandboxHandle {
     }
 }
 
-/// Binds, spawns the server task, and returns once listening (`/gateway.do` answers 404).
+/// The real providers the sandbox also plays, each when its section is set.
+#[derive(Clone, Debug, Default)]
+pub struct ProviderSandboxes {
+    /// Alipay's gateway (`POST /gateway.do`).
+    pub alipay: Option<AlipayOptions>,
+    /// WeChat Pay API v3 (`/v3/pay/transactions/*`).
+    pub wechatpay: Option<WechatPayOptions>,
+}
+
+/// Binds, spawns the server task, and returns once listening (`/gateway.do` and `/v3/*`
+/// answer 404).
 pub async fn start(opts: SandboxOptions) -> anyhow::Result<SandboxHandle> {
-    start_with_alipay(opts, None).await
+    start_with(opts, ProviderSandboxes::default()).await
 }
 
 /// [`start`], also playing Alipay's gateway (`POST /gateway.do`) when `alipay` is set.
@@ -91,12 +103,28 @@ pub async fn start_with_alipay(
     opts: SandboxOptions,
     alipay: Option<AlipayOptions>,
 ) -> anyhow::Result<SandboxHandle> {
+    let providers = ProviderSandboxes {
+        alipay,
+        wechatpay: None,
+    };
+    start_with(opts, providers).await
+}
+
+/// [`start`], also playing every provider whose section is set in `providers`.
+pub async fn start_with(
+    opts: SandboxOptions,
+    providers: ProviderSandboxes,
+) -> anyhow::Result<SandboxHandle> {
+    let ProviderSandboxes { alipay, wechatpay } = providers;
     ensure!(opts.time_scale >= 1, "time_scale must be >= 1");
     let provider_key = keys::parse_private_key(&opts.provider_private_key_pem)
         .context("provider_private_key_pem")?;
     let merchant_public_der =
         keys::parse_public_key(&opts.merchant_public_key_pem).context("merchant_public_key_pem")?;
     let alipay = alipay.map(alipay::AlipayConfig::parse).transpose()?;
+    let wechatpay = wechatpay
+        .map(wechatpay::WechatPayConfig::parse)
+        .transpose()?;
     let listener = tokio::net::TcpListener::bind(opts.bind)
         .await
         .with_context(|| format!("binding the sandbox to {}", opts.bind))?;
@@ -114,6 +142,7 @@ pub async fn start_with_alipay(
         base_url: base_url.clone(),
         time_scale: opts.time_scale,
         alipay,
+        wechatpay,
     };
     let shared = Arc::new(state::Shared {
         config,

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use super::alipay::AlipayConfig;
 use super::faults::{FaultTable, Faults};
 use super::keys;
+use super::wechatpay::WechatPayConfig;
 
 pub(crate) const HEADER_MERCHANT: &str = "x-sandbox-merchant";
 pub(crate) const HEADER_TIMESTAMP: &str = "x-sandbox-timestamp";
@@ -35,6 +36,7 @@ pub(crate) enum Status {
 pub(crate) enum Protocol {
     Native,
     Alipay,
+    WechatPay,
 }
 
 /// One delivery (one HTTP request, or one attempt lost by `drop_first`).
@@ -160,6 +162,8 @@ pub(crate) struct Config {
     pub time_scale: u32,
     /// `None`: `/gateway.do` answers 404.
     pub alipay: Option<AlipayConfig>,
+    /// `None`: `/v3/*` answers 404.
+    pub wechatpay: Option<WechatPayConfig>,
 }
 
 /// Everything the handlers and delivery tasks share.

@@ -11,16 +11,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tracing::info;
 
-use super::alipay;
 use super::faults::{CallFault, Faults};
 use super::notify::{self, Job};
 use super::server::{ApiError, parse_json, path_param};
 use super::state::{Inner, Protocol, Shared, Status, Trade, rfc3339_now};
+use super::{alipay, wechatpay};
 
 /// A notification issued by a payment, in the format of the protocol that created the trade.
 pub(crate) enum PaidJob {
     Native(Job),
     Alipay(alipay::NotifyJob),
+    WechatPay(wechatpay::NotifyJob),
 }
 
 /// Body of `POST /v1/trades`.
@@ -228,6 +229,7 @@ pub(crate) async fn pay(
     match job {
         Some(PaidJob::Native(job)) => notify::spawn(shared, job),
         Some(PaidJob::Alipay(job)) => alipay::spawn(shared, job),
+        Some(PaidJob::WechatPay(job)) => wechatpay::spawn(shared, job),
         None => {}
     }
     Ok(Json(json!({ "status": Status::Paid })))
@@ -264,6 +266,9 @@ fn mark_paid(shared: &Shared, trade_no: &str) -> Result<Option<PaidJob>, ApiErro
     let job = match trade.protocol {
         Protocol::Native => notify::paid_job(trade, &faults).map(PaidJob::Native),
         Protocol::Alipay => alipay::paid_job(&shared.config, trade, &faults).map(PaidJob::Alipay),
+        Protocol::WechatPay => {
+            wechatpay::paid_job(&shared.config, trade, &faults).map(PaidJob::WechatPay)
+        }
     };
     if job.is_some() {
         inner.stats.notifications += 1;
