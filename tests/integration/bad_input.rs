@@ -437,15 +437,6 @@ fn cases(prefix: &str) -> Vec<Case> {
             "invalid_field",
             Some("provider"),
         ),
-        Case {
-            status: 422,
-            ..json_case(
-                "provider unionpay (known, not configured in the local stack)",
-                with(&oid(), "provider", json!("unionpay")),
-                "provider_not_configured",
-                Some("provider"),
-            )
-        },
         // Subjects.
         json_case(
             "subject empty",

@@ -11,5 +11,6 @@ mod e2e;
 mod faults;
 mod idempotency;
 mod providers;
+mod providers_unionpay;
 mod providers_wechatpay;
 mod transitions;

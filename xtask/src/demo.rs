@@ -85,14 +85,7 @@ impl Demo {
     async fn create(&self, run: &str, i: usize) -> anyhow::Result<Created> {
         let fault = Fault::for_index(i);
         let subject = format!("demo {run} #{i:03}");
-        let mut knobs = fault.knobs();
-        knobs["scope"] = json!(subject);
-        self.http
-            .put(format!("{}/admin/faults", self.sandbox))
-            .json(&knobs)
-            .send()
-            .await?
-            .error_for_status()?;
+        self.set_faults(&subject, fault).await?;
         let amount_minor = 100 + i64::try_from(i)? * 25;
         let body = json!({
             "order_id": format!("demo-{run}-{i:03}"),
@@ -115,11 +108,29 @@ impl Demo {
                 .map(str::to_owned)
                 .with_context(|| format!("create answered {reply}"))
         };
+        let payment_id = field("payment_id")?;
+        // UnionPay's consume carries no subject: its sandbox scopes knobs by order id (our
+        // payment id) instead, so set them under that scope too, before anyone pays.
+        self.set_faults(&payment_id, fault).await?;
         Ok(Created {
-            payment_id: field("payment_id")?,
+            payment_id,
             pay_url: field("pay_url")?,
             fault,
         })
+    }
+
+    /// Fault knobs apply to trades whose sandbox subject starts with `scope`.
+    async fn set_faults(&self, scope: &str, fault: Fault) -> anyhow::Result<()> {
+        let mut knobs = fault.knobs();
+        knobs["scope"] = json!(scope);
+        let url = format!("{}/admin/faults", self.sandbox);
+        self.http
+            .put(url)
+            .json(&knobs)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
     }
 
     async fn status(&self, payment_id: &str) -> anyhow::Result<String> {

@@ -25,3 +25,10 @@ pub const WECHATPAY_APPID: &str = "wx0000000000000001";
 pub const WECHATPAY_MERCHANT_SERIAL_NO: &str = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1";
 /// The id of the sandbox platform's public key (public-key mode).
 pub const WECHATPAY_PLATFORM_PUBLIC_KEY_ID: &str = "PUB_KEY_ID_0100000000000000000000000000";
+/// The UnionPay merchant id (`merId`, 15 digits) the sandbox's UnionPay gateway knows us by.
+pub const UNIONPAY_MER_ID: &str = "777290058110048";
+/// The serial (decimal) of our merchant signing certificate: the `certId` of our requests.
+pub const UNIONPAY_MERCHANT_CERT_ID: &str = "69903319369";
+/// The CN of the sandbox's UnionPay signer certificate; the third `@`-field is the company our
+/// adapter expects by default.
+pub const UNIONPAY_SIGNER_CN: &str = "041@Z12345678@中国银联股份有限公司@00000001";

@@ -11,13 +11,14 @@ use crate::front::FrontRoute;
 use crate::lambda::{Emulator, FunctionSpec};
 use crate::moto::Moto;
 use crate::sandbox::{
-    AlipayOptions, KeyPairPem, ProviderSandboxes, SandboxHandle, SandboxOptions, WechatPayOptions,
-    generate_rsa_2048,
+    AlipayOptions, KeyPairPem, ProviderSandboxes, SandboxHandle, SandboxOptions, UnionPayOptions,
+    WechatPayOptions, generate_rsa_2048,
 };
 use crate::template::{Resolver, Template};
 use crate::{
-    ALIPAY_APP_ID, REGION, SANDBOX_MERCHANT_ID, WECHATPAY_APPID, WECHATPAY_MCHID,
-    WECHATPAY_MERCHANT_SERIAL_NO, WECHATPAY_PLATFORM_PUBLIC_KEY_ID, venv,
+    ALIPAY_APP_ID, REGION, SANDBOX_MERCHANT_ID, UNIONPAY_MER_ID, UNIONPAY_MERCHANT_CERT_ID,
+    UNIONPAY_SIGNER_CN, WECHATPAY_APPID, WECHATPAY_MCHID, WECHATPAY_MERCHANT_SERIAL_NO,
+    WECHATPAY_PLATFORM_PUBLIC_KEY_ID, venv,
 };
 
 pub struct StackOptions {
@@ -127,6 +128,138 @@ struct Keys {
     wechatpay_platform: KeyPairPem,
     /// 32 random ASCII alphanumerics, also written to `wechatpay_apiv3.key`.
     wechatpay_api_v3_key: Vec<u8>,
+    unionpay: UnionPayPki,
+}
+
+/// UnionPay's side of the keys: a root CA, an intermediate it signs, UnionPay's signer and our
+/// merchant signing certificate (both issued by the intermediate), made by the `openssl` CLI.
+struct UnionPayPki {
+    merchant: KeyPairPem,
+    signer: KeyPairPem,
+    signer_cert_pem: String,
+}
+
+const CA_EXT: &str = "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n";
+const LEAF_EXT: &str = "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n";
+
+/// Runs `openssl args..` in `dir`; fails with its stderr.
+fn openssl(dir: &std::path::Path, args: &[&str]) -> anyhow::Result<()> {
+    let output = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .context("running openssl (is it installed?)")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "openssl {}: {}",
+        args.first().unwrap_or(&""),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
+/// Issues `unionpay_{name}.pem` for the key `key_file` and `subject`, signed by the CA
+/// `unionpay_{issuer}` (self-signed when `None`).
+fn issue(
+    dir: &std::path::Path,
+    name: &str,
+    key_file: &str,
+    subject: &str,
+    issuer: Option<&str>,
+    serial: &str,
+) -> anyhow::Result<()> {
+    let (csr, pem, ext) = (
+        format!("unionpay_{name}.csr"),
+        format!("unionpay_{name}.pem"),
+        format!("unionpay_{name}.ext"),
+    );
+    std::fs::write(
+        dir.join(&ext),
+        if name.starts_with("ca_") {
+            CA_EXT
+        } else {
+            LEAF_EXT
+        },
+    )?;
+    openssl(
+        dir,
+        &[
+            "req", "-new", "-utf8", "-key", key_file, "-subj", subject, "-out", &csr,
+        ],
+    )?;
+    let (ca_pem, ca_key) = match issuer {
+        Some(issuer) => (
+            format!("unionpay_{issuer}.pem"),
+            format!("unionpay_{issuer}_private.pem"),
+        ),
+        None => (String::new(), String::new()),
+    };
+    let mut args = vec![
+        "x509",
+        "-req",
+        "-sha256",
+        "-days",
+        "3650",
+        "-in",
+        &csr,
+        "-extfile",
+        &ext,
+        "-set_serial",
+        serial,
+        "-out",
+        &pem,
+    ];
+    match issuer {
+        Some(_) => args.extend(["-CA", ca_pem.as_str(), "-CAkey", ca_key.as_str()]),
+        None => args.extend(["-signkey", key_file]),
+    }
+    openssl(dir, &args)?;
+    let _ = std::fs::remove_file(dir.join(csr));
+    Ok(())
+}
+
+fn write_unionpay_pki(dir: &std::path::Path) -> anyhow::Result<UnionPayPki> {
+    let merchant = write_key_pair(dir, "unionpay_merchant")?;
+    let signer = write_key_pair(dir, "unionpay_signer")?;
+    for (name, subject, issuer, serial) in [
+        (
+            "ca_root",
+            "/C=CN/O=Sandbox UnionPay Root CA/CN=Sandbox Root",
+            None,
+            "1",
+        ),
+        (
+            "ca_intermediate",
+            "/C=CN/O=Sandbox UnionPay CA/CN=Sandbox OCA1",
+            Some("ca_root"),
+            "2",
+        ),
+    ] {
+        write_key_pair(dir, &format!("unionpay_{name}"))?;
+        let key = format!("unionpay_{name}_private.pem");
+        issue(dir, name, &key, subject, issuer, serial)?;
+    }
+    issue(
+        dir,
+        "signer",
+        "unionpay_signer_private.pem",
+        &format!("/C=CN/O=China UnionPay/CN={UNIONPAY_SIGNER_CN}"),
+        Some("ca_intermediate"),
+        "3",
+    )?;
+    issue(
+        dir,
+        "merchant",
+        "unionpay_merchant_private.pem",
+        &format!("/C=CN/O=Sandbox Merchant/CN=041@Z00000000@{UNIONPAY_MER_ID}:SIGN@00000001"),
+        Some("ca_intermediate"),
+        UNIONPAY_MERCHANT_CERT_ID,
+    )?;
+    Ok(UnionPayPki {
+        merchant,
+        signer,
+        signer_cert_pem: std::fs::read_to_string(dir.join("unionpay_signer.pem"))?,
+    })
 }
 
 /// A fresh APIv3 key (32 ASCII alphanumerics, as the merchant platform issues them).
@@ -154,6 +287,7 @@ fn write_keys(dir: &std::path::Path) -> anyhow::Result<Keys> {
             std::fs::write(dir.join("wechatpay_apiv3.key"), &key)?;
             key
         },
+        unionpay: write_unionpay_pki(dir).context("making the UnionPay certificates")?,
     })
 }
 
@@ -196,9 +330,17 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
         platform_public_key_id: WECHATPAY_PLATFORM_PUBLIC_KEY_ID.into(),
         api_v3_key: keys.wechatpay_api_v3_key,
     };
+    let unionpay = UnionPayOptions {
+        mer_id: UNIONPAY_MER_ID.into(),
+        merchant_cert_id: UNIONPAY_MERCHANT_CERT_ID.into(),
+        merchant_public_key_pem: keys.unionpay.merchant.public_spki_pem,
+        signer_private_key_pem: keys.unionpay.signer.private_pkcs8_pem,
+        signer_cert_pem: keys.unionpay.signer_cert_pem,
+    };
     let providers = ProviderSandboxes {
         alipay: Some(alipay),
         wechatpay: Some(wechatpay),
+        unionpay: Some(unionpay),
     };
     let sandbox = crate::sandbox::start_with(sandbox_options, providers).await?;
 
@@ -239,6 +381,18 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
         WECHATPAY_PLATFORM_PUBLIC_KEY_ID.into(),
     );
     parameters.insert("WechatPayApiV3Key".into(), key("wechatpay_apiv3.key"));
+    parameters.insert("UnionPayBaseUrl".into(), sandbox.base_url.clone());
+    parameters.insert("UnionPayMerId".into(), UNIONPAY_MER_ID.into());
+    parameters.insert(
+        "UnionPaySignKey".into(),
+        key("unionpay_merchant_private.pem"),
+    );
+    parameters.insert("UnionPaySignCert".into(), key("unionpay_merchant.pem"));
+    parameters.insert("UnionPayRootCert".into(), key("unionpay_ca_root.pem"));
+    parameters.insert(
+        "UnionPayIntermediateCert".into(),
+        key("unionpay_ca_intermediate.pem"),
+    );
     parameters.insert("CallbackBaseUrl".into(), api_url.clone());
     parameters.insert(
         "ProviderTimeoutMs".into(),

@@ -10,6 +10,7 @@ mod notify;
 mod server;
 mod state;
 mod trades;
+mod unionpay;
 mod wechatpay;
 
 #[cfg(test)]
@@ -26,6 +27,7 @@ use tracing::{info, warn};
 
 pub use alipay::AlipayOptions;
 pub use keys::{KeyPairPem, generate_rsa_2048, sign_provider_message};
+pub use unionpay::UnionPayOptions;
 pub use wechatpay::WechatPayOptions;
 
 /// Timeout of every notification delivery.
@@ -90,10 +92,12 @@ pub struct ProviderSandboxes {
     pub alipay: Option<AlipayOptions>,
     /// WeChat Pay API v3 (`/v3/pay/transactions/*`).
     pub wechatpay: Option<WechatPayOptions>,
+    /// UnionPay's gateway (`/gateway/api/backTransReq.do`, `/gateway/api/queryTrans.do`).
+    pub unionpay: Option<UnionPayOptions>,
 }
 
-/// Binds, spawns the server task, and returns once listening (`/gateway.do` and `/v3/*`
-/// answer 404).
+/// Binds, spawns the server task, and returns once listening (`/gateway.do`, `/v3/*` and
+/// `/gateway/api/*` answer 404).
 pub async fn start(opts: SandboxOptions) -> anyhow::Result<SandboxHandle> {
     start_with(opts, ProviderSandboxes::default()).await
 }
@@ -106,6 +110,7 @@ pub async fn start_with_alipay(
     let providers = ProviderSandboxes {
         alipay,
         wechatpay: None,
+        unionpay: None,
     };
     start_with(opts, providers).await
 }
@@ -115,7 +120,11 @@ pub async fn start_with(
     opts: SandboxOptions,
     providers: ProviderSandboxes,
 ) -> anyhow::Result<SandboxHandle> {
-    let ProviderSandboxes { alipay, wechatpay } = providers;
+    let ProviderSandboxes {
+        alipay,
+        wechatpay,
+        unionpay,
+    } = providers;
     ensure!(opts.time_scale >= 1, "time_scale must be >= 1");
     let provider_key = keys::parse_private_key(&opts.provider_private_key_pem)
         .context("provider_private_key_pem")?;
@@ -125,6 +134,7 @@ pub async fn start_with(
     let wechatpay = wechatpay
         .map(wechatpay::WechatPayConfig::parse)
         .transpose()?;
+    let unionpay = unionpay.map(unionpay::UnionPayConfig::parse).transpose()?;
     let listener = tokio::net::TcpListener::bind(opts.bind)
         .await
         .with_context(|| format!("binding the sandbox to {}", opts.bind))?;
@@ -143,6 +153,7 @@ pub async fn start_with(
         time_scale: opts.time_scale,
         alipay,
         wechatpay,
+        unionpay,
     };
     let shared = Arc::new(state::Shared {
         config,

@@ -18,7 +18,7 @@ use tracing::{debug, warn};
 use super::state::{
     HEADER_MERCHANT, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, Shared, unix_now,
 };
-use super::{admin, alipay, keys, trades, wechatpay};
+use super::{admin, alipay, keys, trades, unionpay, wechatpay};
 
 /// Largest request body accepted.
 const MAX_BODY_BYTES: usize = 1 << 20;
@@ -41,6 +41,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/admin/stats", get(admin::stats))
         .route("/admin/trades/{out_trade_no}", get(admin::trade))
         .merge(wechatpay::routes(Arc::clone(&shared)))
+        .merge(unionpay::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             Arc::clone(&shared),

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use super::alipay::AlipayConfig;
 use super::faults::{FaultTable, Faults};
 use super::keys;
+use super::unionpay::UnionPayConfig;
 use super::wechatpay::WechatPayConfig;
 
 pub(crate) const HEADER_MERCHANT: &str = "x-sandbox-merchant";
@@ -37,6 +38,7 @@ pub(crate) enum Protocol {
     Native,
     Alipay,
     WechatPay,
+    UnionPay,
 }
 
 /// One delivery (one HTTP request, or one attempt lost by `drop_first`).
@@ -101,6 +103,8 @@ pub(crate) struct Inner {
     pub trade_nos: HashMap<String, String>,
     pub faults: FaultTable,
     pub stats: Stats,
+    /// UnionPay consumes: orderId -> the consume's `txnTime`, echoed by its notification.
+    pub unionpay_txn_times: HashMap<String, String>,
 }
 
 impl Inner {
@@ -164,6 +168,8 @@ pub(crate) struct Config {
     pub alipay: Option<AlipayConfig>,
     /// `None`: `/v3/*` answers 404.
     pub wechatpay: Option<WechatPayConfig>,
+    /// `None`: `/gateway/api/*` answers 404.
+    pub unionpay: Option<UnionPayConfig>,
 }
 
 /// Everything the handlers and delivery tasks share.

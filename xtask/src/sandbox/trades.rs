@@ -15,13 +15,14 @@ use super::faults::{CallFault, Faults};
 use super::notify::{self, Job};
 use super::server::{ApiError, parse_json, path_param};
 use super::state::{Inner, Protocol, Shared, Status, Trade, rfc3339_now};
-use super::{alipay, wechatpay};
+use super::{alipay, unionpay, wechatpay};
 
 /// A notification issued by a payment, in the format of the protocol that created the trade.
 pub(crate) enum PaidJob {
     Native(Job),
     Alipay(alipay::NotifyJob),
     WechatPay(wechatpay::NotifyJob),
+    UnionPay(unionpay::NotifyJob),
 }
 
 /// Body of `POST /v1/trades`.
@@ -230,6 +231,7 @@ pub(crate) async fn pay(
         Some(PaidJob::Native(job)) => notify::spawn(shared, job),
         Some(PaidJob::Alipay(job)) => alipay::spawn(shared, job),
         Some(PaidJob::WechatPay(job)) => wechatpay::spawn(shared, job),
+        Some(PaidJob::UnionPay(job)) => unionpay::spawn(shared, job),
         None => {}
     }
     Ok(Json(json!({ "status": Status::Paid })))
@@ -246,6 +248,11 @@ fn mark_paid(shared: &Shared, trade_no: &str) -> Result<Option<PaidJob>, ApiErro
             .clone();
         inner.faults.for_subject(&subject)
     };
+    let txn_time = inner
+        .trade_nos
+        .get(trade_no)
+        .and_then(|out_trade_no| inner.unionpay_txn_times.get(out_trade_no))
+        .cloned();
     let trade = inner
         .trade_by_no(trade_no)
         .ok_or_else(ApiError::not_exist)?;
@@ -268,6 +275,9 @@ fn mark_paid(shared: &Shared, trade_no: &str) -> Result<Option<PaidJob>, ApiErro
         Protocol::Alipay => alipay::paid_job(&shared.config, trade, &faults).map(PaidJob::Alipay),
         Protocol::WechatPay => {
             wechatpay::paid_job(&shared.config, trade, &faults).map(PaidJob::WechatPay)
+        }
+        Protocol::UnionPay => {
+            unionpay::paid_job(&shared.config, trade, txn_time, &faults).map(PaidJob::UnionPay)
         }
     };
     if job.is_some() {
