@@ -11,6 +11,4 @@ mod e2e;
 mod faults;
 mod idempotency;
 mod providers;
-mod providers_unionpay;
-mod providers_wechatpay;
 mod transitions;
