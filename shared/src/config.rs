@@ -3,13 +3,15 @@
 //! A provider is configured when its base URL variable is set and not empty; then every one of its
 //! required variables must be present, or the cold start fails naming the missing one. Secrets
 //! (private keys, the WeChat Pay APIv3 key) are named by a source: `file:/path` (or a bare absolute
-//! path). Secrets Manager and SSM sources are not wired yet: a deployment that names one fails at
-//! cold start with a clear message rather than at the first request.
+//! path), `ssm:<parameter name>` (a parameter, decrypted) or `secretsmanager:<name or ARN>`. The
+//! AWS sources are fetched once at cold start by [`fetch_secrets`] (one request per distinct
+//! source) and cached in memory; an unknown source fails the cold start naming its variable.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, anyhow, bail};
 
 use crate::app::Deps;
 use crate::clock::{RandomIds, SystemClock};
@@ -27,29 +29,173 @@ use crate::store::DynamoStore;
 /// The signer company UnionPay puts in its certificates' CN.
 pub const UNIONPAY_SIGNER_CN: &str = "中国银联股份有限公司";
 
-/// Reads a secret from its source. Never logs the value.
-pub fn read_secret(source: &str) -> anyhow::Result<String> {
-    String::from_utf8(read_secret_bytes(source)?).context("secret is not UTF-8")
+/// Every variable that names a secret source (keys, certificates, the WeChat Pay APIv3 key).
+pub const SECRET_VARIABLES: &[&str] = &[
+    "SANDBOX_MERCHANT_KEY",
+    "SANDBOX_PROVIDER_PUBLIC_KEY",
+    "ALIPAY_APP_PRIVATE_KEY",
+    "ALIPAY_PUBLIC_KEY",
+    "WECHATPAY_MERCHANT_KEY",
+    "WECHATPAY_PLATFORM_CERTS",
+    "WECHATPAY_PLATFORM_PUBLIC_KEY",
+    "WECHATPAY_API_V3_KEY",
+    "UNIONPAY_SIGN_KEY",
+    "UNIONPAY_SIGN_CERT",
+    "UNIONPAY_ROOT_CERT",
+    "UNIONPAY_INTERMEDIATE_CERT",
+];
+
+/// Where a secret lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretSource<'a> {
+    /// `file:/path` or a bare absolute path.
+    File(&'a str),
+    /// `ssm:<parameter name>`, read with decryption.
+    Ssm(&'a str),
+    /// `secretsmanager:<name or ARN>`: its `SecretString`, or its `SecretBinary` bytes.
+    SecretsManager(&'a str),
 }
 
-fn read_secret_bytes(source: &str) -> anyhow::Result<Vec<u8>> {
-    if let Some(path) = source
-        .strip_prefix("file:")
-        .or_else(|| source.starts_with('/').then_some(source))
-    {
-        return std::fs::read(path).with_context(|| format!("reading secret file {path}"));
+impl<'a> SecretSource<'a> {
+    pub fn parse(source: &'a str) -> anyhow::Result<Self> {
+        let nonempty = |rest: &'a str| {
+            (!rest.is_empty())
+                .then_some(rest)
+                .ok_or_else(|| anyhow!("empty secret source {source:?}"))
+        };
+        if source.starts_with('/') {
+            Ok(Self::File(source))
+        } else if let Some(path) = source.strip_prefix("file:") {
+            nonempty(path).map(Self::File)
+        } else if let Some(name) = source.strip_prefix("ssm:") {
+            nonempty(name).map(Self::Ssm)
+        } else if let Some(id) = source.strip_prefix("secretsmanager:") {
+            nonempty(id).map(Self::SecretsManager)
+        } else {
+            bail!(
+                "unsupported secret source {source:?}: use file:/path, ssm:<parameter name> or \
+                 secretsmanager:<name or ARN>"
+            )
+        }
     }
-    bail!(
-        "unsupported secret source {source:?}: use file:/path (Secrets Manager and SSM are not wired yet)"
-    )
 }
 
-/// The environment, as a lookup (tests pass a map). Empty values count as unset.
-pub struct Env<'a>(pub &'a dyn Fn(&str) -> Option<String>);
+/// Secrets fetched from AWS at cold start, by their source string (`ssm:...`, `secretsmanager:...`).
+pub type SecretCache = HashMap<String, Vec<u8>>;
 
-impl Env<'_> {
+/// Fetches every distinct AWS secret source named by a [`SECRET_VARIABLES`] variable, once.
+///
+/// Validates every source (an unknown one fails naming its variable). Builds an SSM or Secrets
+/// Manager client from `aws` only when some source needs it. Never logs a value.
+pub async fn fetch_secrets(
+    lookup: &dyn Fn(&str) -> Option<String>,
+    aws: &aws_config::SdkConfig,
+) -> anyhow::Result<SecretCache> {
+    let mut cache = SecretCache::new();
+    let mut clients = SecretClients::default();
+    for (name, source) in secret_sources(lookup)? {
+        if cache.contains_key(&source) {
+            continue;
+        }
+        let value = match SecretSource::parse(&source)? {
+            SecretSource::File(_) => continue,
+            SecretSource::Ssm(parameter) => clients.ssm_parameter(aws, parameter).await,
+            SecretSource::SecretsManager(id) => clients.secrets_manager_value(aws, id).await,
+        }
+        .with_context(|| format!("{name}: fetching secret {source:?}"))?;
+        cache.insert(source, value);
+    }
+    tracing::info!(count = cache.len(), "fetched secrets from AWS");
+    Ok(cache)
+}
+
+/// The set secret variables with their sources, each source validated.
+fn secret_sources(
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let set = SECRET_VARIABLES
+        .iter()
+        .filter_map(|name| Some((*name, lookup(name).filter(|v| !v.is_empty())?)));
+    set.map(|(name, source)| {
+        SecretSource::parse(&source).with_context(|| name.to_owned())?;
+        Ok((name, source))
+    })
+    .collect()
+}
+
+/// The AWS clients that secret sources need, built on first use.
+#[derive(Default)]
+struct SecretClients {
+    ssm: Option<aws_sdk_ssm::Client>,
+    secrets_manager: Option<aws_sdk_secretsmanager::Client>,
+}
+
+impl SecretClients {
+    async fn ssm_parameter(
+        &mut self,
+        aws: &aws_config::SdkConfig,
+        name: &str,
+    ) -> anyhow::Result<Vec<u8>> {
+        let client = self
+            .ssm
+            .get_or_insert_with(|| aws_sdk_ssm::Client::new(aws));
+        let output = client
+            .get_parameter()
+            .name(name)
+            .with_decryption(true)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "{}",
+                    aws_smithy_types::error::display::DisplayErrorContext(e)
+                )
+            })?;
+        let value = output.parameter.and_then(|p| p.value);
+        Ok(value.context("the parameter has no value")?.into_bytes())
+    }
+
+    async fn secrets_manager_value(
+        &mut self,
+        aws: &aws_config::SdkConfig,
+        id: &str,
+    ) -> anyhow::Result<Vec<u8>> {
+        let client = self
+            .secrets_manager
+            .get_or_insert_with(|| aws_sdk_secretsmanager::Client::new(aws));
+        let output = client
+            .get_secret_value()
+            .secret_id(id)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "{}",
+                    aws_smithy_types::error::display::DisplayErrorContext(e)
+                )
+            })?;
+        match (output.secret_string, output.secret_binary) {
+            (Some(text), _) => Ok(text.into_bytes()),
+            (None, Some(blob)) => Ok(blob.into_inner()),
+            (None, None) => bail!("the secret has no value"),
+        }
+    }
+}
+
+/// The environment, as a lookup (tests pass a map), with the secrets fetched at cold start. Empty
+/// values count as unset.
+pub struct Env<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    secrets: &'a SecretCache,
+}
+
+impl<'a> Env<'a> {
+    pub fn new(lookup: &'a dyn Fn(&str) -> Option<String>, secrets: &'a SecretCache) -> Self {
+        Self { lookup, secrets }
+    }
+
     fn get(&self, name: &str) -> Option<String> {
-        (self.0)(name).filter(|v| !v.is_empty())
+        (self.lookup)(name).filter(|v| !v.is_empty())
     }
 
     fn require(&self, name: &str) -> anyhow::Result<String> {
@@ -57,16 +203,38 @@ impl Env<'_> {
             .with_context(|| format!("environment variable {name} is not set"))
     }
 
+    /// The secret that variable `name` names: read from its file, or taken from the cold-start
+    /// cache. Never logs the value.
+    pub fn secret_bytes(&self, name: &str) -> anyhow::Result<Vec<u8>> {
+        let source = self.require(name)?;
+        self.read_source(&source).with_context(|| name.to_owned())
+    }
+
+    fn read_source(&self, source: &str) -> anyhow::Result<Vec<u8>> {
+        match SecretSource::parse(source)? {
+            SecretSource::File(path) => {
+                std::fs::read(path).with_context(|| format!("reading secret file {path}"))
+            }
+            SecretSource::Ssm(_) | SecretSource::SecretsManager(_) => self
+                .secrets
+                .get(source)
+                .cloned()
+                .with_context(|| format!("secret {source:?} was not fetched at cold start")),
+        }
+    }
+
+    /// [`Env::secret_bytes`] as UTF-8 text.
+    pub fn secret(&self, name: &str) -> anyhow::Result<String> {
+        String::from_utf8(self.secret_bytes(name)?)
+            .map_err(|_| anyhow!("{name}: secret is not UTF-8"))
+    }
+
     fn signer(&self, name: &str) -> anyhow::Result<RsaSigner> {
-        RsaSigner::from_pem(&read_secret(&self.require(name)?)?).with_context(|| name.to_owned())
+        RsaSigner::from_pem(&self.secret(name)?).with_context(|| name.to_owned())
     }
 
     fn verifier(&self, name: &str) -> anyhow::Result<RsaVerifier> {
-        RsaVerifier::from_pem(&read_secret(&self.require(name)?)?).with_context(|| name.to_owned())
-    }
-
-    fn secret(&self, name: &str) -> anyhow::Result<String> {
-        read_secret(&self.require(name)?).with_context(|| name.to_owned())
+        RsaVerifier::from_pem(&self.secret(name)?).with_context(|| name.to_owned())
     }
 
     fn timeout(&self) -> anyhow::Result<Duration> {
@@ -145,8 +313,7 @@ fn wechatpay(
     base_url: String,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<WechatPayProvider> {
-    let api_v3_key =
-        read_secret_bytes(&env.require("WECHATPAY_API_V3_KEY")?).context("WECHATPAY_API_V3_KEY")?;
+    let api_v3_key = env.secret_bytes("WECHATPAY_API_V3_KEY")?;
     let config = WechatPayConfig {
         base_url,
         mchid: env.require("WECHATPAY_MCHID")?,
@@ -222,8 +389,12 @@ pub enum Wiring {
 /// configured providers when it needs them, the system clock.
 pub async fn deps_from_env(wiring: Wiring) -> anyhow::Result<Deps> {
     let lookup = |name: &str| std::env::var(name).ok();
-    let env = Env(&lookup);
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let secrets = match wiring {
+        Wiring::StoreOnly => SecretCache::new(),
+        Wiring::StoreAndProviders => fetch_secrets(&lookup, &aws).await?,
+    };
+    let env = Env::new(&lookup, &secrets);
     let client = aws_sdk_dynamodb::Client::new(&aws);
     let store = DynamoStore::new(
         client,
@@ -276,13 +447,52 @@ mod tests {
     }
 
     fn configured(vars: &HashMap<&str, String>) -> anyhow::Result<Vec<ProviderName>> {
+        configured_with(vars, &SecretCache::new())
+    }
+
+    fn configured_with(
+        vars: &HashMap<&str, String>,
+        secrets: &SecretCache,
+    ) -> anyhow::Result<Vec<ProviderName>> {
         let lookup = |name: &str| vars.get(name).cloned();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let providers = providers(&Env(&lookup), &clock)?;
+        let providers = providers(&Env::new(&lookup, secrets), &clock)?;
         Ok(ProviderName::ALL
             .into_iter()
             .filter(|p| providers.get(*p).is_some())
             .collect())
+    }
+
+    #[test]
+    fn secret_sources_parse() {
+        let parse = |s| SecretSource::parse(s).map_err(|e| e.to_string());
+        assert_eq!(parse("file:/k.pem"), Ok(SecretSource::File("/k.pem")));
+        assert_eq!(parse("/k.pem"), Ok(SecretSource::File("/k.pem")));
+        assert_eq!(
+            parse("ssm:/payments/k"),
+            Ok(SecretSource::Ssm("/payments/k"))
+        );
+        assert_eq!(
+            parse("secretsmanager:payments/k"),
+            Ok(SecretSource::SecretsManager("payments/k"))
+        );
+        let arn = "arn:aws:secretsmanager:ap-east-1:123456789012:secret:payments/k-AbCdEf";
+        let source = format!("secretsmanager:{arn}");
+        assert_eq!(parse(&source), Ok(SecretSource::SecretsManager(arn)));
+        for bad in ["vault:k", "k.pem", "ssm:", "file:", "SSM:/k", ""] {
+            let err = parse(bad).expect_err(bad);
+            assert!(err.contains("secret source"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_sources_fail_naming_the_variable() {
+        let lookup = |name: &str| (name == "UNIONPAY_ROOT_CERT").then(|| "vault:x".to_owned());
+        let err = secret_sources(&lookup).expect_err("unknown source");
+        assert!(format!("{err:#}").contains("UNIONPAY_ROOT_CERT"), "{err:#}");
+        let lookup = |name: &str| (name == "ALIPAY_PUBLIC_KEY").then(|| "ssm:/p/k".to_owned());
+        let sources = secret_sources(&lookup).expect("ssm source");
+        assert_eq!(sources, vec![("ALIPAY_PUBLIC_KEY", "ssm:/p/k".to_owned())]);
     }
 
     #[test]
@@ -307,14 +517,24 @@ mod tests {
         );
         vars.insert("ALIPAY_APP_ID", "2021000000000000".into());
         vars.insert("ALIPAY_APP_PRIVATE_KEY", file("private.pem"));
-        vars.insert(
-            "ALIPAY_PUBLIC_KEY",
-            "ssm:/payments/alipay-public-key".into(),
-        );
-        let unsupported = configured(&vars).expect_err("ssm not wired");
+        vars.insert("ALIPAY_PUBLIC_KEY", "vault:/payments/alipay".into());
+        let unsupported = configured(&vars).expect_err("unknown source");
+        let message = format!("{unsupported:#}");
+        assert!(message.contains("unsupported secret source"), "{message}");
+        assert!(message.contains("ALIPAY_PUBLIC_KEY"), "{message}");
+
+        let ssm = "ssm:/payments/alipay-public-key";
+        vars.insert("ALIPAY_PUBLIC_KEY", ssm.into());
+        let unfetched = configured(&vars).expect_err("ssm source not in the cache");
         assert!(
-            format!("{unsupported:#}").contains("unsupported secret source"),
-            "{unsupported:#}"
+            format!("{unfetched:#}").contains("not fetched at cold start"),
+            "{unfetched:#}"
+        );
+        let public = std::fs::read(dir.join("public.pem")).expect("public key");
+        let cache = SecretCache::from([(ssm.to_owned(), public)]);
+        assert_eq!(
+            configured_with(&vars, &cache).expect("alipay from the cache"),
+            vec![ProviderName::Alipay]
         );
         vars.insert("ALIPAY_PUBLIC_KEY", file("public.pem"));
         assert_eq!(

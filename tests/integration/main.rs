@@ -11,4 +11,5 @@ mod e2e;
 mod faults;
 mod idempotency;
 mod providers;
+mod secrets;
 mod transitions;

@@ -14,6 +14,8 @@ mod unionpay;
 mod wechatpay;
 
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;
 
 use std::net::SocketAddr;

@@ -34,14 +34,62 @@ pub(crate) struct Notice {
 /// One notification to deliver, with the knobs decided when it was issued.
 pub(crate) struct Job {
     notice: Notice,
-    notify_url: String,
-    delay: Option<Duration>,
+    target: Target,
     reorder: bool,
+}
+
+/// Where a notification goes and under which ids it is logged, common to every protocol.
+pub(crate) struct Target {
+    /// Names the trade whose knobs apply and whose delivery log records the attempts.
+    pub out_trade_no: String,
+    /// Names the notification in the delivery log.
+    pub notify_id: String,
+    pub notify_url: String,
+    /// The `delay` knob as decided when the notification was issued.
+    pub delay: Option<Duration>,
+}
+
+impl Target {
+    /// To the trade's notify URL, under the `delay` knob as decided now.
+    pub(crate) fn for_trade(trade: &Trade, notify_id: String, faults: &Faults) -> Self {
+        Self {
+            out_trade_no: trade.out_trade_no.clone(),
+            notify_id,
+            notify_url: trade.notify_url.clone(),
+            delay: faults.delay(),
+        }
+    }
+}
+
+/// The request of one attempt; every copy sent by the `duplicate` knob is identical.
+pub(crate) struct Wire {
+    /// Including the content type.
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// What a protocol contributes to the shared delivery machinery of [`deliver`].
+pub(crate) trait Delivery: Send + 'static {
+    /// The notification in log messages, such as `"Alipay notification"`.
+    const NOTIFICATION: &'static str;
+    /// Resends after the first attempt, in seconds (divided by the time scale); then give up.
+    const RESEND_SCHEDULE_SECS: &'static [u64];
+
+    fn target(&self) -> &Target;
+
+    /// The request for one attempt, signed under the `forge` knob as it is set now.
+    fn wire(&self, shared: &Shared, forge: bool) -> anyhow::Result<Wire>;
+
+    /// Whether the receiver's answer acknowledges the notification.
+    fn acked(http_status: u16, body: &[u8]) -> bool;
+
+    /// Called after every attempt that put at least one request on the wire.
+    fn on_sent(&mut self, _shared: &Arc<Shared>) {}
 }
 
 /// What one attempt amounted to.
 enum Attempt {
-    /// Lost by `drop_first`: nothing went on the wire.
+    /// Lost by `drop_first` (or unsigned): nothing went on the wire.
     Lost,
     /// At least one request was sent; `acked` when any copy was acknowledged.
     Sent { acked: bool },
@@ -73,31 +121,50 @@ pub(crate) fn paid_job(trade: &Trade, faults: &Faults) -> Option<Job> {
         paid_at: trade.paid_at.clone(),
     };
     Some(Job {
+        target: Target::for_trade(trade, notice.notify_id.clone(), faults),
         notice,
-        notify_url: trade.notify_url.clone(),
-        delay: faults.delay(),
         reorder: faults.reorder(),
     })
 }
 
+/// A native job with its JSON body, encoded once.
+struct Native {
+    job: Job,
+    body: Bytes,
+}
+
+impl Delivery for Native {
+    const NOTIFICATION: &'static str = "notification";
+    const RESEND_SCHEDULE_SECS: &'static [u64] = &RESEND_SCHEDULE_SECS;
+
+    fn target(&self) -> &Target {
+        &self.job.target
+    }
+
+    fn wire(&self, shared: &Shared, forge: bool) -> anyhow::Result<Wire> {
+        let mut headers = shared.sign_headers(&self.body, forge)?;
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Ok(Wire {
+            headers,
+            body: self.body.clone(),
+        })
+    }
+
+    /// Acknowledged only by HTTP 200 with `{"code":"SUCCESS"}`.
+    fn acked(http_status: u16, body: &[u8]) -> bool {
+        http_status == 200 && is_success(body)
+    }
+
+    /// The `reorder` knob fires once, after the first attempt that went on the wire.
+    fn on_sent(&mut self, shared: &Arc<Shared>) {
+        if std::mem::take(&mut self.job.reorder) {
+            spawn_wait_pay(shared, &self.job);
+        }
+    }
+}
+
 /// Runs the job on its own task.
 pub(crate) fn spawn(shared: Arc<Shared>, job: Job) {
-    tokio::spawn(run(shared, job));
-}
-
-/// The delay before resend number `resend` (1-based), scaled.
-pub(crate) fn resend_delay(resend: usize, time_scale: u32) -> Option<Duration> {
-    let secs = RESEND_SCHEDULE_SECS.get(resend.checked_sub(1)?)?;
-    Some(Duration::from_secs(*secs) / time_scale.max(1))
-}
-
-/// First attempt (after the optional delay), then the bounded resend schedule.
-async fn run(shared: Arc<Shared>, mut job: Job) {
-    if let Some(delay) = job.delay
-        && !shared.sleep(delay).await
-    {
-        return;
-    }
     let body = match serde_json::to_vec(&job.notice) {
         Ok(body) => Bytes::from(body),
         Err(e) => {
@@ -105,8 +172,36 @@ async fn run(shared: Arc<Shared>, mut job: Job) {
             return;
         }
     };
-    for resend in 0..=RESEND_SCHEDULE_SECS.len() {
-        if let Some(wait) = resend_delay(resend, shared.config.time_scale)
+    tokio::spawn(deliver(shared, Native { job, body }));
+}
+
+/// The delay before resend number `resend` (1-based), scaled.
+#[cfg(test)]
+pub(crate) fn resend_delay(resend: usize, time_scale: u32) -> Option<Duration> {
+    scaled_resend_delay(&RESEND_SCHEDULE_SECS, resend, time_scale)
+}
+
+/// The delay before resend number `resend` (1-based) of `schedule`, divided by the time scale.
+pub(crate) fn scaled_resend_delay(
+    schedule: &[u64],
+    resend: usize,
+    time_scale: u32,
+) -> Option<Duration> {
+    let secs = schedule.get(resend.checked_sub(1)?)?;
+    Some(Duration::from_secs(*secs) / time_scale.max(1))
+}
+
+/// First attempt (after the optional delay), then the bounded resend schedule; every sleep
+/// ends early when the sandbox shuts down.
+pub(crate) async fn deliver<D: Delivery>(shared: Arc<Shared>, mut job: D) {
+    if let Some(delay) = job.target().delay
+        && !shared.sleep(delay).await
+    {
+        return;
+    }
+    for resend in 0..=D::RESEND_SCHEDULE_SECS.len() {
+        if let Some(wait) =
+            scaled_resend_delay(D::RESEND_SCHEDULE_SECS, resend, shared.config.time_scale)
             && !shared.sleep(wait).await
         {
             return;
@@ -115,18 +210,27 @@ async fn run(shared: Arc<Shared>, mut job: Job) {
             return;
         }
         let attempt = u32::try_from(resend + 1).unwrap_or(u32::MAX);
-        let outcome = attempt_delivery(&shared, &job, &body, attempt).await;
+        let outcome = attempt_delivery(&shared, &job, attempt).await;
         if let Attempt::Sent { acked } = outcome {
-            if std::mem::take(&mut job.reorder) {
-                spawn_wait_pay(&shared, &job);
-            }
+            job.on_sent(&shared);
             if acked {
-                info!(notify_id = %job.notice.notify_id, attempt, "sandbox: notification acknowledged");
+                let notify_id = job.target().notify_id.as_str();
+                info!(
+                    notify_id,
+                    attempt,
+                    "sandbox: {} acknowledged",
+                    D::NOTIFICATION
+                );
                 return;
             }
         }
     }
-    warn!(notify_id = %job.notice.notify_id, "sandbox: notification given up after the resend schedule");
+    let notify_id = job.target().notify_id.as_str();
+    warn!(
+        notify_id,
+        "sandbox: {} given up after the resend schedule",
+        D::NOTIFICATION
+    );
 }
 
 /// The `reorder` knob: a `WAIT_PAY` notice (own notify_id) sent after the `PAID` one.
@@ -139,18 +243,24 @@ fn spawn_wait_pay(shared: &Arc<Shared>, paid: &Job) {
     };
     shared.lock().stats.notifications += 1;
     let job = Job {
+        target: Target {
+            out_trade_no: notice.out_trade_no.clone(),
+            notify_id: notice.notify_id.clone(),
+            notify_url: paid.target.notify_url.clone(),
+            delay: None,
+        },
         notice,
-        notify_url: paid.notify_url.clone(),
-        delay: None,
         reorder: false,
     };
     spawn(Arc::clone(shared), job);
 }
 
-/// One attempt: applies `drop_first`, `forge` and `duplicate` as they are set now.
-async fn attempt_delivery(shared: &Arc<Shared>, job: &Job, body: &Bytes, attempt: u32) -> Attempt {
-    let out_trade_no = job.notice.out_trade_no.as_str();
-    let notify_id = job.notice.notify_id.as_str();
+/// One attempt: applies `drop_first`, `forge` and `duplicate` as they are set now, and records
+/// every copy in the trade's delivery log.
+async fn attempt_delivery<D: Delivery>(shared: &Arc<Shared>, job: &D, attempt: u32) -> Attempt {
+    let target = job.target();
+    let out_trade_no = target.out_trade_no.as_str();
+    let notify_id = target.notify_id.as_str();
     let faults = shared.lock().faults_for_trade(out_trade_no);
     if attempt <= faults.drop_first() {
         debug!(
@@ -161,10 +271,10 @@ async fn attempt_delivery(shared: &Arc<Shared>, job: &Job, body: &Bytes, attempt
         shared.lock().record(out_trade_no, notify_id, attempt, lost);
         return Attempt::Lost;
     }
-    let headers = match notification_headers(shared, body, faults.forge()) {
-        Ok(headers) => headers,
+    let wire = match job.wire(shared, faults.forge()) {
+        Ok(wire) => wire,
         Err(e) => {
-            warn!(error = %e, "sandbox: cannot sign notification");
+            warn!(error = %e, "sandbox: cannot sign the {}", D::NOTIFICATION);
             return Attempt::Lost;
         }
     };
@@ -172,10 +282,10 @@ async fn attempt_delivery(shared: &Arc<Shared>, job: &Job, body: &Bytes, attempt
     for _ in 0..=faults.duplicate() {
         let request = shared
             .http
-            .post(&job.notify_url)
-            .headers(headers.clone())
-            .body(body.clone());
-        copies.spawn(send(request));
+            .post(&target.notify_url)
+            .headers(wire.headers.clone())
+            .body(wire.body.clone());
+        copies.spawn(send(request, D::acked));
     }
     let mut acked = false;
     while let Some(joined) = copies.join_next().await {
@@ -190,21 +300,15 @@ async fn attempt_delivery(shared: &Arc<Shared>, job: &Job, body: &Bytes, attempt
     Attempt::Sent { acked }
 }
 
-fn notification_headers(shared: &Shared, body: &[u8], forge: bool) -> anyhow::Result<HeaderMap> {
-    let mut headers = shared.sign_headers(body, forge)?;
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Ok(headers)
-}
-
-/// Sends one copy; acknowledged only by HTTP 200 with `{"code":"SUCCESS"}`.
-async fn send(request: reqwest::RequestBuilder) -> Outcome {
+/// Sends one copy and judges the answer with `acked`.
+async fn send(request: reqwest::RequestBuilder, acked: fn(u16, &[u8]) -> bool) -> Outcome {
     let response = match request.send().await {
         Ok(response) => response,
         Err(e) => return Outcome::NoAnswer(error_chain(&e)),
     };
     let http_status = response.status().as_u16();
     let body = response.bytes().await.unwrap_or_default();
-    let acked = http_status == 200 && is_success(&body);
+    let acked = acked(http_status, &body);
     Outcome::Answered { http_status, acked }
 }
 

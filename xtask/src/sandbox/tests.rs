@@ -1,7 +1,6 @@
 //! End-to-end tests: a sandbox and a tiny merchant callback receiver, both on 127.0.0.1:0.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::Router;
@@ -11,14 +10,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 use super::faults::{FaultTable, Faults};
 use super::state::{HEADER_MERCHANT, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, unix_now};
-use super::{KeyPairPem, SandboxHandle, SandboxOptions, generate_rsa_2048, keys, notify, start};
+use super::test_support::{self, Rejecting, WAIT};
+use super::{KeyPairPem, generate_rsa_2048, keys, notify, start};
 
 const MERCHANT: &str = "M100";
-const WAIT: Duration = Duration::from_secs(3);
 
 struct TestKeys {
     merchant: KeyPairPem,
@@ -65,24 +63,13 @@ impl Received {
     }
 }
 
-#[derive(Clone)]
-struct ReceiverState {
-    tx: mpsc::UnboundedSender<Received>,
-    reject_left: Arc<AtomicUsize>,
-}
-
 /// Acks with `{"code":"SUCCESS"}` except for the first `reject_left` requests (500).
 async fn receive(
-    State(st): State<ReceiverState>,
+    State(st): State<Rejecting<Received>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, axum::Json<Value>) {
-    let _ = st.tx.send(Received { headers, body });
-    let rejected = st
-        .reject_left
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok();
-    if rejected {
+    if st.take(Received { headers, body }) {
         (
             StatusCode::INTERNAL_SERVER_ERROR,
             axum::Json(json!({ "code": "FAIL" })),
@@ -92,12 +79,7 @@ async fn receive(
     }
 }
 
-struct Env {
-    sandbox: SandboxHandle,
-    notify_url: String,
-    notifications: mpsc::UnboundedReceiver<Received>,
-    http: reqwest::Client,
-}
+type Env = test_support::Env<Received>;
 
 async fn env() -> Env {
     env_with(1000, 0).await
@@ -105,37 +87,15 @@ async fn env() -> Env {
 
 async fn env_with(time_scale: u32, reject_first: usize) -> Env {
     let keys = test_keys();
-    let (tx, notifications) = mpsc::unbounded_channel();
-    let state = ReceiverState {
-        tx,
-        reject_left: Arc::new(AtomicUsize::new(reject_first)),
-    };
-    let app = Router::new()
-        .route("/notify", post(receive))
-        .with_state(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("receiver bind");
-    let notify_url = format!(
-        "http://{}/notify",
-        listener.local_addr().expect("receiver addr")
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let sandbox = start(SandboxOptions {
-        bind: "127.0.0.1:0".parse().expect("addr"),
-        merchant_id: MERCHANT.into(),
-        merchant_public_key_pem: keys.merchant.public_spki_pem.clone(),
-        provider_private_key_pem: keys.provider.private_pkcs8_pem.clone(),
-        time_scale,
+    let receiver = test_support::receiver(|tx| {
+        Router::new()
+            .route("/notify", post(receive))
+            .with_state(Rejecting::new(tx, reject_first))
     })
-    .await
-    .expect("sandbox start");
-    Env {
-        sandbox,
-        notify_url,
-        notifications,
-        http: reqwest::Client::new(),
-    }
+    .await;
+    let options = test_support::native_options(&keys.merchant, &keys.provider, time_scale);
+    let sandbox = start(options).await.expect("sandbox start");
+    Env::new(sandbox, receiver)
 }
 
 /// How a merchant request is signed (tests vary one field at a time).
@@ -156,10 +116,6 @@ impl Default for Signer {
 }
 
 impl Env {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.sandbox.base_url)
-    }
-
     /// A signed `/v1` call; asserts the answer carries a valid provider signature.
     async fn call_as(
         &self,
@@ -245,27 +201,6 @@ impl Env {
         )
     }
 
-    async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self.http.request(method, self.url(path));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("admin");
-        (
-            response.status().as_u16(),
-            response.json().await.unwrap_or(Value::Null),
-        )
-    }
-
-    async fn set_faults(&self, faults: Value) {
-        let (status, body) = self.admin(Method::PUT, "/admin/faults", Some(faults)).await;
-        assert_eq!(status, 200, "{body}");
-    }
-
-    async fn stats(&self) -> Value {
-        self.admin(Method::GET, "/admin/stats", None).await.1
-    }
-
     /// Polls the stats until `done` holds (or fails after `WAIT`).
     async fn stats_until(&self, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = tokio::time::Instant::now() + WAIT;
@@ -280,17 +215,6 @@ impl Env {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-    }
-
-    async fn next_notification(&mut self, within: Duration) -> Option<Received> {
-        tokio::time::timeout(within, self.notifications.recv())
-            .await
-            .ok()
-            .flatten()
-    }
-
-    async fn expect_notification(&mut self) -> Received {
-        self.next_notification(WAIT).await.expect("a notification")
     }
 }
 

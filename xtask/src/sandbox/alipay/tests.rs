@@ -2,8 +2,7 @@
 //! receiver that answers `success`. Signing strings are built here by hand, independently.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -11,16 +10,14 @@ use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::{Form, Router};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
+use super::super::test_support::{self, Rejecting, WAIT};
 use super::super::{
-    AlipayOptions, KeyPairPem, SandboxHandle, SandboxOptions, generate_rsa_2048, keys, start,
-    start_with_alipay,
+    AlipayOptions, KeyPairPem, SandboxOptions, generate_rsa_2048, keys, start, start_with_alipay,
 };
 
 const APP_ID: &str = "2021000000000001";
 const SELLER_ID: &str = "2088000000000002";
-const WAIT: Duration = Duration::from_secs(3);
 
 struct TestKeys {
     merchant: KeyPairPem,
@@ -90,15 +87,9 @@ impl Received {
     }
 }
 
-#[derive(Clone)]
-struct ReceiverState {
-    tx: mpsc::UnboundedSender<Received>,
-    reject_left: Arc<AtomicUsize>,
-}
-
 /// Answers `success`, except `fail` for the first `reject_left` requests.
 async fn receive(
-    State(st): State<ReceiverState>,
+    State(st): State<Rejecting<Received>>,
     headers: HeaderMap,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> &'static str {
@@ -107,50 +98,23 @@ async fn receive(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let _ = st.tx.send(Received {
+    let rejected = st.take(Received {
         content_type,
         params: pairs.into_iter().collect(),
     });
-    let rejected = st
-        .reject_left
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok();
     if rejected { "fail" } else { "success" }
 }
 
-struct Env {
-    sandbox: SandboxHandle,
-    notify_url: String,
-    notifications: mpsc::UnboundedReceiver<Received>,
-    http: reqwest::Client,
-}
-
-fn native_options(time_scale: u32) -> SandboxOptions {
-    let keys = test_keys();
-    SandboxOptions {
-        bind: "127.0.0.1:0".parse().expect("addr"),
-        merchant_id: "M100".into(),
-        merchant_public_key_pem: keys.merchant.public_spki_pem.clone(),
-        provider_private_key_pem: keys.provider.private_pkcs8_pem.clone(),
-        time_scale,
-    }
-}
+type Env = test_support::Env<Received>;
 
 async fn env_with(reject_first: usize) -> Env {
     let keys = test_keys();
-    let (tx, notifications) = mpsc::unbounded_channel();
-    let state = ReceiverState {
-        tx,
-        reject_left: Arc::new(AtomicUsize::new(reject_first)),
-    };
-    let app = Router::new()
-        .route("/notify", post(receive))
-        .with_state(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("receiver bind");
-    let notify_url = format!("http://{}/notify", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let receiver = test_support::receiver(|tx| {
+        Router::new()
+            .route("/notify", post(receive))
+            .with_state(Rejecting::new(tx, reject_first))
+    })
+    .await;
     let alipay = AlipayOptions {
         app_id: APP_ID.into(),
         app_public_key_pem: keys.app.public_spki_pem.clone(),
@@ -160,12 +124,12 @@ async fn env_with(reject_first: usize) -> Env {
     let sandbox = start_with_alipay(native_options(100_000), Some(alipay))
         .await
         .expect("sandbox start");
-    Env {
-        sandbox,
-        notify_url,
-        notifications,
-        http: reqwest::Client::new(),
-    }
+    Env::new(sandbox, receiver)
+}
+
+fn native_options(time_scale: u32) -> SandboxOptions {
+    let keys = test_keys();
+    test_support::native_options(&keys.merchant, &keys.provider, time_scale)
 }
 
 async fn env() -> Env {
@@ -265,32 +229,6 @@ impl Env {
         let paid = self.http.post(qr_code).send().await.expect("pay");
         assert_eq!(paid.status().as_u16(), 200);
         created.value
-    }
-
-    async fn set_faults(&self, faults: Value) {
-        let url = format!("{}/admin/faults", self.sandbox.base_url);
-        let response = self
-            .http
-            .put(url)
-            .json(&faults)
-            .send()
-            .await
-            .expect("faults");
-        assert_eq!(response.status().as_u16(), 200);
-    }
-
-    async fn stats(&self) -> Value {
-        let url = format!("{}/admin/stats", self.sandbox.base_url);
-        let response = self.http.get(url).send().await.expect("stats");
-        response.json().await.expect("stats JSON")
-    }
-
-    async fn expect_notification(&mut self) -> Received {
-        tokio::time::timeout(WAIT, self.notifications.recv())
-            .await
-            .ok()
-            .flatten()
-            .expect("a notification")
     }
 }
 

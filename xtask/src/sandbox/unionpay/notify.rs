@@ -3,28 +3,24 @@
 //! by the time scale), under the same fault knobs as the other protocols.
 
 use std::sync::Arc;
-use std::time::Duration;
 
+use http::HeaderMap;
 use http::header::{CONTENT_TYPE, HeaderValue};
-use tokio::task::JoinSet;
-use tracing::{debug, info, warn};
 
 use super::super::faults::Faults;
-use super::super::notify::error_chain;
-use super::super::state::{Config, Outcome, Shared, Trade};
+use super::super::notify::{self, Delivery, Target, Wire};
+use super::super::state::{Config, Shared, Trade};
 use super::sign::{self, Fields};
 
 /// Resends after the first attempt, in seconds (divided by the time scale); then give up.
 const RESEND_SCHEDULE_SECS: [u64; 5] = [60, 120, 240, 480, 960];
 
 /// One notification to deliver: the fields are fixed, the signature is made per attempt.
+/// The target's `out_trade_no` is the `orderId`, its `notify_id` the `queryId` (which names
+/// the notification in the delivery log), its `notify_url` the `backUrl`.
 pub(crate) struct NotifyJob {
-    order_id: String,
-    /// The `queryId`, which also names the notification in the delivery log.
-    notify_id: String,
-    back_url: String,
+    target: Target,
     fields: Fields,
-    delay: Option<Duration>,
 }
 
 /// Now in China time, `yyyyMMddHHmmss`.
@@ -79,48 +75,48 @@ pub(crate) fn paid_job(
         fields.insert(key.into(), value.into());
     }
     Some(NotifyJob {
-        order_id: trade.out_trade_no.clone(),
-        notify_id: trade.trade_no.clone(),
-        back_url: trade.notify_url.clone(),
+        target: Target::for_trade(trade, trade.trade_no.clone(), faults),
         fields,
-        delay: faults.delay(),
     })
+}
+
+impl Delivery for NotifyJob {
+    const NOTIFICATION: &'static str = "UnionPay notification";
+    const RESEND_SCHEDULE_SECS: &'static [u64] = &RESEND_SCHEDULE_SECS;
+
+    fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// The form re-signed per attempt, so the `forge` knob applies as it is set now.
+    fn wire(&self, shared: &Shared, forge: bool) -> anyhow::Result<Wire> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded;charset=UTF-8"),
+        );
+        let body = signed_body(shared, self, forge)?;
+        Ok(Wire {
+            headers,
+            body: body.into(),
+        })
+    }
+
+    /// Acknowledged by HTTP 200, whatever the body.
+    fn acked(http_status: u16, _body: &[u8]) -> bool {
+        http_status == 200
+    }
 }
 
 /// Runs the job on its own task.
 pub(crate) fn spawn(shared: Arc<Shared>, job: NotifyJob) {
-    tokio::spawn(run(shared, job));
+    tokio::spawn(notify::deliver(shared, job));
 }
 
 /// The delay before resend number `resend` (1-based), scaled.
-pub(crate) fn resend_delay(resend: usize, time_scale: u32) -> Option<Duration> {
-    let secs = RESEND_SCHEDULE_SECS.get(resend.checked_sub(1)?)?;
-    Some(Duration::from_secs(*secs) / time_scale.max(1))
-}
-
-/// First attempt (after the optional delay), then the bounded resend schedule.
-async fn run(shared: Arc<Shared>, job: NotifyJob) {
-    if let Some(delay) = job.delay
-        && !shared.sleep(delay).await
-    {
-        return;
-    }
-    for resend in 0..=RESEND_SCHEDULE_SECS.len() {
-        if let Some(wait) = resend_delay(resend, shared.config.time_scale)
-            && !shared.sleep(wait).await
-        {
-            return;
-        }
-        if shared.is_shut_down() {
-            return;
-        }
-        let attempt = u32::try_from(resend + 1).unwrap_or(u32::MAX);
-        if attempt_delivery(&shared, &job, attempt).await {
-            info!(query_id = %job.notify_id, attempt, "sandbox: UnionPay notification acknowledged");
-            return;
-        }
-    }
-    warn!(query_id = %job.notify_id, "sandbox: UnionPay notification given up after the resend schedule");
+#[cfg(test)]
+pub(crate) fn resend_delay(resend: usize, time_scale: u32) -> Option<std::time::Duration> {
+    notify::scaled_resend_delay(&RESEND_SCHEDULE_SECS, resend, time_scale)
 }
 
 /// The signed form body under the `forge` knob as set now.
@@ -133,61 +129,4 @@ fn signed_body(shared: &Shared, job: &NotifyJob, forge: bool) -> anyhow::Result<
     let mut fields = job.fields.clone();
     sign::sign(&mut fields, &cfg.signer_key, forge)?;
     Ok(sign::form_encode(&fields))
-}
-
-/// One attempt under the knobs as they are set now; true when any copy was acknowledged.
-async fn attempt_delivery(shared: &Arc<Shared>, job: &NotifyJob, attempt: u32) -> bool {
-    let order_id = job.order_id.as_str();
-    let notify_id = job.notify_id.as_str();
-    let faults = shared.lock().faults_for_trade(order_id);
-    if attempt <= faults.drop_first() {
-        debug!(
-            notify_id,
-            attempt, "sandbox: delivery dropped by drop_first"
-        );
-        let lost = Outcome::NoAnswer("dropped by drop_first".into());
-        shared.lock().record(order_id, notify_id, attempt, lost);
-        return false;
-    }
-    let body = match signed_body(shared, job, faults.forge()) {
-        Ok(body) => body,
-        Err(e) => {
-            warn!(error = %e, "sandbox: cannot sign the UnionPay notification");
-            return false;
-        }
-    };
-    let mut copies = JoinSet::new();
-    for _ in 0..=faults.duplicate() {
-        let request = shared
-            .http
-            .post(&job.back_url)
-            .header(
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/x-www-form-urlencoded;charset=UTF-8"),
-            )
-            .body(body.clone());
-        copies.spawn(send(request));
-    }
-    let mut acked = false;
-    while let Some(joined) = copies.join_next().await {
-        let outcome =
-            joined.unwrap_or_else(|e| Outcome::NoAnswer(format!("delivery task failed: {e}")));
-        acked |= matches!(outcome, Outcome::Answered { acked: true, .. });
-        shared.lock().record(order_id, notify_id, attempt, outcome);
-    }
-    acked
-}
-
-/// Sends one copy; acknowledged by HTTP 200, whatever the body.
-async fn send(request: reqwest::RequestBuilder) -> Outcome {
-    let response = match request.send().await {
-        Ok(response) => response,
-        Err(e) => return Outcome::NoAnswer(error_chain(&e)),
-    };
-    let http_status = response.status().as_u16();
-    let _ = response.bytes().await;
-    Outcome::Answered {
-        http_status,
-        acked: http_status == 200,
-    }
 }

@@ -15,15 +15,15 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use super::super::test_support;
 use super::super::{
-    KeyPairPem, ProviderSandboxes, SandboxHandle, SandboxOptions, UnionPayOptions,
-    generate_rsa_2048, keys, start_with,
+    KeyPairPem, ProviderSandboxes, SandboxOptions, UnionPayOptions, generate_rsa_2048, keys,
+    start_with,
 };
 use super::notify::resend_delay;
 
 const MER_ID: &str = "777290058110048";
 const CERT_ID: &str = "69903319369";
-const WAIT: Duration = Duration::from_secs(3);
 
 type Fields = BTreeMap<String, String>;
 
@@ -106,38 +106,24 @@ fn form(fields: &Fields) -> String {
     url.query().unwrap_or_default().to_owned()
 }
 
-async fn receive(State(tx): State<mpsc::UnboundedSender<Bytes>>, body: Bytes) -> StatusCode {
-    let _ = tx.send(body);
+/// Decodes the form as it arrives; answers 200.
+async fn receive(State(tx): State<mpsc::UnboundedSender<Fields>>, body: Bytes) -> StatusCode {
+    let _ = tx.send(parse_form(&body));
     StatusCode::OK
 }
 
-struct Env {
-    sandbox: SandboxHandle,
-    back_url: String,
-    notifications: mpsc::UnboundedReceiver<Bytes>,
-    http: reqwest::Client,
-}
+type Env = test_support::Env<Fields>;
 
 fn native_options() -> SandboxOptions {
     let keys = test_keys();
-    SandboxOptions {
-        bind: "127.0.0.1:0".parse().expect("addr"),
-        merchant_id: "M100".into(),
-        merchant_public_key_pem: keys.native_merchant.public_spki_pem.clone(),
-        provider_private_key_pem: keys.native_provider.private_pkcs8_pem.clone(),
-        time_scale: 100_000,
-    }
+    test_support::native_options(&keys.native_merchant, &keys.native_provider, 100_000)
 }
 
 async fn env() -> Env {
     let keys = test_keys();
-    let (tx, notifications) = mpsc::unbounded_channel();
-    let app = Router::new().route("/notify", post(receive)).with_state(tx);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("receiver bind");
-    let back_url = format!("http://{}/notify", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let receiver =
+        test_support::receiver(|tx| Router::new().route("/notify", post(receive)).with_state(tx))
+            .await;
     let unionpay = UnionPayOptions {
         mer_id: MER_ID.into(),
         merchant_cert_id: CERT_ID.into(),
@@ -152,12 +138,7 @@ async fn env() -> Env {
     let sandbox = start_with(native_options(), providers)
         .await
         .expect("sandbox start");
-    Env {
-        sandbox,
-        back_url,
-        notifications,
-        http: reqwest::Client::new(),
-    }
+    Env::new(sandbox, receiver)
 }
 
 fn common(txn_type: &str, txn_sub_type: &str, order_id: &str) -> Fields {
@@ -207,7 +188,7 @@ impl Env {
             ("channelType", "08".to_owned()),
             ("txnAmt", amount.to_string()),
             ("currencyCode", "156".to_owned()),
-            ("backUrl", self.back_url.clone()),
+            ("backUrl", self.notify_url.clone()),
             ("payTimeout", "20990101000000".to_owned()),
         ] {
             fields.insert(k.into(), v);
@@ -240,27 +221,6 @@ impl Env {
         assert_eq!(answer["respCode"], "00", "{answer:?}");
         let paid = self.http.post(&answer["qrCode"]).send().await.expect("pay");
         assert_eq!(paid.status().as_u16(), 200);
-    }
-
-    async fn set_faults(&self, faults: Value) {
-        let url = format!("{}/admin/faults", self.sandbox.base_url);
-        let response = self
-            .http
-            .put(url)
-            .json(&faults)
-            .send()
-            .await
-            .expect("faults");
-        assert_eq!(response.status().as_u16(), 200);
-    }
-
-    async fn expect_notification(&mut self) -> Fields {
-        let body = tokio::time::timeout(WAIT, self.notifications.recv())
-            .await
-            .ok()
-            .flatten()
-            .expect("a notification");
-        parse_form(&body)
     }
 }
 

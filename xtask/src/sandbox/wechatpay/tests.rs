@@ -16,9 +16,10 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use super::super::test_support::{self, WAIT};
 use super::super::{
-    KeyPairPem, ProviderSandboxes, SandboxHandle, SandboxOptions, WechatPayOptions,
-    generate_rsa_2048, keys, start, start_with,
+    KeyPairPem, ProviderSandboxes, SandboxOptions, WechatPayOptions, generate_rsa_2048, keys,
+    start, start_with,
 };
 
 const MCHID: &str = "1900000001";
@@ -26,7 +27,6 @@ const APPID: &str = "wx0000000000000001";
 const SERIAL: &str = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1";
 const PUB_KEY_ID: &str = "PUB_KEY_ID_0100000000000000000000000000";
 const API_V3_KEY: &[u8; 32] = b"0123456789abcdefghijklmnopqrstuv";
-const WAIT: Duration = Duration::from_secs(3);
 
 struct TestKeys {
     merchant: KeyPairPem,
@@ -112,12 +112,7 @@ async fn receive(
     StatusCode::NO_CONTENT
 }
 
-struct Env {
-    sandbox: SandboxHandle,
-    notify_url: String,
-    notifications: mpsc::UnboundedReceiver<Received>,
-    http: reqwest::Client,
-}
+type Env = test_support::Env<Received>;
 
 /// An answer: status, headers, raw body, and whether the platform signature verified.
 struct Answer {
@@ -128,24 +123,14 @@ struct Answer {
 
 fn native_options(time_scale: u32) -> SandboxOptions {
     let keys = test_keys();
-    SandboxOptions {
-        bind: "127.0.0.1:0".parse().expect("addr"),
-        merchant_id: "M100".into(),
-        merchant_public_key_pem: keys.native_merchant.public_spki_pem.clone(),
-        provider_private_key_pem: keys.native_provider.private_pkcs8_pem.clone(),
-        time_scale,
-    }
+    test_support::native_options(&keys.native_merchant, &keys.native_provider, time_scale)
 }
 
 async fn env() -> Env {
     let keys = test_keys();
-    let (tx, notifications) = mpsc::unbounded_channel();
-    let app = Router::new().route("/notify", post(receive)).with_state(tx);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("receiver bind");
-    let notify_url = format!("http://{}/notify", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let receiver =
+        test_support::receiver(|tx| Router::new().route("/notify", post(receive)).with_state(tx))
+            .await;
     let wechatpay = WechatPayOptions {
         mchid: MCHID.into(),
         appid: APPID.into(),
@@ -162,12 +147,7 @@ async fn env() -> Env {
     let sandbox = start_with(native_options(100_000), providers)
         .await
         .expect("sandbox start");
-    Env {
-        sandbox,
-        notify_url,
-        notifications,
-        http: reqwest::Client::new(),
-    }
+    Env::new(sandbox, receiver)
 }
 
 fn unix_now() -> i64 {
@@ -239,32 +219,6 @@ impl Env {
         let code_url = created.body["code_url"].as_str().expect("code_url");
         let paid = self.http.post(code_url).send().await.expect("pay");
         assert_eq!(paid.status().as_u16(), 200);
-    }
-
-    async fn set_faults(&self, faults: Value) {
-        let url = format!("{}/admin/faults", self.sandbox.base_url);
-        let response = self
-            .http
-            .put(url)
-            .json(&faults)
-            .send()
-            .await
-            .expect("faults");
-        assert_eq!(response.status().as_u16(), 200);
-    }
-
-    async fn stats(&self) -> Value {
-        let url = format!("{}/admin/stats", self.sandbox.base_url);
-        let response = self.http.get(url).send().await.expect("stats");
-        response.json().await.expect("stats JSON")
-    }
-
-    async fn expect_notification(&mut self) -> Received {
-        tokio::time::timeout(WAIT, self.notifications.recv())
-            .await
-            .ok()
-            .flatten()
-            .expect("a notification")
     }
 }
 
