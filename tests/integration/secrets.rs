@@ -3,46 +3,34 @@
 
 use std::collections::HashMap;
 
-use serde_json::{Value, json};
 use shared::config::{Env, fetch_secrets};
 use tests::unique;
 
-/// One JSON 1.1 call to moto, which serves every service on `AWS_ENDPOINT_URL` and routes by the
-/// credential scope of the (unverified) signature.
-async fn moto(service: &str, target: &str, body: Value) -> Value {
-    let endpoint =
-        std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL: use cargo xtask test");
-    let region = std::env::var("AWS_REGION").expect("AWS_REGION");
-    let auth = format!(
-        "AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/{service}/aws4_request, \
-         SignedHeaders=host, Signature=0"
-    );
-    let response = reqwest::Client::new()
-        .post(endpoint)
-        .header("content-type", "application/x-amz-json-1.1")
-        .header("x-amz-target", target)
-        .header("authorization", auth)
-        .json(&body)
-        .send()
-        .await
-        .expect("moto");
-    let status = response.status();
-    let reply: Value = response.json().await.unwrap_or_default();
-    assert!(status.is_success(), "{target}: {status} {reply}");
-    reply
-}
-
 async fn put_parameter(name: &str, value: &str) {
-    let body = json!({"Name": name, "Value": value, "Type": "SecureString"});
-    moto("ssm", "AmazonSSM.PutParameter", body).await;
+    let ssm = aws_sdk_ssm::Client::new(&sdk().await);
+    let put = ssm
+        .put_parameter()
+        .name(name)
+        .value(value)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString);
+    put.send().await.expect("put parameter");
 }
 
-async fn create_secret(name: &str, value: Value) {
-    let mut body = json!({"Name": name});
-    body.as_object_mut()
-        .unwrap()
-        .extend(value.as_object().unwrap().clone());
-    moto("secretsmanager", "secretsmanager.CreateSecret", body).await;
+async fn create_secret(name: &str, secret: Secret) {
+    let client = aws_sdk_secretsmanager::Client::new(&sdk().await);
+    let create = client.create_secret().name(name);
+    let create = match secret {
+        Secret::Text(text) => create.secret_string(text),
+        Secret::Bytes(bytes) => {
+            create.secret_binary(aws_sdk_secretsmanager::primitives::Blob::new(bytes))
+        }
+    };
+    create.send().await.expect("create secret");
+}
+
+enum Secret {
+    Text(&'static str),
+    Bytes(Vec<u8>),
 }
 
 async fn sdk() -> aws_config::SdkConfig {
@@ -54,14 +42,9 @@ async fn ssm_and_secrets_manager_sources_are_fetched_and_cached() {
     let parameter = format!("/payments/{}", unique("alipay-public-key"));
     put_parameter(&parameter, "-----BEGIN PUBLIC KEY-----\nabc\n").await;
     let text = format!("payments/{}", unique("apiv3"));
-    create_secret(
-        &text,
-        json!({"SecretString": "0123456789abcdef0123456789abcdef"}),
-    )
-    .await;
+    create_secret(&text, Secret::Text("0123456789abcdef0123456789abcdef")).await;
     let binary = format!("payments/{}", unique("root-cert"));
-    // Base64 of the bytes 00 01 02 ff.
-    create_secret(&binary, json!({"SecretBinary": "AAEC/w=="})).await;
+    create_secret(&binary, Secret::Bytes(vec![0, 1, 2, 0xff])).await;
 
     let vars = HashMap::from([
         ("ALIPAY_PUBLIC_KEY", format!("ssm:{parameter}")),
