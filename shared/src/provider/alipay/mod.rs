@@ -11,6 +11,7 @@
 
 mod answer;
 mod notify;
+mod statement;
 mod wire;
 
 #[cfg(test)]
@@ -29,6 +30,10 @@ use crate::ports::{
 };
 
 pub use answer::AlipayRefund;
+pub use statement::{
+    BILL_URL_QUERY, STATEMENT_LINES_MAX, StatementError, StatementKind, StatementLine,
+    parse_statement,
+};
 
 pub const DEFAULT_GATEWAY_URL: &str = "https://openapi.alipay.com/gateway.do";
 

@@ -10,6 +10,7 @@
 //! and answer/notification parsing), `statement` (the trade bill), this file (configuration,
 //! HTTP, the port).
 
+mod bill;
 mod keys;
 mod statement;
 #[cfg(test)]
