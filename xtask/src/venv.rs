@@ -15,9 +15,14 @@ impl Venv {
     }
 }
 
-/// The workspace root (the parent of this crate's directory).
+/// The workspace root: the parent of the running package's directory. Read at run time (cargo
+/// sets `CARGO_MANIFEST_DIR` for `cargo run` and `cargo test`), not compile time: clones that
+/// share one `CARGO_TARGET_DIR` share the `xtask` binary too, and must each test their own tree.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
