@@ -188,6 +188,9 @@ impl CreatePaymentRequest {
             && p.currency == self.money.currency
             && p.provider == self.provider
             && p.subject == self.subject
+            // The payment keeps its expiry as an instant; the request's lifetime is its distance
+            // from creation.
+            && p.expires_at == p.created_at.plus_s(self.expires_in_s)
     }
 }
 

@@ -349,6 +349,14 @@ async fn a_live_claim_answers_in_progress_and_a_dead_one_is_taken_over() {
     assert_eq!(busy.retry_after_s, Some(11));
 
     w.clock.set(deadline.plus_s(1));
+    // Taking over is only for the same request: another lifetime is another request.
+    let mut longer = req.clone();
+    longer.expires_in_s = 1800;
+    let refused = create_payment(&w.deps, &longer, None).await.unwrap_err();
+    assert_eq!(
+        (refused.status, refused.code),
+        (409, "idempotency_mismatch")
+    );
     let taken_over = create_payment(&w.deps, &req, None).await.unwrap();
     assert_eq!(taken_over.status, 201);
     assert_eq!(
