@@ -91,14 +91,7 @@ fn new_payment(n: usize, now: Timestamp) -> anyhow::Result<NewPayment> {
         now.plus_s(RECORD_TTL_S),
         payment.payment_id.to_string(),
     );
-    let history = HistoryEntry {
-        version: INITIAL_VERSION,
-        from: None,
-        to: PaymentStatus::Pending,
-        at: now,
-        source: "create".into(),
-        reason: None,
-    };
+    let history = HistoryEntry::created(now);
     Ok(NewPayment {
         payment,
         history,

@@ -123,6 +123,14 @@ fn secret_sources(
     .collect()
 }
 
+/// An SDK error with its whole chain of causes (the SDK's own `Display` shows only the top).
+fn sdk_error(error: impl std::error::Error + Send + Sync + 'static) -> anyhow::Error {
+    anyhow!(
+        "{}",
+        aws_smithy_types::error::display::DisplayErrorContext(error)
+    )
+}
+
 /// The AWS clients that secret sources need, built on first use.
 #[derive(Default)]
 struct SecretClients {
@@ -145,12 +153,7 @@ impl SecretClients {
             .with_decryption(true)
             .send()
             .await
-            .map_err(|e| {
-                anyhow!(
-                    "{}",
-                    aws_smithy_types::error::display::DisplayErrorContext(e)
-                )
-            })?;
+            .map_err(sdk_error)?;
         let value = output.parameter.and_then(|p| p.value);
         Ok(value.context("the parameter has no value")?.into_bytes())
     }
@@ -168,12 +171,7 @@ impl SecretClients {
             .secret_id(id)
             .send()
             .await
-            .map_err(|e| {
-                anyhow!(
-                    "{}",
-                    aws_smithy_types::error::display::DisplayErrorContext(e)
-                )
-            })?;
+            .map_err(sdk_error)?;
         match (output.secret_string, output.secret_binary) {
             (Some(text), _) => Ok(text.into_bytes()),
             (None, Some(blob)) => Ok(blob.into_inner()),

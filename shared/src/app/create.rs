@@ -315,14 +315,7 @@ pub async fn create_payment(
         now.plus_s(RECORD_TTL_S),
         payment.payment_id.to_string(),
     );
-    let history = HistoryEntry {
-        version: INITIAL_VERSION,
-        from: None,
-        to: PaymentStatus::Pending,
-        at: now,
-        source: "create".into(),
-        reason: None,
-    };
+    let history = HistoryEntry::created(now);
     let new = NewPayment {
         payment,
         history,

@@ -323,14 +323,7 @@ async fn a_live_claim_answers_in_progress_and_a_dead_one_is_taken_over() {
             next_check_at: None,
             status_reason: None,
         },
-        history: crate::domain::HistoryEntry {
-            version: 1,
-            from: None,
-            to: PaymentStatus::Pending,
-            at: T0,
-            source: "create".into(),
-            reason: None,
-        },
+        history: crate::domain::HistoryEntry::created(T0),
         claim: IdempotencyRecord::claim(
             req.idempotency_key(),
             req.hash(),

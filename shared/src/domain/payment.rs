@@ -125,6 +125,20 @@ pub struct HistoryEntry {
     pub reason: Option<String>,
 }
 
+impl HistoryEntry {
+    /// The first entry of every payment: created `pending` at [`INITIAL_VERSION`].
+    pub fn created(at: Timestamp) -> Self {
+        Self {
+            version: INITIAL_VERSION,
+            from: None,
+            to: PaymentStatus::Pending,
+            at,
+            source: "create".into(),
+            reason: None,
+        }
+    }
+}
+
 /// A guard on the payment's expiry, checked in the same write as the transition (DynamoDB TTL only
 /// cleans up later, and not at all locally).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
