@@ -114,8 +114,21 @@ pub async fn dynamo(counter: Option<RequestCounter>) -> aws_sdk_dynamodb::Client
     aws_sdk_dynamodb::Client::from_conf(config.build())
 }
 
+/// The template's tables, created for one test alone.
+pub struct Tables {
+    pub payments: String,
+    pub idempotency: String,
+    pub compensations: String,
+}
+
 /// Creates a fresh pair of tables from the template, named for this test alone.
 pub async fn fresh_tables(client: &aws_sdk_dynamodb::Client) -> (String, String) {
+    let tables = fresh_table_set(client).await;
+    (tables.payments, tables.idempotency)
+}
+
+/// Creates every table of the template, named for this test alone.
+pub async fn fresh_table_set(client: &aws_sdk_dynamodb::Client) -> Tables {
     let template = xtask::template::Template::load_default().expect("template");
     let stack_name = format!("t{}", ulid::Ulid::new()).to_lowercase();
     let mut parameters = template.parameter_defaults().clone();
@@ -129,14 +142,12 @@ pub async fn fresh_tables(client: &aws_sdk_dynamodb::Client) -> (String, String)
         .create_tables(client, &resolver)
         .await
         .expect("create tables");
-    (
-        template
-            .table_name("PaymentsTable", &resolver)
-            .expect("payments table"),
-        template
-            .table_name("IdempotencyTable", &resolver)
-            .expect("idempotency table"),
-    )
+    let name = |id: &str| template.table_name(id, &resolver).expect(id);
+    Tables {
+        payments: name("PaymentsTable"),
+        idempotency: name("IdempotencyTable"),
+        compensations: name("CompensationsTable"),
+    }
 }
 
 /// Every item of a table (moto tables in tests are small).
@@ -254,10 +265,15 @@ pub fn create_body(order_id: &str, amount_minor: i64) -> Value {
 /// Dependencies for running the use cases in-process against moto and the stack's sandbox, with
 /// the DynamoDB client counting its requests.
 pub async fn in_process_deps(counter: &RequestCounter) -> shared::app::Deps {
+    in_process(counter).await.0
+}
+
+/// [`in_process_deps`], and the tables it writes to.
+pub async fn in_process(counter: &RequestCounter) -> (shared::app::Deps, Tables) {
     use shared::crypto::{RsaSigner, RsaVerifier};
     use shared::provider::{SandboxConfig, SandboxProvider};
     let client = dynamo(Some(counter.clone())).await;
-    let (payments, idempotency) = fresh_tables(&client).await;
+    let tables = fresh_table_set(&client).await;
     counter.reset();
     let clock: Arc<dyn shared::ports::Clock> = Arc::new(shared::clock::SystemClock);
     let config = SandboxConfig {
@@ -270,16 +286,21 @@ pub async fn in_process_deps(counter: &RequestCounter) -> shared::app::Deps {
         timeout: std::time::Duration::from_millis(1500),
     };
     let provider = SandboxProvider::new(config, clock.clone()).expect("provider");
-    shared::app::Deps {
-        store: Arc::new(shared::store::DynamoStore::new(
-            client,
-            payments,
-            idempotency,
-        )),
+    let deps = shared::app::Deps {
+        store: Arc::new(
+            shared::store::DynamoStore::new(
+                client,
+                tables.payments.clone(),
+                tables.idempotency.clone(),
+            )
+            .with_compensations(tables.compensations.clone()),
+        ),
         providers: shared::ports::Providers::default().with(Arc::new(provider)),
         clock,
         ids: Arc::new(shared::clock::RandomIds),
-    }
+        poll: Default::default(),
+    };
+    (deps, tables)
 }
 
 /// A sandbox notification for `payment_id`, signed with the sandbox's key now, as headers + body.

@@ -82,6 +82,10 @@ fn new_payment(n: usize, now: Timestamp) -> anyhow::Result<NewPayment> {
         pay_url: None,
         provider_trade_no: None,
         next_check_at: None,
+        checks_done: 0,
+        unknown_checks: 0,
+        recent_checks: Vec::new(),
+        create_unknown: false,
         status_reason: None,
     };
     let claim = IdempotencyRecord::claim(
@@ -151,6 +155,7 @@ fn deps(provider_public: &str) -> anyhow::Result<(Deps, Arc<MemoryStore>)> {
             .with(Arc::new(SandboxProvider::new(config, clock.clone())?)),
         clock,
         ids: Arc::new(RandomIds),
+        poll: Default::default(),
     };
     Ok((deps, store))
 }

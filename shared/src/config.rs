@@ -14,9 +14,11 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 
 use crate::app::Deps;
+use crate::app::poll::PollRun;
 use crate::clock::{RandomIds, SystemClock};
 use crate::crypto::{RsaSigner, RsaVerifier};
 use crate::domain::ProviderName;
+use crate::domain::polling::PollSchedule;
 use crate::ports::{Clock, Providers};
 use crate::provider::alipay::{AlipayConfig, AlipayProvider};
 use crate::provider::unionpay::{UnionPayConfig, UnionPayProvider, cert_serial_decimal};
@@ -347,6 +349,7 @@ fn unionpay(
         timeout: env.timeout()?,
     };
     UnionPayProvider::new(config, clock)
+        .and_then(|provider| provider.with_file_url(env.get("UNIONPAY_FILE_URL")))
 }
 
 /// Every provider whose base URL is set.
@@ -394,11 +397,14 @@ pub async fn deps_from_env(wiring: Wiring) -> anyhow::Result<Deps> {
     };
     let env = Env::new(&lookup, &secrets);
     let client = aws_sdk_dynamodb::Client::new(&aws);
-    let store = DynamoStore::new(
+    let mut store = DynamoStore::new(
         client,
         env.require("PAYMENTS_TABLE")?,
         env.require("IDEMPOTENCY_TABLE")?,
     );
+    if let Some(table) = env.get("COMPENSATIONS_TABLE") {
+        store = store.with_compensations(table);
+    }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let providers = match wiring {
         Wiring::StoreOnly => Providers::default(),
@@ -409,7 +415,49 @@ pub async fn deps_from_env(wiring: Wiring) -> anyhow::Result<Deps> {
         providers,
         clock,
         ids: Arc::new(RandomIds),
+        poll: poll_schedule(&env)?,
     })
+}
+
+/// One poller run's bounds: `POLL_PAGE_PER_SHARD`, `POLL_LEASE_S`, `POLL_CONCURRENCY`; each
+/// unset means its default.
+pub fn poll_run_from_env() -> anyhow::Result<PollRun> {
+    let default = PollRun::default();
+    let number = |name: &str, default: usize| -> anyhow::Result<usize> {
+        match std::env::var(name).ok().filter(|v| !v.is_empty()) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .with_context(|| format!("{name}={v:?} is not a positive integer")),
+        }
+    };
+    Ok(PollRun {
+        page_per_shard: number("POLL_PAGE_PER_SHARD", default.page_per_shard)?,
+        lease_s: i64::try_from(number(
+            "POLL_LEASE_S",
+            usize::try_from(default.lease_s).unwrap_or(120),
+        )?)
+        .context("POLL_LEASE_S")?,
+        concurrency: number("POLL_CONCURRENCY", default.concurrency)?,
+    })
+}
+
+/// `POLL_SCHEDULE_S` (comma-separated seconds, the last repeats) and `POLL_MAX_UNKNOWN_CHECKS`;
+/// either unset means the default.
+pub fn poll_schedule(env: &Env<'_>) -> anyhow::Result<PollSchedule> {
+    let default = PollSchedule::default();
+    match (env.get("POLL_SCHEDULE_S"), env.get("POLL_MAX_UNKNOWN_CHECKS")) {
+        (None, None) => Ok(default),
+        (steps, max) => {
+            let steps = steps.unwrap_or_else(|| {
+                crate::domain::polling::DEFAULT_STEPS_S.map(|s| s.to_string()).join(",")
+            });
+            let max = max.unwrap_or_else(|| default.max_unknown_checks().to_string());
+            Ok(PollSchedule::parse(&steps, &max)?)
+        }
+    }
 }
 
 #[cfg(test)]

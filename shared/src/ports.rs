@@ -58,8 +58,9 @@ pub enum CreateCompletion {
     },
     /// The provider definitely refused: the payment moves `pending -> failed`.
     Rejected(Transition),
-    /// The outcome is unknown: the payment stays `pending` with a check due.
-    Unknown { next_check_at: Timestamp },
+    /// The outcome is unknown: the payment stays `pending` (its check has been due since the
+    /// insert) and is marked so that only a query resolves it.
+    Unknown,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +104,80 @@ pub trait PaymentStore: Send + Sync {
     ) -> Result<TransitionOutcome, StoreError>;
 
     async fn payment(&self, payment_id: &PaymentId) -> Result<Option<PaymentRecord>, StoreError>;
+
+    /// Pending payments whose check is due at `now`, from one shard of the due index (0 to
+    /// [`DUE_SHARDS`] - 1), at most `limit`. Eventually consistent: claim before acting.
+    async fn due_checks(
+        &self,
+        shard: u32,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<PaymentId>, StoreError>;
+
+    /// Claims a due check with one conditional write: the payment must be `pending` and due at
+    /// `now`; its next check moves to `lease_until`, so an overlapping run does not see it as
+    /// due and a crashed run's claim lapses. Returns the payment as claimed, `None` if it was
+    /// not due (someone else claimed it, or it left `pending`).
+    async fn claim_check(
+        &self,
+        payment_id: &PaymentId,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Option<Payment>, StoreError>;
+
+    /// Records a check that left the payment `pending`, if it still is and is still held by
+    /// this claim (its next check is `lease_until`). `false` if it moved on meanwhile.
+    async fn record_check(
+        &self,
+        payment_id: &PaymentId,
+        lease_until: Timestamp,
+        check: &CheckRecord,
+    ) -> Result<bool, StoreError>;
+
+    /// Applies a transition and puts a compensation record, all or nothing.
+    async fn escalate(
+        &self,
+        transition: &Transition,
+        compensation: &Compensation,
+    ) -> Result<TransitionOutcome, StoreError>;
+}
+
+/// Shards of the due-check index: pending payments spread over this many partitions.
+pub const DUE_SHARDS: u32 = 8;
+
+/// The due-index shard of a payment: stable, spread by the id's random tail.
+pub fn due_shard(payment_id: &PaymentId) -> u32 {
+    payment_id
+        .as_str()
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+        % DUE_SHARDS
+}
+
+/// What one check that left a payment `pending` changes on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckRecord {
+    pub checks_done: u32,
+    pub unknown_checks: u32,
+    pub next_check_at: Timestamp,
+    pub recent_checks: Vec<String>,
+    /// Set when the check re-created the trade at the provider and got its answer.
+    pub created: Option<ProviderCreated>,
+    /// Whether our create's outcome is still unknown after this check.
+    pub create_unknown: bool,
+}
+
+/// Work a human (or a later job) must finish: why, and what we knew.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compensation {
+    /// Unique per cause, so raising it twice records it once.
+    pub id: String,
+    pub kind: &'static str,
+    pub payment_id: PaymentId,
+    pub reason: String,
+    /// The last provider answers, oldest first.
+    pub evidence: Vec<String>,
+    pub created_at: Timestamp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,6 +299,8 @@ pub trait PaymentProvider: Send + Sync {
     async fn create(&self, request: &ProviderCreate) -> Result<ProviderCreated, ProviderError>;
     /// The provider's view of our payment; `None` when the provider has no such trade.
     async fn query(&self, payment_id: &PaymentId) -> Result<Option<ProviderTrade>, ProviderError>;
+    /// Closes an unpaid trade so it can no longer be paid.
+    async fn close(&self, payment_id: &PaymentId) -> Result<CloseOutcome, ProviderError>;
     /// Verifies the raw callback (signature over the raw body, replay window, merchant) and
     /// parses it. Pure: no I/O.
     fn verify_callback(
@@ -233,6 +310,20 @@ pub trait PaymentProvider: Send + Sync {
         now: Timestamp,
     ) -> Result<Notification, CallbackRejection>;
     fn reply(&self, answer: CallbackAnswer, detail: &str) -> CallbackReply;
+}
+
+/// What the provider said to a close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseOutcome {
+    /// Closed now, or closed already: it can no longer be paid.
+    Closed,
+    /// The provider has no such trade (never scanned or never created): nothing can be paid.
+    NoTrade,
+    /// The provider has no close for an unpaid order; it lapses at the expiry sent with the
+    /// create. Only an expired payment may be called closed on this answer.
+    LapsesAtExpiry,
+    /// Too late: the trade is paid. Query and record the payment.
+    AlreadyPaid,
 }
 
 /// The providers configured in this deployment.

@@ -8,7 +8,7 @@ use shared::app::callback::{CallbackResult, handle_callback};
 use shared::app::create::{CreatePaymentRequest, create_payment};
 use shared::domain::{PaymentId, ProviderName, Timestamp};
 use shared::ports::{
-    CallbackAnswer, CallbackRejection, CallbackReply, Notification, PaymentProvider,
+    CallbackAnswer, CallbackRejection, CallbackReply, CloseOutcome, Notification, PaymentProvider,
     ProviderCreate, ProviderCreated, ProviderError, ProviderTrade, Providers,
 };
 use tests::{
@@ -120,6 +120,10 @@ impl PaymentProvider for RacingProvider {
 
     async fn query(&self, payment_id: &PaymentId) -> Result<Option<ProviderTrade>, ProviderError> {
         self.inner.query(payment_id).await
+    }
+
+    async fn close(&self, payment_id: &PaymentId) -> Result<CloseOutcome, ProviderError> {
+        self.inner.close(payment_id).await
     }
 
     fn verify_callback(

@@ -114,15 +114,16 @@ async fn reordered_notifications_leave_the_payment_paid() {
 }
 
 #[tokio::test]
-async fn paid_but_never_notified_stays_pending() {
+async fn paid_but_never_notified_is_found_by_the_poller() {
     let (reply, id) = create_with("silent", json!({ "never_notify": true })).await;
     sandbox::pay(reply.body["pay_url"].as_str().unwrap()).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let payment = wait_for_payment(&id, 20_000, |p| p["status"] != "pending").await;
     let trade = sandbox::trade(&id).await;
     assert_eq!(trade["status"], "PAID");
     assert!(deliveries(&trade).is_empty());
-    // Waiting for the poller (the polling issue) to find it.
-    assert_eq!(get_payment(&id).await.body["status"], "pending");
+    let history = payment.body["history"].as_array().unwrap();
+    assert_eq!(payment.body["status"], "paid", "{}", payment.text);
+    assert_eq!(history.last().unwrap()["source"], "poll");
 }
 
 #[tokio::test]

@@ -50,6 +50,10 @@ fn pending(payment_id: &PaymentId, order_id: &OrderId, expires_at: Timestamp) ->
         provider_trade_no: None,
         // Set, so the tests see a transition out of pending clear it.
         next_check_at: Some(at(60)),
+        checks_done: 0,
+        unknown_checks: 0,
+        recent_checks: Vec::new(),
+        create_unknown: false,
         status_reason: None,
     }
 }

@@ -7,6 +7,7 @@ pub mod lambda;
 pub mod moto;
 pub mod procs;
 pub mod sandbox;
+pub mod schedules;
 pub mod stack;
 pub mod template;
 pub mod venv;

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 
 use crate::front::FrontRoute;
 use crate::lambda::{Emulator, FunctionSpec};
+use crate::schedules::Schedules;
 use crate::moto::Moto;
 use crate::sandbox::{
     AlipayOptions, KeyPairPem, ProviderSandboxes, SandboxHandle, SandboxOptions, UnionPayOptions,
@@ -59,6 +60,7 @@ pub struct Stack {
     _moto: Moto,
     sandbox: Option<SandboxHandle>,
     _emulator: Emulator,
+    _schedules: Schedules,
     front: tokio::task::JoinHandle<()>,
 }
 
@@ -382,6 +384,10 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
     );
     parameters.insert("WechatPayApiV3Key".into(), key("wechatpay_apiv3.key"));
     parameters.insert("UnionPayBaseUrl".into(), sandbox.base_url.clone());
+    parameters.insert(
+        "UnionPayFileUrl".into(),
+        format!("{}/unionpay/file/", sandbox.base_url),
+    );
     parameters.insert("UnionPayMerId".into(), UNIONPAY_MER_ID.into());
     parameters.insert(
         "UnionPaySignKey".into(),
@@ -394,6 +400,12 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
         key("unionpay_ca_intermediate.pem"),
     );
     parameters.insert("CallbackBaseUrl".into(), api_url.clone());
+    // Time-scaled like the sandbox's resends and the schedules below.
+    if let Some(steps) = parameters.get("PollScheduleSeconds") {
+        let scaled = scale_seconds(steps, options.time_scale)
+            .context("template parameter PollScheduleSeconds")?;
+        parameters.insert("PollScheduleSeconds".into(), scaled);
+    }
     parameters.insert(
         "ProviderTimeoutMs".into(),
         options.provider_timeout_ms.to_string(),
@@ -436,6 +448,12 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
         &aws_env(&moto.endpoint),
     )
     .await?;
+    let schedules = crate::schedules::start(
+        &emulator.invoke_url,
+        &functions,
+        options.time_scale,
+        REGION,
+    );
     let front = crate::front::serve(listener, routes, emulator.invoke_url.clone())?;
     Ok(Stack {
         api_url,
@@ -448,6 +466,19 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
         _moto: moto,
         sandbox: Some(sandbox),
         _emulator: emulator,
+        _schedules: schedules,
         front,
     })
+}
+
+/// `60,300` divided by `time_scale`, each at least 1 s.
+fn scale_seconds(steps: &str, time_scale: u32) -> anyhow::Result<String> {
+    steps
+        .split(',')
+        .map(|step| {
+            let step: u64 = step.trim().parse().context("whole seconds")?;
+            Ok((step / u64::from(time_scale.max(1))).max(1).to_string())
+        })
+        .collect::<anyhow::Result<Vec<_>>>()
+        .map(|steps| steps.join(","))
 }

@@ -34,6 +34,40 @@ pub struct Function {
     pub memory_mb: u64,
     env: serde_yaml::Mapping,
     pub routes: Vec<Route>,
+    /// `Schedule` events: how often EventBridge invokes the function.
+    pub schedules: Vec<Schedule>,
+}
+
+/// An EventBridge schedule event of a function: `rate(...)` expressions only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    /// The event's logical name in the template.
+    pub name: String,
+    pub every_s: u64,
+}
+
+/// Parses `rate(1 minute)`, `rate(5 minutes)`, `rate(2 hours)`, `rate(1 day)`.
+pub fn parse_rate(expression: &str) -> anyhow::Result<u64> {
+    let inner = expression
+        .strip_prefix("rate(")
+        .and_then(|r| r.strip_suffix(')'))
+        .with_context(|| format!("{expression:?}: only rate(...) schedules run locally"))?;
+    let (value, unit) = inner
+        .trim()
+        .split_once(' ')
+        .with_context(|| format!("{expression:?}: expected rate(<value> <unit>)"))?;
+    let value: u64 = value
+        .parse()
+        .ok()
+        .filter(|v| *v > 0)
+        .with_context(|| format!("{expression:?}: the value must be a positive integer"))?;
+    let unit_s = match (value, unit) {
+        (1, "minute") | (2.., "minutes") => 60,
+        (1, "hour") | (2.., "hours") => 3600,
+        (1, "day") | (2.., "days") => 86_400,
+        _ => bail!("{expression:?}: unit {unit:?} (singular for 1, plural otherwise)"),
+    };
+    Ok(value * unit_s)
 }
 
 /// What `Ref` and `Fn::Sub` resolve to locally.
@@ -221,12 +255,25 @@ fn parse_function(id: &str, resource: &Value) -> anyhow::Result<Function> {
         .cloned()
         .unwrap_or_default();
     let mut routes = Vec::new();
-    for (_, event) in get(&props, "Events")
+    let mut schedules = Vec::new();
+    for (name, event) in get(&props, "Events")
         .and_then(Value::as_mapping)
         .into_iter()
         .flatten()
     {
-        if get(event, "Type").and_then(Value::as_str) != Some("HttpApi") {
+        let kind = get(event, "Type").and_then(Value::as_str);
+        if kind == Some("Schedule") {
+            let expression = get(event, "Properties")
+                .and_then(|p| get(p, "Schedule"))
+                .and_then(Value::as_str)
+                .with_context(|| format!("{id}: Schedule event without Properties.Schedule"))?;
+            schedules.push(Schedule {
+                name: str_of(name, "event name")?.to_owned(),
+                every_s: parse_rate(expression).with_context(|| id.to_owned())?,
+            });
+            continue;
+        }
+        if kind != Some("HttpApi") {
             continue;
         }
         let p = get(event, "Properties")
@@ -248,6 +295,7 @@ fn parse_function(id: &str, resource: &Value) -> anyhow::Result<Function> {
         memory_mb: number("MemorySize", 256),
         env,
         routes,
+        schedules,
     })
 }
 
@@ -345,5 +393,38 @@ mod tests {
         assert_eq!(env["PAYMENTS_TABLE"], "t1-payments");
         assert_eq!(env["IDEMPOTENCY_TABLE"], "t1-idempotency");
         assert_eq!(env["CALLBACK_BASE_URL"], "http://x");
+
+        let poller = functions
+            .iter()
+            .find(|f| f.binary == "status-poller")
+            .expect("poller");
+        assert!(poller.routes.is_empty());
+        assert_eq!(
+            poller.schedules,
+            vec![Schedule {
+                name: "EveryMinute".into(),
+                every_s: 60
+            }]
+        );
+        assert!(create.schedules.is_empty());
+    }
+
+    #[test]
+    fn rates_parse_exactly() {
+        assert_eq!(parse_rate("rate(1 minute)").expect("1 minute"), 60);
+        assert_eq!(parse_rate("rate(5 minutes)").expect("5 minutes"), 300);
+        assert_eq!(parse_rate("rate(2 hours)").expect("2 hours"), 7200);
+        assert_eq!(parse_rate("rate(1 day)").expect("1 day"), 86_400);
+        for bad in [
+            "rate(1 minutes)",
+            "rate(2 minute)",
+            "rate(0 minutes)",
+            "rate(1 second)",
+            "cron(0 12 * * ? *)",
+            "rate(x minutes)",
+            "rate(1minute)",
+        ] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
     }
 }

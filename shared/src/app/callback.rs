@@ -52,7 +52,7 @@ pub async fn handle_callback(
             });
         }
     };
-    let result = apply_notification(deps, provider, &notification).await;
+    let result = apply_notification(deps, provider, &notification, "callback").await;
     tracing::info!(%provider, payment_id = %notification.payment_id, notify_id = notification.notify_id, ?result, "callback handled");
     let (answer, detail) = match result {
         CallbackResult::UnknownPayment => (CallbackAnswer::Rejected, "unknown payment"),
@@ -68,10 +68,13 @@ pub async fn handle_callback(
     })
 }
 
-async fn apply_notification(
+/// Applies what the provider reports (a callback, or the answer to a query: `source` says which)
+/// through the one guarded transition, so a poll racing a callback produces one transition.
+pub(crate) async fn apply_notification(
     deps: &Deps,
     provider: ProviderName,
     n: &Notification,
+    source: &'static str,
 ) -> CallbackResult {
     let to = match n.status {
         NotifiedStatus::Paid => PaymentStatus::Paid,
@@ -90,7 +93,7 @@ async fn apply_notification(
         expiry_guard: None,
         provider_guard: Some(provider),
         at: now,
-        source: "callback",
+        source,
         reason: None,
         provider_trade_no: n.provider_trade_no.clone(),
     };

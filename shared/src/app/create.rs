@@ -32,8 +32,6 @@ use crate::ports::{
 pub const RECORD_TTL_S: i64 = 7 * 24 * 3600;
 /// In-progress expiry when the invocation has no usable deadline.
 pub const DEFAULT_IN_PROGRESS_S: i64 = 30;
-/// When an unknown create outcome is first checked with the provider.
-pub const FIRST_CHECK_AFTER_S: i64 = 60;
 pub const DEFAULT_EXPIRES_IN_S: i64 = 900;
 pub const EXPIRES_IN_S_RANGE: std::ops::RangeInclusive<i64> = 60..=86_400;
 pub const SUBJECT_MAX_CHARS: usize = 128;
@@ -355,6 +353,7 @@ pub async fn create_payment(
 }
 
 fn new_payment(deps: &Deps, request: &CreatePaymentRequest, now: Timestamp) -> Payment {
+    let expires_at = now.plus_s(request.expires_in_s);
     Payment {
         payment_id: deps.ids.payment_id(now),
         order_id: request.order_id.clone(),
@@ -364,12 +363,17 @@ fn new_payment(deps: &Deps, request: &CreatePaymentRequest, now: Timestamp) -> P
         subject: request.subject.clone(),
         status: PaymentStatus::Pending,
         version: INITIAL_VERSION,
-        expires_at: now.plus_s(request.expires_in_s),
+        expires_at,
         created_at: now,
         updated_at: now,
         pay_url: None,
         provider_trade_no: None,
-        next_check_at: None,
+        // Every pending payment is checked with its provider from one schedule step on.
+        next_check_at: Some(deps.poll.next_check_at(0, now, expires_at)),
+        checks_done: 0,
+        unknown_checks: 0,
+        recent_checks: Vec::new(),
+        create_unknown: false,
         status_reason: None,
     }
 }
@@ -408,7 +412,7 @@ async fn take_over(
     }
     let never_answered = existing.status == PaymentStatus::Pending
         && existing.pay_url.is_none()
-        && existing.next_check_at.is_none();
+        && !existing.create_unknown;
     if never_answered {
         return call_provider(deps, provider, existing, &key).await;
     }
@@ -476,9 +480,7 @@ async fn call_provider(
             // Never re-create blindly: the payment stays pending and a check is due.
             tracing::warn!(payment_id = %payment.payment_id, why, "provider create outcome unknown");
             (
-                CreateCompletion::Unknown {
-                    next_check_at: now.plus_s(FIRST_CHECK_AFTER_S),
-                },
+                CreateCompletion::Unknown,
                 created_response(202, &payment),
             )
         }

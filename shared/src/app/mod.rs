@@ -2,10 +2,13 @@
 
 use std::sync::Arc;
 
+use crate::domain::polling::PollSchedule;
 use crate::ports::{Clock, IdSource, IdempotencyStore, PaymentStore, Providers};
 
 pub mod callback;
+pub mod close;
 pub mod create;
+pub mod poll;
 pub mod query;
 
 /// Storage the use cases need: payments and idempotency records.
@@ -19,7 +22,11 @@ pub struct Deps {
     pub providers: Providers,
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn IdSource>,
+    /// When pending payments are checked with their provider.
+    pub poll: PollSchedule,
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod poll_tests;

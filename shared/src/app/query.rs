@@ -77,15 +77,20 @@ pub struct PaymentWithHistory {
     pub history: Vec<HistoryView>,
 }
 
-pub async fn get_payment(deps: &Deps, raw_id: &str) -> Result<PaymentWithHistory, ApiError> {
-    let id = PaymentId::parse(raw_id).map_err(|e| {
+/// The `{payment_id}` path parameter, or a 400.
+pub fn parse_payment_id(raw_id: &str) -> Result<PaymentId, ApiError> {
+    PaymentId::parse(raw_id).map_err(|e| {
         ApiError::field(
             400,
             "invalid_field",
             "payment_id",
             format!("payment_id {e}"),
         )
-    })?;
+    })
+}
+
+pub async fn get_payment(deps: &Deps, raw_id: &str) -> Result<PaymentWithHistory, ApiError> {
+    let id = parse_payment_id(raw_id)?;
     let record = deps.store.payment(&id).await.map_err(|e| {
         tracing::error!(error = %e, "reading payment failed");
         ApiError::unavailable("could not read the payment; retry")

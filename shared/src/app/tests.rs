@@ -69,6 +69,13 @@ impl PaymentProvider for ScriptedProvider {
         Ok(None)
     }
 
+    async fn close(
+        &self,
+        _payment_id: &PaymentId,
+    ) -> Result<crate::ports::CloseOutcome, ProviderError> {
+        Ok(crate::ports::CloseOutcome::NoTrade)
+    }
+
     fn verify_callback(
         &self,
         _h: &http::HeaderMap,
@@ -141,6 +148,37 @@ impl PaymentStore for ConflictingStore {
     async fn payment(&self, id: &PaymentId) -> Result<Option<PaymentRecord>, StoreError> {
         self.inner.payment(id).await
     }
+    async fn due_checks(
+        &self,
+        shard: u32,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<PaymentId>, StoreError> {
+        self.inner.due_checks(shard, now, limit).await
+    }
+    async fn claim_check(
+        &self,
+        id: &PaymentId,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Option<crate::domain::Payment>, StoreError> {
+        self.inner.claim_check(id, now, lease_until).await
+    }
+    async fn record_check(
+        &self,
+        id: &PaymentId,
+        lease_until: Timestamp,
+        check: &crate::ports::CheckRecord,
+    ) -> Result<bool, StoreError> {
+        self.inner.record_check(id, lease_until, check).await
+    }
+    async fn escalate(
+        &self,
+        t: &Transition,
+        c: &crate::ports::Compensation,
+    ) -> Result<TransitionOutcome, StoreError> {
+        self.inner.escalate(t, c).await
+    }
 }
 
 #[async_trait]
@@ -184,6 +222,7 @@ fn world(answer: Result<(), ProviderError>) -> World {
         providers: Providers::default().with(provider.clone()),
         clock: clock.clone(),
         ids: Arc::new(SequentialIds::default()),
+        poll: Default::default(),
     };
     World {
         deps,
@@ -321,6 +360,10 @@ async fn a_live_claim_answers_in_progress_and_a_dead_one_is_taken_over() {
             pay_url: None,
             provider_trade_no: None,
             next_check_at: None,
+            checks_done: 0,
+            unknown_checks: 0,
+            recent_checks: Vec::new(),
+            create_unknown: false,
             status_reason: None,
         },
         history: crate::domain::HistoryEntry::created(T0),

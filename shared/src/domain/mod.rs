@@ -4,6 +4,7 @@ pub mod idempotency;
 pub mod ids;
 pub mod money;
 pub mod payment;
+pub mod polling;
 pub mod time;
 
 pub use ids::{OrderId, PaymentId, ProviderName};

@@ -104,9 +104,22 @@ pub struct Payment {
     pub pay_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_trade_no: Option<String>,
-    /// When the status should next be checked with the provider (the polling issue uses it).
+    /// When the status is next checked with the provider; set while `pending`, removed by every
+    /// transition out of it (see [`super::polling`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_check_at: Option<Timestamp>,
+    /// Checks with the provider so far: the poller's position in its schedule.
+    #[serde(default)]
+    pub checks_done: u32,
+    /// Checks in a row that ended without knowing the provider's state (timeout, 5xx).
+    #[serde(default)]
+    pub unknown_checks: u32,
+    /// The last few answers to checks, oldest first, for whoever has to investigate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_checks: Vec<String>,
+    /// Our create's outcome at the provider is unknown (timeout, 5xx): only a query resolves it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub create_unknown: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_reason: Option<String>,
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::{RsaSigner, RsaVerifier};
 use crate::domain::{Currency, PaymentId, ProviderName, Timestamp};
 use crate::ports::{
-    CallbackAnswer, CallbackRejection, CallbackReply, Clock, Notification, NotifiedStatus,
+    CallbackAnswer, CallbackRejection, CallbackReply, Clock, CloseOutcome, Notification, NotifiedStatus,
     PaymentProvider, ProviderCreate, ProviderCreated, ProviderError, ProviderTrade,
 };
 
@@ -277,6 +277,26 @@ impl PaymentProvider for SandboxProvider {
             code: error.code,
             message: error.message,
         })
+    }
+
+    async fn close(&self, payment_id: &PaymentId) -> Result<CloseOutcome, ProviderError> {
+        let path = format!("/v1/trades/{payment_id}/close");
+        let (status, bytes) = self
+            .call(reqwest::Method::POST, &path, String::new())
+            .await?;
+        if status == 200 {
+            return Ok(CloseOutcome::Closed);
+        }
+        let error: ErrorAnswer = serde_json::from_slice(&bytes).map_err(unknown)?;
+        match error.code.as_str() {
+            "TRADE_NOT_EXIST" => Ok(CloseOutcome::NoTrade),
+            "TRADE_ALREADY_PAID" => Ok(CloseOutcome::AlreadyPaid),
+            _ if status >= 400 && status < 500 => Err(ProviderError::Rejected {
+                code: error.code,
+                message: error.message,
+            }),
+            _ => Err(ProviderError::Unknown(format!("close answered {status} {}", error.code))),
+        }
     }
 
     async fn query(&self, payment_id: &PaymentId) -> Result<Option<ProviderTrade>, ProviderError> {

@@ -7,6 +7,10 @@
 //! - `PAY#<payment_id>` / `HIST#<version:05>`: one history entry per version.
 //! - `ORDER#<order_id>` / `ORDER`: the order's uniqueness item, pointing at its payment.
 //!
+//! A pending payment also carries `due_shard` (`DUE#0` to `DUE#7`) next to `next_check_at`:
+//! the sparse GSI `due-checks` (`due_shard`, `next_check_at`) finds due checks without a scan
+//! and without one hot partition. Every transition out of `pending` removes both.
+//!
 //! Idempotency table (`id`): one record per key, Powertools-style (`expiration` is the TTL).
 
 use std::collections::HashMap;
@@ -27,9 +31,12 @@ use crate::domain::idempotency::{IdempotencyRecord, RecordStatus, StoredResponse
 use crate::domain::payment::{ExpiryGuard, Transition, check_transition};
 use crate::domain::{HistoryEntry, OrderId, Payment, PaymentId, Timestamp};
 use crate::ports::{
-    ClaimOutcome, CreateCompletion, IdempotencyStore, InsertOutcome, NewPayment, PaymentRecord,
-    PaymentStore, StoreError, TransitionOutcome,
+    CheckRecord, ClaimOutcome, Compensation, CreateCompletion, IdempotencyStore, InsertOutcome,
+    NewPayment, PaymentRecord, PaymentStore, StoreError, TransitionOutcome, due_shard,
 };
+
+/// The sparse index of pending payments by due check.
+pub const DUE_INDEX: &str = "due-checks";
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -60,8 +67,15 @@ fn with_key(mut item: Item, pk: String, sk: &str, kind: &str) -> Item {
     item
 }
 
+fn due_shard_key(payment_id: &PaymentId) -> String {
+    format!("DUE#{}", due_shard(payment_id))
+}
+
 fn payment_item(payment: &Payment) -> anyhow::Result<Item> {
-    let item = to_item(payment).context("serialize payment")?;
+    let mut item: Item = to_item(payment).context("serialize payment")?;
+    if payment.status == crate::domain::PaymentStatus::Pending && payment.next_check_at.is_some() {
+        item.insert("due_shard".into(), s(due_shard_key(&payment.payment_id)));
+    }
     Ok(with_key(
         item,
         payment_pk(&payment.payment_id),
@@ -133,6 +147,42 @@ fn classify(err: SdkError<TransactWriteItemsError>) -> Result<Cancelled, StoreEr
         .filter_map(CancellationReason::code)
         .collect();
     Ok(Cancelled::Other(codes.join(",")))
+}
+
+/// A cancelled transition transaction, read back: its first item is the guarded payment update.
+fn transition_outcome(
+    err: SdkError<TransactWriteItemsError>,
+) -> Result<TransitionOutcome, StoreError> {
+    match classify(err)? {
+        Cancelled::Condition {
+            index: 0,
+            old: None,
+        } => Ok(TransitionOutcome::NotFound),
+        Cancelled::Condition {
+            index: 0,
+            old: Some(old),
+        } => {
+            let payment: Payment = from_item(old).context("deserialize payment")?;
+            Ok(TransitionOutcome::GuardFailed(Box::new(payment)))
+        }
+        Cancelled::Conflict => Err(StoreError::Conflict),
+        Cancelled::Condition { index, .. } => Err(StoreError::Unexpected(anyhow::anyhow!(
+            "transition: condition {index} failed"
+        ))),
+        Cancelled::Other(codes) => Err(StoreError::Unexpected(anyhow::anyhow!(
+            "transition cancelled: {codes}"
+        ))),
+    }
+}
+
+/// Whether an `UpdateItem` failed on its condition.
+fn is_condition_failure(
+    err: &SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError>,
+) -> bool {
+    matches!(
+        err.as_service_error(),
+        Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(_))
+    )
 }
 
 /// The idempotency table: usable on its own, and a source of writes for other transactions.
@@ -321,6 +371,18 @@ pub struct DynamoStore {
     client: Client,
     table: String,
     idempotency: DynamoIdempotency,
+    compensations: Option<String>,
+}
+
+#[derive(Serialize)]
+struct CompensationItem<'a> {
+    id: &'a str,
+    kind: &'a str,
+    payment_id: &'a str,
+    reason: &'a str,
+    evidence: &'a [String],
+    created_at: Timestamp,
+    status: &'static str,
 }
 
 impl DynamoStore {
@@ -334,8 +396,16 @@ impl DynamoStore {
             client,
             table: payments_table.into(),
             idempotency,
+            compensations: None,
         }
     }
+
+    /// Where [`PaymentStore::escalate`] puts its compensation records.
+    pub fn with_compensations(mut self, table: impl Into<String>) -> Self {
+        self.compensations = Some(table.into());
+        self
+    }
+
 
     /// The guarded update of a transition. Its condition carries status, version and, when the
     /// trigger reported them, amount and currency.
@@ -393,6 +463,7 @@ impl DynamoStore {
         }
         if t.to != crate::domain::PaymentStatus::Pending {
             remove.push("next_check_at");
+            remove.push("due_shard");
         }
         let mut expression = format!("SET {}", set.join(", "));
         if !remove.is_empty() {
@@ -441,9 +512,9 @@ impl DynamoStore {
             } => update
                 .update_expression("SET pay_url = :url")
                 .expression_attribute_values(":url", s(pay_url)),
-            CreateCompletion::Unknown { next_check_at } => update
-                .update_expression("SET next_check_at = :next")
-                .expression_attribute_values(":next", n(next_check_at.unix_ms())),
+            CreateCompletion::Unknown => update
+                .update_expression("SET create_unknown = :yes")
+                .expression_attribute_values(":yes", AttributeValue::Bool(true)),
             CreateCompletion::Rejected(_) => {
                 anyhow::bail!("a rejection is a transition, not a data update")
             }
@@ -563,25 +634,156 @@ impl PaymentStore for DynamoStore {
         let Err(err) = self.transact(self.transition_items(transition)?).await else {
             return Ok(TransitionOutcome::Applied);
         };
-        match classify(err)? {
-            Cancelled::Condition {
-                index: 0,
-                old: None,
-            } => Ok(TransitionOutcome::NotFound),
-            Cancelled::Condition {
-                index: 0,
-                old: Some(old),
-            } => {
-                let payment: Payment = from_item(old).context("deserialize payment")?;
-                Ok(TransitionOutcome::GuardFailed(Box::new(payment)))
+        transition_outcome(err)
+    }
+
+    async fn escalate(
+        &self,
+        transition: &Transition,
+        compensation: &Compensation,
+    ) -> Result<TransitionOutcome, StoreError> {
+        let table = self
+            .compensations
+            .as_deref()
+            .context("no compensations table configured")?;
+        let item = to_item(CompensationItem {
+            id: &compensation.id,
+            kind: compensation.kind,
+            payment_id: compensation.payment_id.as_str(),
+            reason: &compensation.reason,
+            evidence: &compensation.evidence,
+            created_at: compensation.created_at,
+            status: "open",
+        })
+        .context("serialize compensation")?;
+        let put = Put::builder()
+            .table_name(table)
+            .set_item(Some(item))
+            .build()
+            .context("compensation put")?;
+        let mut items = self.transition_items(transition)?;
+        items.push(TransactWriteItem::builder().put(put).build());
+        let Err(err) = self.transact(items).await else {
+            return Ok(TransitionOutcome::Applied);
+        };
+        transition_outcome(err)
+    }
+
+    async fn due_checks(
+        &self,
+        shard: u32,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<PaymentId>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(DUE_INDEX)
+            .key_condition_expression("due_shard = :shard AND next_check_at <= :now")
+            .expression_attribute_values(":shard", s(format!("DUE#{shard}")))
+            .expression_attribute_values(":now", n(now.unix_ms()))
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .context("query due checks")?;
+        let mut due = Vec::new();
+        for item in out.items() {
+            if let Some(AttributeValue::S(pk)) = item.get("pk")
+                && let Some(id) = pk.strip_prefix("PAY#")
+            {
+                due.push(PaymentId::parse(id).context("due index payment id")?);
             }
-            Cancelled::Conflict => Err(StoreError::Conflict),
-            Cancelled::Condition { index, .. } => Err(StoreError::Unexpected(anyhow::anyhow!(
-                "transition: condition {index} failed"
-            ))),
-            Cancelled::Other(codes) => Err(StoreError::Unexpected(anyhow::anyhow!(
-                "transition cancelled: {codes}"
-            ))),
+        }
+        Ok(due)
+    }
+
+    async fn claim_check(
+        &self,
+        payment_id: &PaymentId,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Option<Payment>, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(payment_pk(payment_id)))
+            .key("sk", s("PAYMENT"))
+            .update_expression("SET next_check_at = :lease")
+            .condition_expression("#status = :pending AND next_check_at <= :now")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":now", n(now.unix_ms()))
+            .expression_attribute_values(":lease", n(lease_until.unix_ms()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                let item = out
+                    .attributes
+                    .context("claim answered without the payment")?;
+                let payment: Payment = from_item(item).context("deserialize payment")?;
+                Ok(Some(payment))
+            }
+            Err(err) if is_condition_failure(&err) => Ok(None),
+            Err(err) => Err(StoreError::Unexpected(
+                anyhow::Error::new(err).context("claim check"),
+            )),
+        }
+    }
+
+    async fn record_check(
+        &self,
+        payment_id: &PaymentId,
+        lease_until: Timestamp,
+        check: &CheckRecord,
+    ) -> Result<bool, StoreError> {
+        let mut set = vec![
+            "next_check_at = :next",
+            "checks_done = :done",
+            "unknown_checks = :unknown",
+            "recent_checks = :recent",
+            "create_unknown = :create_unknown",
+        ];
+        let recent = check.recent_checks.iter().map(|c| s(c.as_str())).collect();
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(payment_pk(payment_id)))
+            .key("sk", s("PAYMENT"))
+            .condition_expression("#status = :pending AND next_check_at = :lease")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":lease", n(lease_until.unix_ms()))
+            .expression_attribute_values(":next", n(check.next_check_at.unix_ms()))
+            .expression_attribute_values(":done", n(check.checks_done))
+            .expression_attribute_values(":unknown", n(check.unknown_checks))
+            .expression_attribute_values(":recent", AttributeValue::L(recent))
+            .expression_attribute_values(
+                ":create_unknown",
+                AttributeValue::Bool(check.create_unknown),
+            );
+        if let Some(created) = &check.created {
+            set.push("pay_url = :url");
+            update = update.expression_attribute_values(":url", s(&created.pay_url));
+            if let Some(trade_no) = &created.provider_trade_no {
+                set.push("provider_trade_no = :trade_no");
+                update = update.expression_attribute_values(":trade_no", s(trade_no));
+            }
+        }
+        let result = update
+            .update_expression(format!("SET {}", set.join(", ")))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if is_condition_failure(&err) => Ok(false),
+            Err(err) => Err(StoreError::Unexpected(
+                anyhow::Error::new(err).context("record check"),
+            )),
         }
     }
 

@@ -9,8 +9,8 @@ use crate::domain::idempotency::{IdempotencyRecord, RecordStatus, StoredResponse
 use crate::domain::payment::{Transition, check_transition};
 use crate::domain::{HistoryEntry, OrderId, Payment, PaymentId, Timestamp};
 use crate::ports::{
-    ClaimOutcome, CreateCompletion, IdempotencyStore, InsertOutcome, NewPayment, PaymentRecord,
-    PaymentStore, StoreError, TransitionOutcome,
+    CheckRecord, ClaimOutcome, Compensation, CreateCompletion, IdempotencyStore, InsertOutcome,
+    NewPayment, PaymentRecord, PaymentStore, StoreError, TransitionOutcome, due_shard,
 };
 
 #[derive(Debug, Default)]
@@ -19,6 +19,7 @@ struct State {
     history: HashMap<PaymentId, Vec<HistoryEntry>>,
     orders: HashMap<OrderId, PaymentId>,
     idempotency: HashMap<String, IdempotencyRecord>,
+    compensations: HashMap<String, Compensation>,
 }
 
 #[derive(Debug, Default)]
@@ -29,6 +30,13 @@ pub struct MemoryStore {
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The compensation records, by id.
+    pub fn compensations(&self) -> Vec<Compensation> {
+        let mut all: Vec<Compensation> = self.lock().compensations.values().cloned().collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -141,9 +149,7 @@ impl PaymentStore for MemoryStore {
                 }
                 t.apply_to(&mut updated);
             }
-            CreateCompletion::Unknown { next_check_at } => {
-                updated.next_check_at = Some(*next_check_at)
-            }
+            CreateCompletion::Unknown => updated.create_unknown = true,
         }
         complete_record(state, idempotency_key, payment_id.as_str(), response)?;
         if let CreateCompletion::Rejected(t) = completion {
@@ -170,6 +176,88 @@ impl PaymentStore for MemoryStore {
             payment: payment.clone(),
             history: state.history.get(payment_id).cloned().unwrap_or_default(),
         }))
+    }
+
+    async fn due_checks(
+        &self,
+        shard: u32,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<PaymentId>, StoreError> {
+        let state = self.lock();
+        let mut due: Vec<(Timestamp, PaymentId)> = state
+            .payments
+            .values()
+            .filter(|p| p.status == crate::domain::PaymentStatus::Pending)
+            .filter(|p| due_shard(&p.payment_id) == shard)
+            .filter_map(|p| p.next_check_at.filter(|at| *at <= now).map(|at| (at, p.payment_id.clone())))
+            .collect();
+        due.sort();
+        Ok(due.into_iter().take(limit).map(|(_, id)| id).collect())
+    }
+
+    async fn claim_check(
+        &self,
+        payment_id: &PaymentId,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Option<Payment>, StoreError> {
+        let mut state = self.lock();
+        let Some(payment) = state.payments.get_mut(payment_id) else {
+            return Ok(None);
+        };
+        let due = payment.status == crate::domain::PaymentStatus::Pending
+            && payment.next_check_at.is_some_and(|at| at <= now);
+        if !due {
+            return Ok(None);
+        }
+        payment.next_check_at = Some(lease_until);
+        Ok(Some(payment.clone()))
+    }
+
+    async fn record_check(
+        &self,
+        payment_id: &PaymentId,
+        lease_until: Timestamp,
+        check: &CheckRecord,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        let Some(payment) = state.payments.get_mut(payment_id) else {
+            return Ok(false);
+        };
+        if payment.status != crate::domain::PaymentStatus::Pending
+            || payment.next_check_at != Some(lease_until)
+        {
+            return Ok(false);
+        }
+        payment.next_check_at = Some(check.next_check_at);
+        payment.checks_done = check.checks_done;
+        payment.unknown_checks = check.unknown_checks;
+        payment.recent_checks.clone_from(&check.recent_checks);
+        payment.create_unknown = check.create_unknown;
+        if let Some(created) = &check.created {
+            payment.pay_url = Some(created.pay_url.clone());
+            if let Some(trade_no) = &created.provider_trade_no {
+                payment.provider_trade_no = Some(trade_no.clone());
+            }
+        }
+        Ok(true)
+    }
+
+    async fn escalate(
+        &self,
+        transition: &Transition,
+        compensation: &Compensation,
+    ) -> Result<TransitionOutcome, StoreError> {
+        let mut state = self.lock();
+        let outcome = apply(&mut state, transition)?;
+        if outcome == TransitionOutcome::Applied {
+            state
+                .compensations
+                .entry(compensation.id.clone())
+                .or_insert_with(|| compensation.clone());
+        }
+        Ok(outcome)
     }
 }
 

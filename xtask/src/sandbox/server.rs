@@ -32,6 +32,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/trades/{out_trade_no}/close", post(trades::close))
         .route("/pay/{trade_no}", post(trades::pay))
         .route("/gateway.do", post(alipay::gateway))
+        .route("/alipay/bills/{token}", get(alipay::bill_file))
         .route(
             "/admin/faults",
             put(admin::set_faults)

@@ -25,14 +25,14 @@ use async_trait::async_trait;
 use crate::crypto::{RsaSigner, RsaVerifier};
 use crate::domain::{Currency, PaymentId, ProviderName, Timestamp};
 use crate::ports::{
-    CallbackAnswer, CallbackRejection, CallbackReply, Clock, Notification, PaymentProvider,
+    CallbackAnswer, CallbackRejection, CallbackReply, Clock, CloseOutcome, Notification, PaymentProvider,
     ProviderCreate, ProviderCreated, ProviderError, ProviderTrade,
 };
 
 pub use answer::AlipayRefund;
 pub use statement::{
-    BILL_URL_QUERY, STATEMENT_LINES_MAX, StatementError, StatementKind, StatementLine,
-    parse_statement,
+    BILL_URL_QUERY, DownloadStatementError, STATEMENT_FILE_BYTES_MAX, STATEMENT_LINES_MAX,
+    StatementError, StatementKind, StatementLine, parse_statement,
 };
 
 pub const DEFAULT_GATEWAY_URL: &str = "https://openapi.alipay.com/gateway.do";
@@ -274,6 +274,16 @@ impl PaymentProvider for AlipayProvider {
     async fn query(&self, payment_id: &PaymentId) -> Result<Option<ProviderTrade>, ProviderError> {
         let content = self.call(QUERY, &wire::trade_biz(payment_id), None).await?;
         answer::parse_query(&content, payment_id)
+    }
+
+    /// `ACQ.TRADE_STATUS_ERROR` is Alipay's answer for a paid (or finished) trade.
+    async fn close(&self, payment_id: &PaymentId) -> Result<CloseOutcome, ProviderError> {
+        super::close_outcome(
+            AlipayProvider::close(self, payment_id).await,
+            &["ACQ.TRADE_STATUS_ERROR"],
+            &["ACQ.TRADE_NOT_EXIST"],
+            &["ACQ.TRADE_HAS_CLOSE"],
+        )
     }
 
     /// No replay window: Alipay's notifications carry no per-delivery timestamp, so `now` is

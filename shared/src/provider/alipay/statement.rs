@@ -1,11 +1,17 @@
 //! The trade bill: `alipay.data.dataservice.bill.downloadurl.query` (bill_type `trade`) answers
-//! a short-lived `bill_download_url` of a zip; its `..._业务明细.csv` (GBK, decoded to UTF-8
-//! by the caller) is what [`parse_statement`] reads. That file has `#` header lines, a column
+//! a short-lived `bill_download_url` of a zip; its `..._业务明细.csv` (GBK) is what
+//! [`parse_statement`] reads, once decoded to UTF-8. That file has `#` header lines, a column
 //! header row, one row per trade or refund in China time and yuan, then `#` footer lines
 //! (totals, export time). Fields are often padded with tabs or spaces. Columns are found by
 //! their header names, never by position.
 //!
-//! Fetching and unzipping the file is not done here: it needs a zip reader and a GBK decoder.
+//! [`AlipayProvider::download_statement`] does the whole walk: the URL query, a plain GET of the
+//! zip (unsigned: the URL itself is the credential, valid for 30 seconds), the one entry whose
+//! name ends `业务明细.csv` (not the `业务明细(汇总).csv` summary beside it; entry names come
+//! in GBK or UTF-8), strict GBK decoding, then [`parse_statement`]. The zip, and the CSV
+//! inflated from it, are each bounded by [`STATEMENT_FILE_BYTES_MAX`].
+
+use std::io::{Cursor, Read as _};
 
 use serde::Deserialize;
 use time::PrimitiveDateTime;
@@ -21,11 +27,40 @@ pub const BILL_URL_QUERY: &str = "alipay.data.dataservice.bill.downloadurl.query
 /// More lines than this is not one merchant's day; parsing stops with an error.
 pub const STATEMENT_LINES_MAX: usize = 2_000_000;
 
+/// The most we download of a bill zip, and the most we inflate of its detail CSV. A month of one
+/// merchant's trades is well below this; more is a broken or hostile answer, refused before it
+/// can exhaust memory.
+pub const STATEMENT_FILE_BYTES_MAX: usize = 256 << 20;
+
+/// How the trade-detail entry's name ends. The summary beside it ends `业务明细(汇总).csv`.
+const DETAIL_ENTRY_SUFFIX: &str = "业务明细.csv";
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("trade bill line {line}: {reason}")]
 pub struct StatementError {
     pub line: usize,
     pub reason: String,
+}
+
+/// Why [`AlipayProvider::download_statement`] has no statement to give.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadStatementError {
+    /// The URL query or the download failed. `Rejected` means asking again now will not help
+    /// (`isp.bill_not_exist`: the bill is not ready yet; a malformed date); `Unknown` is a
+    /// network failure, a non-200 download, or an answer that does not verify: ask again later.
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    /// The zip, or the CSV inflated from it, is over the limit.
+    #[error("bill file larger than {limit_bytes} bytes")]
+    TooLarge { limit_bytes: usize },
+    /// Not a zip, not exactly one detail entry, or an entry that does not inflate.
+    #[error("bill archive: {0}")]
+    Archive(String),
+    /// The detail CSV is not valid GBK.
+    #[error("bill encoding: {0}")]
+    Encoding(String),
+    #[error(transparent)]
+    Parse(#[from] StatementError),
 }
 
 /// What a bill line records (业务类型).
@@ -238,11 +273,149 @@ impl AlipayProvider {
         let content = self.call(BILL_URL_QUERY, &biz_content, None).await?;
         parse_bill_url(&content)
     }
+
+    /// The day's (`yyyy-MM-dd`) or month's (`yyyy-MM`) trade bill, parsed: [`Self::statement_url`],
+    /// a GET of the zip there, its detail CSV decoded from GBK, then [`parse_statement`].
+    pub async fn download_statement(
+        &self,
+        bill_date: &str,
+    ) -> Result<Vec<StatementLine>, DownloadStatementError> {
+        self.fetch_statement(bill_date, STATEMENT_FILE_BYTES_MAX)
+            .await
+    }
+
+    /// [`Self::download_statement`] with the size limit as a parameter, so tests can reach it.
+    async fn fetch_statement(
+        &self,
+        bill_date: &str,
+        limit_bytes: usize,
+    ) -> Result<Vec<StatementLine>, DownloadStatementError> {
+        let url = self.statement_url(bill_date).await?;
+        // Unsigned: the short-lived URL is the credential. The client's timeout bounds the time.
+        let response = self.http.get(&url).send().await.map_err(unknown)?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            return Err(unknown(format!("bill download answered {status}")).into());
+        }
+        let zip = read_bounded(response, limit_bytes).await?;
+        statement_from_zip(&zip, limit_bytes)
+    }
+}
+
+fn unknown(err: impl std::fmt::Display) -> ProviderError {
+    ProviderError::Unknown(err.to_string())
+}
+
+/// Reads the body, refusing it as soon as it is known to exceed `limit_bytes`: by its declared
+/// length up front, else by what has arrived.
+async fn read_bounded(
+    mut response: reqwest::Response,
+    limit_bytes: usize,
+) -> Result<Vec<u8>, DownloadStatementError> {
+    let too_large = || DownloadStatementError::TooLarge { limit_bytes };
+    let declared = response.content_length().unwrap_or(0);
+    if usize::try_from(declared).map_or(true, |n| n > limit_bytes) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(unknown)? {
+        if chunk.len() > limit_bytes - body.len() {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The bill zip to statement lines: the detail entry, GBK, then [`parse_statement`].
+fn statement_from_zip(
+    zip: &[u8],
+    limit_bytes: usize,
+) -> Result<Vec<StatementLine>, DownloadStatementError> {
+    let csv = detail_csv(zip, limit_bytes)?;
+    let text = decode_gbk(&csv)?;
+    Ok(parse_statement(&text)?)
+}
+
+/// An entry name as Alipay writes it: GBK without the zip's UTF-8 flag, or UTF-8. `None` when it
+/// is neither, which is not the entry we want.
+fn entry_name(raw: &[u8]) -> Option<String> {
+    match std::str::from_utf8(raw) {
+        Ok(name) => Some(name.to_owned()),
+        Err(_) => encoding_rs::GBK
+            .decode_without_bom_handling_and_without_replacement(raw)
+            .map(|name| name.into_owned()),
+    }
+}
+
+fn is_detail_entry(name: &str) -> bool {
+    let file_name = name.rsplit(['/', '\\']).next().unwrap_or(name);
+    file_name.ends_with(DETAIL_ENTRY_SUFFIX)
+}
+
+/// The inflated bytes of the one `..._业务明细.csv` entry. Two such entries would leave the
+/// choice to chance, so they are refused like none.
+fn detail_csv(zip: &[u8], limit_bytes: usize) -> Result<Vec<u8>, DownloadStatementError> {
+    let archive_error = |what: &str, e: &dyn std::fmt::Display| {
+        DownloadStatementError::Archive(format!("{what}: {e}"))
+    };
+    let mut archive =
+        zip::ZipArchive::new(Cursor::new(zip)).map_err(|e| archive_error("not a zip", &e))?;
+    let details: Vec<usize> = archive
+        .file_names_raw()
+        .enumerate()
+        .filter(|(_, raw)| entry_name(raw).is_some_and(|name| is_detail_entry(&name)))
+        .map(|(index, _)| index)
+        .collect();
+    let &[index] = details.as_slice() else {
+        return Err(DownloadStatementError::Archive(format!(
+            "{} entries named *{DETAIL_ENTRY_SUFFIX}, expected one",
+            details.len()
+        )));
+    };
+    let entry = archive
+        .by_index(index)
+        .map_err(|e| archive_error("detail entry", &e))?;
+    // One byte over the limit is enough to know: the declared size is not trusted.
+    let mut csv = Vec::new();
+    entry
+        .take(
+            u64::try_from(limit_bytes)
+                .unwrap_or(u64::MAX)
+                .saturating_add(1),
+        )
+        .read_to_end(&mut csv)
+        .map_err(|e| archive_error("inflating the detail entry", &e))?;
+    if csv.len() > limit_bytes {
+        return Err(DownloadStatementError::TooLarge { limit_bytes });
+    }
+    Ok(csv)
+}
+
+/// Strict GBK: a malformed sequence is an error, never a replacement character passing for data.
+fn decode_gbk(bytes: &[u8]) -> Result<String, DownloadStatementError> {
+    encoding_rs::GBK
+        .decode_without_bom_handling_and_without_replacement(bytes)
+        .map(|text| text.into_owned())
+        .ok_or_else(|| DownloadStatementError::Encoding("the detail CSV is not valid GBK".into()))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write as _;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use aws_lc_rs::encoding::{AsDer as _, Pkcs8V1Der, PublicKeyX509Der};
+    use aws_lc_rs::signature::KeyPair as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use zip::write::SimpleFileOptions;
+    use zip::{CompressionMethod, ZipWriter};
+
+    use super::super::AlipayConfig;
     use super::*;
+    use crate::clock::ManualClock;
+    use crate::crypto::{RsaSigner, RsaVerifier};
 
     const HEADER: &str = "支付宝交易号,商户订单号,业务类型,商品名称,创建时间,完成时间,门店编号,门店名称,操作员,终端号,对方账户,订单金额（元）,商家实收（元）,支付宝红包（元）,集分宝（元）,支付宝优惠（元）,商家优惠（元）,券核销金额（元）,券名称,商家红包消费金额（元）,卡消费金额（元）,退款批次号/请求号,服务费（元）,分润（元）,备注";
 
@@ -365,5 +538,335 @@ mod tests {
             parse_bill_url(br#"{"code":"10000","msg":"Success"}"#),
             Err(ProviderError::Unknown(_))
         ));
+    }
+
+    // ---- the zip, GBK and the download ----
+
+    const DETAIL: &str = "20881234567890120156_20190611_业务明细.csv";
+    const SUMMARY: &str = "20881234567890120156_20190611_业务明细(汇总).csv";
+    const SUMMARY_CSV: &str = "#支付宝业务汇总查询\r\n门店编号,门店名称,交易订单总笔数,退款订单总笔数,订单金额（元）,商家实收（元）\r\n合计,,1,0,12.34,12.30\r\n#导出时间：[2019年06月12日 09:01:02]\r\n";
+
+    fn gbk(text: &str) -> Vec<u8> {
+        let (bytes, _, unmappable) = encoding_rs::GBK.encode(text);
+        assert!(!unmappable, "{text:?} is all GBK");
+        bytes.into_owned()
+    }
+
+    /// A zip of (raw name, content) entries, written in order.
+    fn zip_of(method: CompressionMethod, entries: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
+        for (name, content) in entries {
+            let options = SimpleFileOptions::default()
+                .compression_method(method)
+                .name(name);
+            zip.start_file_with_options(options).expect("entry");
+            zip.write_all(content).expect("content");
+        }
+        zip.finish().expect("zip").into_inner()
+    }
+
+    /// Alipay's zip: the summary first (so picking the first entry would be wrong), names in
+    /// GBK without the UTF-8 flag, contents in GBK.
+    fn alipay_zip(detail_csv: &[u8]) -> Vec<u8> {
+        zip_of(
+            CompressionMethod::Deflated,
+            &[
+                (&gbk(SUMMARY), &gbk(SUMMARY_CSV)),
+                (&gbk(DETAIL), detail_csv),
+            ],
+        )
+    }
+
+    fn paid_line() -> StatementLine {
+        StatementLine {
+            traded_at: Timestamp::from_unix_s(1_560_218_409),
+            provider_trade_no: "2019061122001412341234567890".into(),
+            out_trade_no: "01J0000000000000000000PAY1".into(),
+            kind: StatementKind::Paid,
+            amount_minor: 1234,
+            received_minor: 1230,
+            refund_request_no: None,
+        }
+    }
+
+    #[test]
+    fn the_detail_entry_is_read_not_the_summary_whatever_the_name_encoding() {
+        let detail = gbk(&bill(&[PAID]));
+        let lines =
+            statement_from_zip(&alipay_zip(&detail), STATEMENT_FILE_BYTES_MAX).expect("gbk names");
+        assert_eq!(lines, vec![paid_line()]);
+        let utf8_names = zip_of(
+            CompressionMethod::Deflated,
+            &[
+                (SUMMARY.as_bytes(), &gbk(SUMMARY_CSV)),
+                (format!("2019-06/{DETAIL}").as_bytes(), &detail),
+            ],
+        );
+        let lines = statement_from_zip(&utf8_names, STATEMENT_FILE_BYTES_MAX).expect("utf-8 names");
+        assert_eq!(lines, vec![paid_line()]);
+    }
+
+    #[test]
+    fn gbk_text_is_decoded_before_parsing() {
+        // Chinese in a free-text column, beside the headers and 交易 the parser reads.
+        let row = PAID.replacen("Coffee", "咖啡（大杯）", 1);
+        let detail = gbk(&bill(&[&row]));
+        assert!(
+            std::str::from_utf8(&detail).is_err(),
+            "the test bytes are GBK"
+        );
+        let lines =
+            statement_from_zip(&alipay_zip(&detail), STATEMENT_FILE_BYTES_MAX).expect("bill");
+        assert_eq!(lines, vec![paid_line()]);
+    }
+
+    #[test]
+    fn a_malformed_gbk_byte_is_an_error_not_a_replacement() {
+        let mut detail = gbk(&bill(&[PAID]));
+        let at = detail
+            .windows(6)
+            .position(|w| w == b"Coffee")
+            .expect("subject");
+        // 0xFF is never a GBK byte.
+        detail[at] = 0xFF;
+        let err = statement_from_zip(&alipay_zip(&detail), STATEMENT_FILE_BYTES_MAX)
+            .expect_err("malformed");
+        assert!(matches!(err, DownloadStatementError::Encoding(_)), "{err}");
+    }
+
+    #[test]
+    fn bad_archives_are_errors() {
+        let archive_error = |zip: &[u8]| {
+            matches!(
+                statement_from_zip(zip, STATEMENT_FILE_BYTES_MAX),
+                Err(DownloadStatementError::Archive(_))
+            )
+        };
+        assert!(archive_error(b"PK\x03\x04 not really a zip"));
+        assert!(archive_error(b""));
+        let detail = gbk(&bill(&[PAID]));
+        let summary_only = zip_of(
+            CompressionMethod::Deflated,
+            &[(&gbk(SUMMARY), &gbk(SUMMARY_CSV))],
+        );
+        assert!(archive_error(&summary_only), "no detail entry");
+        let two_details = zip_of(
+            CompressionMethod::Deflated,
+            &[
+                (&gbk(DETAIL), &detail),
+                (&gbk(&DETAIL.replace("0611", "0612")), &detail),
+            ],
+        );
+        assert!(archive_error(&two_details), "which one?");
+        // A stored entry with one byte flipped fails its CRC.
+        let mut corrupt = zip_of(CompressionMethod::Stored, &[(&gbk(DETAIL), &detail)]);
+        let at = corrupt
+            .windows(6)
+            .position(|w| w == b"Coffee")
+            .expect("stored content");
+        corrupt[at] = b'c';
+        assert!(archive_error(&corrupt), "CRC mismatch");
+    }
+
+    #[test]
+    fn the_inflated_csv_is_bounded() {
+        let detail = gbk(&bill(&[PAID]));
+        let zip = alipay_zip(&detail);
+        assert!(statement_from_zip(&zip, detail.len()).is_ok());
+        assert!(matches!(
+            statement_from_zip(&zip, detail.len() - 1),
+            Err(DownloadStatementError::TooLarge { .. })
+        ));
+        // A small zip that inflates to far more than it weighs.
+        let zeros = vec![b'0'; 4 << 20];
+        let bomb = zip_of(CompressionMethod::Deflated, &[(&gbk(DETAIL), &zeros)]);
+        assert!(bomb.len() < 64 << 10);
+        assert!(matches!(
+            statement_from_zip(&bomb, 1 << 20),
+            Err(DownloadStatementError::TooLarge { limit_bytes }) if limit_bytes == 1 << 20
+        ));
+    }
+
+    /// A canned HTTP/1.1 answer; without `declare_length` the body runs to the close.
+    fn http_answer(status: u16, content_type: &str, body: &[u8], declare_length: bool) -> Vec<u8> {
+        let mut head =
+            format!("HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nConnection: close\r\n");
+        if declare_length {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        let mut answer = format!("{head}\r\n").into_bytes();
+        answer.extend_from_slice(body);
+        answer
+    }
+
+    /// Answers one connection per canned answer, in order, after reading its request; yields
+    /// the request heads.
+    fn serve(
+        listener: tokio::net::TcpListener,
+        answers: Vec<Vec<u8>>,
+    ) -> tokio::task::JoinHandle<Vec<String>> {
+        tokio::spawn(async move {
+            let mut heads = Vec::new();
+            for answer in answers {
+                let (mut stream, _) = listener.accept().await.expect("accept");
+                let mut request = Vec::new();
+                let mut buf = [0_u8; 4096];
+                let head_end = loop {
+                    let n = stream.read(&mut buf).await.expect("read");
+                    assert!(n > 0, "request cut short");
+                    request.extend_from_slice(&buf[..n]);
+                    if let Some(at) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break at + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&request[..head_end]).into_owned();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().expect("length"))
+                    })
+                    .unwrap_or(0);
+                while request.len() < head_end + length {
+                    let n = stream.read(&mut buf).await.expect("read body");
+                    assert!(n > 0, "body cut short");
+                    request.extend_from_slice(&buf[..n]);
+                }
+                stream.write_all(&answer).await.expect("write");
+                stream.shutdown().await.expect("shutdown");
+                heads.push(head);
+            }
+            heads
+        })
+    }
+
+    /// A provider whose gateway is a local listener, and the key that signs as Alipay.
+    async fn local_provider() -> (AlipayProvider, RsaSigner, tokio::net::TcpListener, String) {
+        let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("key");
+        let private: Pkcs8V1Der<'_> = key.as_der().expect("pkcs8");
+        let public: PublicKeyX509Der<'_> = key.public_key().as_der().expect("spki");
+        let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", private.as_ref()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let config = AlipayConfig {
+            gateway_url: format!("{base}/gateway.do"),
+            app_id: "2021000000000001".into(),
+            seller_id: None,
+            // One key plays both sides: the local gateway checks nothing.
+            app_private_key: RsaSigner::from_pem(&pem).expect("signer"),
+            alipay_public_key: RsaVerifier::from_der(public.as_ref()).expect("verifier"),
+            notify_url: "https://pay.example.com/callbacks/alipay".into(),
+            timeout: Duration::from_secs(5),
+        };
+        let clock = Arc::new(ManualClock::at(Timestamp::from_unix_s(1_560_300_000)));
+        let provider = AlipayProvider::new(config, clock).expect("provider");
+        (
+            provider,
+            RsaSigner::from_pem(&pem).expect("signer"),
+            listener,
+            base,
+        )
+    }
+
+    /// The gateway's signed answer to the bill URL query.
+    fn bill_url_answer(alipay: &RsaSigner, value: &str) -> Vec<u8> {
+        let sign = alipay.sign_base64(value.as_bytes());
+        let body = format!(
+            r#"{{"alipay_data_dataservice_bill_downloadurl_query_response":{value},"sign":"{sign}"}}"#
+        );
+        http_answer(200, "application/json;charset=utf-8", body.as_bytes(), true)
+    }
+
+    #[tokio::test]
+    async fn download_statement_queries_fetches_and_parses() {
+        let (provider, alipay, listener, base) = local_provider().await;
+        let zip = alipay_zip(&gbk(&bill(&[PAID, REFUND])));
+        let url_answer = bill_url_answer(
+            &alipay,
+            &format!(
+                r#"{{"code":"10000","msg":"Success","bill_download_url":"{base}/bill.zip?token=T1"}}"#
+            ),
+        );
+        let server = serve(
+            listener,
+            vec![url_answer, http_answer(200, "application/zip", &zip, true)],
+        );
+        let lines = provider
+            .download_statement("2019-06-11")
+            .await
+            .expect("statement");
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0], paid_line());
+        assert_eq!(lines[1].amount_minor, -500);
+        let heads = server.await.expect("server");
+        assert!(
+            heads[0].starts_with("POST /gateway.do?charset=utf-8 "),
+            "{}",
+            heads[0]
+        );
+        assert!(
+            heads[1].starts_with("GET /bill.zip?token=T1 "),
+            "{}",
+            heads[1]
+        );
+        assert!(
+            !heads[1].to_ascii_lowercase().contains("authorization"),
+            "the download is unsigned"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_download_is_bounded_and_failures_keep_their_meaning() {
+        let (provider, alipay, listener, base) = local_provider().await;
+        let zip = alipay_zip(&gbk(&bill(&[PAID])));
+        let url_answer = bill_url_answer(
+            &alipay,
+            &format!(r#"{{"code":"10000","msg":"Success","bill_download_url":"{base}/bill.zip"}}"#),
+        );
+        let not_ready = bill_url_answer(
+            &alipay,
+            r#"{"code":"40004","msg":"Business Failed","sub_code":"isp.bill_not_exist","sub_msg":"bill not exist"}"#,
+        );
+        let server = serve(
+            listener,
+            vec![
+                url_answer.clone(),
+                http_answer(200, "application/zip", &zip, true),
+                url_answer.clone(),
+                http_answer(200, "application/zip", &zip, false),
+                url_answer,
+                http_answer(503, "text/plain", b"busy", true),
+                not_ready,
+            ],
+        );
+        let limit = zip.len() - 1;
+        for declared in [true, false] {
+            let err = provider
+                .fetch_statement("2019-06-11", limit)
+                .await
+                .expect_err("too large");
+            assert!(
+                matches!(err, DownloadStatementError::TooLarge { limit_bytes } if limit_bytes == limit),
+                "declared length {declared}: {err}"
+            );
+        }
+        assert!(matches!(
+            provider.download_statement("2019-06-11").await,
+            Err(DownloadStatementError::Provider(ProviderError::Unknown(_)))
+        ));
+        assert!(matches!(
+            provider.download_statement("2019-06-11").await,
+            Err(DownloadStatementError::Provider(ProviderError::Rejected { code, .. })) if code == "isp.bill_not_exist"
+        ));
+        assert!(matches!(
+            provider.download_statement("2019-6-11").await,
+            Err(DownloadStatementError::Provider(
+                ProviderError::Rejected { .. }
+            ))
+        ));
+        assert_eq!(server.await.expect("server").len(), 7);
     }
 }

@@ -13,8 +13,11 @@
 //!   other failure codes are definite rejections; 34 on a query is "no such trade".
 //! - UnionPay cannot close an unpaid QR order: it lapses at `payTimeout`, which we set from the
 //!   payment's expiry. Refunds and same-day cancels reference the consume's `queryId`.
+//! - Settlement files come from the file transfer (txnType 76) on another host, with its own
+//!   answer bound; see [`statement`].
 
 mod sign;
+pub mod statement;
 mod wire;
 
 #[cfg(test)]
@@ -30,17 +33,20 @@ use async_trait::async_trait;
 use crate::crypto::RsaSigner;
 use crate::domain::{PaymentId, ProviderName, Timestamp};
 use crate::ports::{
-    CallbackAnswer, CallbackRejection, CallbackReply, Clock, Notification, PaymentProvider,
-    ProviderCreate, ProviderCreated, ProviderError, ProviderTrade,
+    CallbackAnswer, CallbackRejection, CallbackReply, Clock, CloseOutcome, Notification,
+    PaymentProvider, ProviderCreate, ProviderCreated, ProviderError, ProviderTrade,
 };
 
 pub use sign::{Fields, SignerTrust, TrustError, VerifyError, cert_serial_decimal};
-pub use wire::{ReversalAccepted, china_time, parse_fen, txn_time_for};
+pub use wire::{FILE_ANSWER_BYTES_MAX, ReversalAccepted, china_time, parse_fen, txn_time_for};
 
 /// Consumes, refunds and cancels go here.
 pub const BACK_TRANS_PATH: &str = "/gateway/api/backTransReq.do";
 /// Status queries go here.
 pub const QUERY_TRANS_PATH: &str = "/gateway/api/queryTrans.do";
+/// Where the file transfer is when the base URL is not one of UnionPay's gateway hosts (the
+/// local sandbox): this path on the base URL.
+pub const FILE_TRANSFER_PATH: &str = "/unionpay/file/";
 
 #[derive(Debug)]
 pub struct UnionPayConfig {
@@ -65,6 +71,8 @@ pub struct UnionPayConfig {
 
 pub struct UnionPayProvider {
     config: UnionPayConfig,
+    /// The file transfer's URL, posted to as is: another host than the gateway.
+    file_url: String,
     trust: SignerTrust,
     http: reqwest::Client,
     clock: Arc<dyn Clock>,
@@ -74,6 +82,7 @@ impl std::fmt::Debug for UnionPayProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UnionPayProvider")
             .field("config", &self.config)
+            .field("file_url", &self.file_url)
             .finish_non_exhaustive()
     }
 }
@@ -90,6 +99,22 @@ fn not_sent(reason: String) -> ProviderError {
     }
 }
 
+/// UnionPay's file transfer host for one of its gateway hosts (`gateway.95516.com` ->
+/// `https://filedownload.95516.com/`, `gateway.test.95516.com` ->
+/// `https://filedownload.test.95516.com/`); any other base URL (a sandbox, a proxy) gets
+/// [`FILE_TRANSFER_PATH`] appended, as the gateway paths are.
+pub fn default_file_url(base_url: &str) -> String {
+    let unionpay_host = reqwest::Url::parse(base_url).ok().and_then(|url| {
+        let host = url.host_str()?;
+        let rest = host.strip_prefix("gateway.")?;
+        (rest == "95516.com" || rest.ends_with(".95516.com")).then(|| rest.to_owned())
+    });
+    match unionpay_host {
+        Some(rest) => format!("https://filedownload.{rest}/"),
+        None => format!("{}{FILE_TRANSFER_PATH}", base_url.trim_end_matches('/')),
+    }
+}
+
 /// Parses an answer and checks its signature and certificate. Anything unauthenticated says
 /// nothing about what UnionPay did.
 pub fn authenticated_answer(
@@ -98,6 +123,23 @@ pub fn authenticated_answer(
     now: Timestamp,
 ) -> Result<Fields, ProviderError> {
     let fields = wire::parse_answer(body).map_err(|e| unknown(format!("answer: {e}")))?;
+    verified(trust, fields, now)
+}
+
+/// [`authenticated_answer`] with another size bound (the file transfer's).
+fn authenticated_answer_within(
+    trust: &SignerTrust,
+    body: &[u8],
+    bytes_max: usize,
+    now: Timestamp,
+) -> Result<Fields, ProviderError> {
+    let fields =
+        wire::parse_answer_within(body, bytes_max).map_err(|e| unknown(format!("answer: {e}")))?;
+    verified(trust, fields, now)
+}
+
+/// The parsed answer, once its signature and certificate check out.
+fn verified(trust: &SignerTrust, fields: Fields, now: Timestamp) -> Result<Fields, ProviderError> {
     trust
         .verify(&fields, now)
         .map_err(|e| unknown(format!("unverifiable answer: {e}")))?;
@@ -125,11 +167,26 @@ impl UnionPayProvider {
         )?;
         let http = reqwest::Client::builder().timeout(config.timeout).build()?;
         Ok(Self {
+            file_url: default_file_url(&config.base_url),
             config,
             trust,
             http,
             clock,
         })
+    }
+
+    /// Sets the file transfer's URL (`UNIONPAY_FILE_URL`); `None` keeps [`default_file_url`].
+    pub fn with_file_url(mut self, file_url: Option<String>) -> anyhow::Result<Self> {
+        if let Some(url) = file_url {
+            let parsed = reqwest::Url::parse(&url)
+                .map_err(|e| anyhow::anyhow!("UnionPay file URL {url:?}: {e}"))?;
+            anyhow::ensure!(
+                matches!(parsed.scheme(), "http" | "https"),
+                "UnionPay file URL {url:?} is not http(s)"
+            );
+            self.file_url = url;
+        }
+        Ok(self)
     }
 
     fn merchant(&self) -> wire::Merchant<'_> {
@@ -140,32 +197,46 @@ impl UnionPayProvider {
         }
     }
 
-    /// Signs and posts one request, and returns the authenticated answer. Transport failures,
-    /// non-200 statuses and unverifiable answers are all "unknown".
-    async fn post(&self, path: &str, mut fields: Fields) -> Result<Fields, ProviderError> {
+    /// Signs and posts one request to the gateway, and returns the authenticated answer.
+    /// Transport failures, non-200 statuses and unverifiable answers are all "unknown".
+    async fn post(&self, path: &str, fields: Fields) -> Result<Fields, ProviderError> {
+        let url = format!("{}{path}", self.config.base_url);
+        self.send(&url, fields, wire::BODY_BYTES_MAX, None).await
+    }
+
+    /// Signs and posts one request to `url`; the answer may be `bytes_max` long, and
+    /// `timeout` replaces the client's for this request only.
+    async fn send(
+        &self,
+        url: &str,
+        mut fields: Fields,
+        bytes_max: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Fields, ProviderError> {
         sign::sign(&mut fields, &self.config.sign_key);
         let body = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(fields.iter())
             .finish();
-        let response = self
+        let mut request = self
             .http
-            .post(format!("{}{path}", self.config.base_url))
+            .post(url)
             .header(
                 http::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded;charset=UTF-8",
             )
-            .body(body)
-            .send()
-            .await
-            .map_err(unknown)?;
+            .body(body);
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
+        let response = request.send().await.map_err(unknown)?;
         let status = response.status().as_u16();
-        let bytes = response.bytes().await.map_err(unknown)?;
         if status != 200 {
             return Err(ProviderError::Unknown(format!(
                 "UnionPay answered HTTP {status}"
             )));
         }
-        authenticated_answer(&self.trust, &bytes, self.clock.now())
+        let bytes = read_bounded(response, bytes_max).await?;
+        authenticated_answer_within(&self.trust, &bytes, bytes_max, self.clock.now())
     }
 
     /// Refunds part or all of a paid consume, named by its `queryId`. `refund_id` becomes the
@@ -237,6 +308,28 @@ impl UnionPayProvider {
     }
 }
 
+/// The body of `response`, refused as soon as it is longer than `bytes_max` (never read whole
+/// first): an answer that long cannot be authenticated, so it is "unknown".
+async fn read_bounded(
+    mut response: reqwest::Response,
+    bytes_max: usize,
+) -> Result<Vec<u8>, ProviderError> {
+    let too_long = || unknown(format!("answer longer than {bytes_max} bytes"));
+    let declared = response.content_length().unwrap_or(0);
+    if usize::try_from(declared).map_or(true, |declared| declared > bytes_max) {
+        return Err(too_long());
+    }
+    let mut body = Vec::with_capacity(usize::try_from(declared).unwrap_or(0));
+    // Each round appends one chunk; the length check ends the loop after bytes_max bytes.
+    while let Some(chunk) = response.chunk().await.map_err(unknown)? {
+        if body.len() + chunk.len() > bytes_max {
+            return Err(too_long());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// A `backUrl` notification examined without a provider (which needs our signing key), for
 /// operators' tools: the exact content signed (`None` if the form does not parse) and what
 /// [`UnionPayProvider::verify_callback`] concludes with this trust and `mer_id` at `now`. What
@@ -276,6 +369,12 @@ impl PaymentProvider for UnionPayProvider {
         .map_err(not_sent)?;
         let answer = self.post(BACK_TRANS_PATH, fields).await?;
         wire::create_outcome(&answer, &self.config.mer_id, &request.payment_id)
+    }
+
+    /// UnionPay has no close for an unpaid QR order: it lapses at the `payTimeout` sent with
+    /// the create.
+    async fn close(&self, _payment_id: &PaymentId) -> Result<CloseOutcome, ProviderError> {
+        Ok(CloseOutcome::LapsesAtExpiry)
     }
 
     /// A payment id that is not a ULID has no derivable `txnTime`, so it cannot be queried:

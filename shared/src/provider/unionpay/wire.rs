@@ -15,6 +15,9 @@ use crate::ports::{
 pub const FIELDS_MAX: usize = 128;
 /// Larger answers and notifications are refused unread.
 pub const BODY_BYTES_MAX: usize = 64 * 1024;
+/// The file transfer's answer carries a whole day's settlement files in `fileContent`, so it
+/// alone gets this larger bound; every other answer keeps [`BODY_BYTES_MAX`].
+pub const FILE_ANSWER_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// `currencyCode` of CNY (ISO 4217 numeric).
 pub const CNY_CODE: &str = "156";
 /// The longest `txnAmt`: 12 digits (ACP's N1..12).
@@ -74,8 +77,13 @@ fn pair_end(text: &str) -> usize {
 /// A synchronous answer: `k=v&k=v` that is *not* URL-encoded, so values keep their `+`, `/`,
 /// `=` and CRLF as signed. Values may nest `&` inside `{...}` or `[...]`.
 pub fn parse_answer(body: &[u8]) -> Result<Fields, String> {
-    if body.len() > BODY_BYTES_MAX {
-        return Err(format!("answer longer than {BODY_BYTES_MAX} bytes"));
+    parse_answer_within(body, BODY_BYTES_MAX)
+}
+
+/// [`parse_answer`] with another size bound: [`FILE_ANSWER_BYTES_MAX`] for the file transfer.
+pub fn parse_answer_within(body: &[u8], bytes_max: usize) -> Result<Fields, String> {
+    if body.len() > bytes_max {
+        return Err(format!("answer longer than {bytes_max} bytes"));
     }
     let text = std::str::from_utf8(body).map_err(|_| "answer is not UTF-8".to_owned())?;
     let mut fields = Fields::new();
@@ -177,7 +185,7 @@ fn fields_of(pairs: &[(&str, &str)]) -> Fields {
 
 /// The fields every request carries. bizType 000000 and channelType 08 are the QR-code
 /// product's (merchant-presented code, mobile channel); accessType 0 is a direct merchant.
-fn common_fields(merchant: &Merchant<'_>, txn_type: &str, txn_sub_type: &str) -> Fields {
+pub(super) fn common_fields(merchant: &Merchant<'_>, txn_type: &str, txn_sub_type: &str) -> Fields {
     fields_of(&[
         ("version", super::sign::VERSION),
         ("encoding", "UTF-8"),
@@ -302,11 +310,11 @@ fn unknown(message: impl Into<String>) -> ProviderError {
     ProviderError::Unknown(message.into())
 }
 
-fn field<'a>(fields: &'a Fields, key: &str) -> Option<&'a str> {
+pub(super) fn field<'a>(fields: &'a Fields, key: &str) -> Option<&'a str> {
     fields.get(key).map(String::as_str)
 }
 
-fn rejected(fields: &Fields, code: &str) -> ProviderError {
+pub(super) fn rejected(fields: &Fields, code: &str) -> ProviderError {
     ProviderError::Rejected {
         code: code.to_owned(),
         message: field(fields, "respMsg").unwrap_or_default().to_owned(),
@@ -324,7 +332,7 @@ fn check_echo(fields: &Fields, mer_id: &str, order_id: &str) -> Result<(), Provi
 }
 
 /// The response code of an answer, split into what the request did.
-fn resp_code(fields: &Fields) -> Result<(&str, RespClass), ProviderError> {
+pub(super) fn resp_code(fields: &Fields) -> Result<(&str, RespClass), ProviderError> {
     let code = field(fields, "respCode").ok_or_else(|| unknown("answer has no respCode"))?;
     Ok((code, classify(code)))
 }

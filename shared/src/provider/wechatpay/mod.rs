@@ -27,10 +27,11 @@ use async_trait::async_trait;
 use crate::crypto::{RsaSigner, RsaVerifier};
 use crate::domain::{AmountMinor, PaymentId, ProviderName, Timestamp};
 use crate::ports::{
-    CallbackAnswer, CallbackRejection, CallbackReply, Clock, Notification, PaymentProvider,
+    CallbackAnswer, CallbackRejection, CallbackReply, Clock, CloseOutcome, Notification, PaymentProvider,
     ProviderCreate, ProviderCreated, ProviderError, ProviderTrade,
 };
 
+pub use bill::{DownloadTradeBillError, TRADE_BILL_BYTES_MAX};
 pub use keys::{
     PLATFORM_KEYS_MAX, PUBLIC_KEY_ID_PREFIX, REPLAY_WINDOW_S, platform_certificates,
     platform_public_key,
@@ -271,6 +272,15 @@ impl PaymentProvider for WechatPayProvider {
             .call(&wire::create_request(&self.config, request)?)
             .await?;
         wire::interpret_create(&answer)
+    }
+
+    async fn close(&self, payment_id: &PaymentId) -> Result<CloseOutcome, ProviderError> {
+        super::close_outcome(
+            WechatPayProvider::close(self, payment_id).await,
+            &["ORDERPAID"],
+            &["ORDER_NOT_EXIST", "RESOURCE_NOT_EXISTS"],
+            &["ORDER_CLOSED"],
+        )
     }
 
     async fn query(&self, payment_id: &PaymentId) -> Result<Option<ProviderTrade>, ProviderError> {

@@ -1,4 +1,5 @@
-//! `POST /gateway.do`: public parameters, RSA2 verification, and the three trade methods.
+//! `POST /gateway.do`: public parameters, RSA2 verification, the three trade methods and the
+//! trade bill's download URL (`bill`).
 
 use std::sync::Arc;
 
@@ -17,11 +18,12 @@ use super::super::server::ApiError;
 use super::super::state::{Protocol, Shared, Status, Trade, unix_now};
 use super::super::trades::insert_trade;
 use super::amount::{format_yuan, parse_yuan};
-use super::{AlipayConfig, decode_form, sign};
+use super::{AlipayConfig, bill, decode_form, sign};
 
 const PRECREATE: &str = "alipay.trade.precreate";
 const QUERY: &str = "alipay.trade.query";
 const CLOSE: &str = "alipay.trade.close";
+const BILL_URL_QUERY: &str = "alipay.data.dataservice.bill.downloadurl.query";
 /// When `time_expire` is absent.
 const DEFAULT_EXPIRY_SECS: i64 = 7200;
 /// Largest accepted `total_amount`, in fen (100 000 000.00 yuan).
@@ -79,7 +81,9 @@ fn response_key(params: &[(String, String)]) -> String {
 }
 
 fn known_method(method: &str) -> Option<&'static str> {
-    [PRECREATE, QUERY, CLOSE].into_iter().find(|m| *m == method)
+    [PRECREATE, QUERY, CLOSE, BILL_URL_QUERY]
+        .into_iter()
+        .find(|m| *m == method)
 }
 
 fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
@@ -163,6 +167,7 @@ async fn dispatch(shared: &Shared, call: Call) -> Reply {
     match call.method {
         PRECREATE => precreate(shared, call).await,
         QUERY => query(shared, &call.biz).await,
+        BILL_URL_QUERY => Reply::Alipay(bill::download_url(&shared.config.base_url, &call.biz)),
         _ => close(shared, &call.biz),
     }
 }
@@ -186,15 +191,15 @@ fn missing(sub_code: &str, sub_msg: &str) -> Value {
     failure("40001", "Missing Required Arguments", sub_code, sub_msg)
 }
 
-fn invalid(sub_code: &str, sub_msg: &str) -> Value {
+pub(super) fn invalid(sub_code: &str, sub_msg: &str) -> Value {
     failure("40002", "Invalid Arguments", sub_code, sub_msg)
 }
 
-fn business(sub_code: &str, sub_msg: &str) -> Value {
+pub(super) fn business(sub_code: &str, sub_msg: &str) -> Value {
     failure("40004", "Business Failed", sub_code, sub_msg)
 }
 
-fn success(fields: Value) -> Value {
+pub(super) fn success(fields: Value) -> Value {
     let mut value = json!({ "code": "10000", "msg": "Success" });
     if let (Some(value), Value::Object(fields)) = (value.as_object_mut(), fields) {
         value.extend(fields);

@@ -1,7 +1,9 @@
-//! The sandbox as Alipay's gateway: `POST /gateway.do` (form-encoded, RSA2) and the
-//! `trade_status_sync` form notifications. Written independently of the adapter in `shared`.
+//! The sandbox as Alipay's gateway: `POST /gateway.do` (form-encoded, RSA2), the
+//! `trade_status_sync` form notifications, and the trade bill zip (`GET /alipay/bills/{token}`).
+//! Written independently of the adapter in `shared`.
 
 mod amount;
+mod bill;
 mod gateway;
 mod notify;
 mod sign;
@@ -14,6 +16,7 @@ use aws_lc_rs::rsa::KeyPair;
 
 use super::keys;
 
+pub(crate) use bill::bill_file;
 pub(crate) use gateway::gateway;
 pub(crate) use notify::{NotifyJob, paid_job, spawn};
 

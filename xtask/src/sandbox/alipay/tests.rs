@@ -2,6 +2,7 @@
 //! receiver that answers `success`. Signing strings are built here by hand, independently.
 
 use std::collections::BTreeMap;
+use std::io::{Cursor, Read as _};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -9,7 +10,11 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::{Form, Router};
+use reqwest::Method;
 use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use time::macros::offset;
 
 use super::super::test_support::{self, Rejecting, WAIT};
 use super::super::{
@@ -365,6 +370,184 @@ async fn without_an_alipay_section_the_gateway_is_404() {
         .await
         .expect("gateway");
     assert_eq!(response.status().as_u16(), 404);
+    let bill = reqwest::Client::new()
+        .get(format!(
+            "{}/alipay/bills/2026-01-02.99999999999",
+            sandbox.base_url
+        ))
+        .send()
+        .await
+        .expect("bill");
+    assert_eq!(bill.status().as_u16(), 404);
+}
+
+const BILL_URL_QUERY: &str = "alipay.data.dataservice.bill.downloadurl.query";
+
+/// The China-time day (`yyyy-MM-dd`) a trade was paid, from the admin view.
+async fn china_day(env: &Env, out_trade_no: &str) -> String {
+    let (_, trade) = env
+        .admin(Method::GET, &format!("/admin/trades/{out_trade_no}"), None)
+        .await;
+    let paid_at = trade["paid_at"].as_str().expect("paid_at");
+    let paid = OffsetDateTime::parse(paid_at, &Rfc3339)
+        .expect("RFC 3339")
+        .to_offset(offset!(+8));
+    format!(
+        "{:04}-{:02}-{:02}",
+        paid.year(),
+        u8::from(paid.month()),
+        paid.day()
+    )
+}
+
+/// Strict GBK, as Alipay writes both names and contents.
+fn gbk(bytes: &[u8]) -> String {
+    encoding_rs::GBK
+        .decode_without_bom_handling_and_without_replacement(bytes)
+        .expect("valid GBK")
+        .into_owned()
+}
+
+/// The entries of a zip: (name, content), both decoded from GBK.
+fn unzip(bytes: &[u8]) -> Vec<(String, String)> {
+    let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).expect("a zip");
+    let names: Vec<Vec<u8>> = archive.file_names_raw().map(<[u8]>::to_vec).collect();
+    names
+        .iter()
+        .enumerate()
+        .map(|(index, raw)| {
+            assert!(std::str::from_utf8(raw).is_err(), "names are GBK, not UTF-8");
+            let mut content = Vec::new();
+            archive
+                .by_index(index)
+                .expect("entry")
+                .read_to_end(&mut content)
+                .expect("inflate");
+            (gbk(raw), gbk(&content))
+        })
+        .collect()
+}
+
+/// The data rows of the detail CSV as column name -> value maps (values trimmed of padding).
+fn detail_rows(csv: &str) -> Vec<BTreeMap<String, String>> {
+    let lines: Vec<&str> = csv.split("\r\n").collect();
+    let header_at = lines
+        .iter()
+        .position(|l| !l.starts_with('#'))
+        .expect("a column header");
+    let names: Vec<&str> = lines[header_at].split(',').collect();
+    assert!(names.contains(&"商户订单号") && names.contains(&"订单金额（元）"));
+    lines[header_at + 1..]
+        .iter()
+        .take_while(|l| !l.starts_with('#'))
+        .map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            assert_eq!(fields.len(), names.len(), "{line}");
+            names
+                .iter()
+                .zip(fields)
+                .map(|(n, v)| ((*n).to_owned(), v.trim().to_owned()))
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn trade_bill_zip_holds_the_days_paid_trades_in_gbk() {
+    let env = env().await;
+    env.precreate_and_pay("A1", "咖啡, large", "12.34").await;
+    env.precreate_and_pay("A2", "tea", "0.05").await;
+    let unpaid = env.precreate("A3", "unpaid", "1.00").await;
+    assert_eq!(unpaid.value["code"], "10000");
+    let day = china_day(&env, "A1").await;
+    let same_day = china_day(&env, "A2").await == day;
+
+    let answer = env
+        .gateway(
+            BILL_URL_QUERY,
+            json!({ "bill_type": "trade", "bill_date": day }),
+        )
+        .await;
+    assert!(answer.verifies, "answer signature over the raw text");
+    assert_eq!(answer.value["code"], "10000", "{}", answer.value);
+    let url = answer.value["bill_download_url"]
+        .as_str()
+        .expect("bill_download_url");
+    assert!(url.starts_with(&env.url("/alipay/bills/")), "{url}");
+    let response = env.http.get(url).send().await.expect("download");
+    assert_eq!(response.status().as_u16(), 200);
+    let entries = unzip(&response.bytes().await.expect("zip"));
+
+    let compact = day.replace('-', "");
+    let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+    let detail_name = format!("{SELLER_ID}_{compact}_业务明细.csv");
+    let summary_name = format!("{SELLER_ID}_{compact}_业务明细(汇总).csv");
+    assert_eq!(names, [detail_name.as_str(), summary_name.as_str()]);
+    let detail = &entries[0].1;
+    assert!(detail.starts_with("#支付宝业务明细查询\r\n"), "{detail}");
+    let rows = detail_rows(detail);
+    assert_eq!(rows.len(), if same_day { 2 } else { 1 }, "{detail}");
+    let a1 = rows
+        .iter()
+        .find(|r| r["商户订单号"] == "A1")
+        .expect("the paid trade");
+    assert_eq!(a1["业务类型"], "交易");
+    assert_eq!(a1["订单金额（元）"], "12.34");
+    assert_eq!(a1["商家实收（元）"], "12.34");
+    assert_eq!(a1["商品名称"], "咖啡  large", "commas would split the row");
+    assert!(a1["支付宝交易号"].starts_with("SBX"));
+    assert!(a1["完成时间"].starts_with(&day));
+    assert!(rows.iter().all(|r| r["商户订单号"] != "A3"), "unpaid");
+    let total = if same_day { "12.39" } else { "12.34" };
+    assert!(
+        detail.contains(&format!("#交易合计：{}笔，商家实收共{total}元", rows.len())),
+        "{detail}"
+    );
+    assert!(
+        entries[1].1.contains(&format!(",{total},{total},")),
+        "{}",
+        entries[1].1
+    );
+}
+
+#[tokio::test]
+async fn trade_bill_refusals() {
+    let env = env().await;
+    let future = env
+        .gateway(
+            BILL_URL_QUERY,
+            json!({ "bill_type": "trade", "bill_date": "2999-01-01" }),
+        )
+        .await;
+    assert!(future.verifies);
+    assert_eq!(
+        (&future.value["code"], &future.value["sub_code"]),
+        (&json!("40004"), &json!("isp.bill_not_exist"))
+    );
+    for biz in [
+        json!({ "bill_type": "trade", "bill_date": "2026-1-01" }),
+        json!({ "bill_type": "signcustomer", "bill_date": "2026-01-01" }),
+    ] {
+        let refused = env.gateway(BILL_URL_QUERY, biz).await;
+        assert!(refused.verifies);
+        assert_eq!(refused.value["code"], "40002", "{}", refused.value);
+    }
+    let month = env
+        .gateway(
+            BILL_URL_QUERY,
+            json!({ "bill_type": "trade", "bill_date": "2026-01" }),
+        )
+        .await;
+    assert_eq!(month.value["code"], "10000", "monthly bills too");
+    for token in ["2026-01-01.1", "2026-01-01", "nope.99999999999"] {
+        let response = env
+            .http
+            .get(env.url(&format!("/alipay/bills/{token}")))
+            .send()
+            .await
+            .expect("download");
+        assert_eq!(response.status().as_u16(), 404, "{token}");
+    }
 }
 
 #[test]

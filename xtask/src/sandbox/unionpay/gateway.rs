@@ -24,32 +24,32 @@ const DEFAULT_EXPIRY_SECS: i64 = 7200;
 const MAX_AMOUNT_DIGITS: usize = 12;
 
 /// A refusal, answered (signed) with its respCode.
-struct Refusal {
+pub(super) struct Refusal {
     code: &'static str,
     message: String,
 }
 
-fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
+pub(super) fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
     Refusal {
         code,
         message: message.into(),
     }
 }
 
-fn get<'a>(fields: &'a Fields, key: &str) -> &'a str {
+pub(super) fn get<'a>(fields: &'a Fields, key: &str) -> &'a str {
     fields.get(key).map_or("", String::as_str)
 }
 
-fn unionpay(shared: &Shared) -> Option<&UnionPayConfig> {
+pub(super) fn unionpay(shared: &Shared) -> Option<&UnionPayConfig> {
     shared.config.unionpay.as_ref()
 }
 
-fn not_found() -> Response {
+pub(super) fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "no such endpoint").into_response()
 }
 
 /// Signs `fields` as UnionPay (with `signPubKeyCert`) and answers them as raw `k=v&...`.
-fn signed_answer(cfg: &UnionPayConfig, mut fields: Fields) -> Response {
+pub(super) fn signed_answer(cfg: &UnionPayConfig, mut fields: Fields) -> Response {
     fields.insert(sign::SIGN_CERT.into(), cfg.signer_cert_pem.clone());
     if let Err(e) = sign::sign(&mut fields, &cfg.signer_key, false) {
         warn!(error = %e, "sandbox: cannot sign the UnionPay answer");
@@ -64,7 +64,7 @@ fn signed_answer(cfg: &UnionPayConfig, mut fields: Fields) -> Response {
 }
 
 /// The echoed fields of every answer.
-fn answer_fields(request: &Fields, code: &str, message: &str) -> Fields {
+pub(super) fn answer_fields(request: &Fields, code: &str, message: &str) -> Fields {
     let mut fields = Fields::new();
     for key in [
         "bizType",
@@ -87,13 +87,20 @@ fn answer_fields(request: &Fields, code: &str, message: &str) -> Fields {
     fields
 }
 
-fn refusal_answer(cfg: &UnionPayConfig, request: &Fields, refusal: &Refusal) -> Response {
+pub(super) fn refusal_answer(
+    cfg: &UnionPayConfig,
+    request: &Fields,
+    refusal: &Refusal,
+) -> Response {
     debug!(code = refusal.code, message = %refusal.message, "sandbox: UnionPay request refused");
     signed_answer(cfg, answer_fields(request, refusal.code, &refusal.message))
 }
 
 /// Parses the form and checks version, signMethod, merId, certId and the signature.
-fn verify_request(cfg: &UnionPayConfig, body: &[u8]) -> Result<Fields, (Fields, Refusal)> {
+pub(super) fn verify_request(
+    cfg: &UnionPayConfig,
+    body: &[u8],
+) -> Result<Fields, (Fields, Refusal)> {
     let fields = sign::form_decode(body)
         .ok_or_else(|| (Fields::new(), refuse("30", "报文格式错误: unreadable form")))?;
     let fail = |code, message: &str| Err((fields.clone(), refuse(code, message)));
@@ -131,7 +138,7 @@ fn is_digits(text: &str, len: std::ops::RangeInclusive<usize>) -> bool {
 }
 
 /// `yyyyMMddHHmmss` in China time -> unix seconds.
-fn china_time_s(text: &str) -> Option<i64> {
+pub(super) fn china_time_s(text: &str) -> Option<i64> {
     let format = format_description!("[year][month][day][hour][minute][second]");
     PrimitiveDateTime::parse(text, &format)
         .ok()

@@ -1,7 +1,9 @@
 //! The sandbox as UnionPay's online payment gateway (ACP 5.1.0, QR consume): signMethod 01
 //! request verification, signed answers carrying the signer certificate in `signPubKeyCert`,
-//! and signed `backUrl` notifications. Written independently of the adapter in `shared`.
+//! and signed `backUrl` notifications; and its file transfer host (settlement files).
+//! Written independently of the adapter in `shared`.
 
+mod file;
 mod gateway;
 mod notify;
 mod sign;
@@ -84,9 +86,11 @@ impl UnionPayConfig {
     }
 }
 
-/// `POST /gateway/api/backTransReq.do` and `POST /gateway/api/queryTrans.do`.
+/// `POST /gateway/api/backTransReq.do`, `POST /gateway/api/queryTrans.do`, and the file
+/// transfer `POST /unionpay/file/` (UnionPay's separate file host, played on a path here).
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/gateway/api/backTransReq.do", post(gateway::back_trans))
         .route("/gateway/api/queryTrans.do", post(gateway::query_trans))
+        .route(file::FILE_PATH, post(file::file_transfer))
 }

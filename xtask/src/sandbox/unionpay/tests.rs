@@ -356,3 +356,139 @@ fn resend_delays_double_from_a_minute_and_are_scaled() {
     assert_eq!(resend_delay(1, 60), Some(Duration::from_secs(1)));
     assert_eq!(resend_delay(0, 1), None);
 }
+
+// ---- the file transfer ----
+
+/// ZM field widths in GBK bytes, each field followed by one space.
+const ZM_WIDTHS: [usize; 40] = [
+    3, 11, 11, 6, 10, 19, 12, 4, 2, 21, 2, 32, 2, 6, 10, 13, 13, 4, 15, 2, 2, 6, 2, 4, 32, 1, 21,
+    15, 1, 15, 32, 13, 13, 8, 32, 13, 13, 12, 2, 1,
+];
+
+/// Field `index` of a ZM record, cut by byte offsets and decoded from GBK.
+fn zm_field(record: &[u8], index: usize) -> String {
+    let start: usize = ZM_WIDTHS[..index].iter().map(|w| w + 1).sum();
+    let bytes = &record[start..start + ZM_WIDTHS[index]];
+    encoding_rs::GBK
+        .decode_without_bom_handling_and_without_replacement(bytes)
+        .expect("GBK")
+        .trim_end()
+        .to_owned()
+}
+
+/// `fileContent` -> (entry name, ZM records): base64, zlib, then the ZIP archive.
+fn unpack_file(content: &str) -> (String, Vec<Vec<u8>>) {
+    use std::io::Read as _;
+    let deflated = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, content)
+        .expect("base64");
+    let mut archive = Vec::new();
+    flate2::read::ZlibDecoder::new(deflated.as_slice())
+        .read_to_end(&mut archive)
+        .expect("zlib");
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(archive)).expect("zip");
+    assert_eq!(zip.len(), 1);
+    let mut entry = zip.by_index(0).expect("entry");
+    let name = entry.name().expect("name").into_owned();
+    let mut zm = Vec::new();
+    entry.read_to_end(&mut zm).expect("entry bytes");
+    let records = zm
+        .split(|b| *b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line).to_vec())
+        .filter(|line| !line.is_empty())
+        .collect();
+    (name, records)
+}
+
+/// `MMDD` of today in China time, `days_back` days ago.
+fn china_mmdd(days_back: i64) -> String {
+    let day = time::OffsetDateTime::now_utc().to_offset(time::macros::offset!(+8))
+        - time::Duration::days(days_back);
+    format!("{:02}{:02}", u8::from(day.month()), day.day())
+}
+
+fn file_request(settle_date: &str) -> Fields {
+    [
+        ("version", "5.1.0"),
+        ("encoding", "UTF-8"),
+        ("signMethod", "01"),
+        ("certId", CERT_ID),
+        ("merId", MER_ID),
+        ("accessType", "0"),
+        ("bizType", "000000"),
+        ("txnType", "76"),
+        ("txnSubType", "01"),
+        ("fileType", "00"),
+        ("settleDate", settle_date),
+        ("txnTime", "20260101120000"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+#[tokio::test]
+async fn file_transfer_refuses_a_bad_signature() {
+    let env = env().await;
+    let mut forged = file_request(&china_mmdd(0));
+    sign_with(&mut forged, &test_keys().stranger.private_pkcs8_pem);
+    let (status, answer) = env.post("/unionpay/file/", &forged).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["respCode"], "11", "{answer:?}");
+    assert!(signer_verifies(&answer));
+    assert!(!answer.contains_key("fileContent"));
+
+    let mut bad_date = file_request("0230");
+    sign_with(&mut bad_date, &test_keys().merchant.private_pkcs8_pem);
+    let (_, answer) = env.post("/unionpay/file/", &bad_date).await;
+    assert_eq!(answer["respCode"], "30", "{answer:?}");
+}
+
+#[tokio::test]
+async fn the_file_lists_the_days_paid_consumes() {
+    let mut env = env().await;
+    env.create_and_pay("ORDER00000010", 1010).await;
+    let notice = env.expect_notification().await;
+    assert_eq!(env.create("ORDER00000011", 2020).await["respCode"], "00");
+
+    let today = china_mmdd(0);
+    let mut request = file_request(&today);
+    sign_with(&mut request, &test_keys().merchant.private_pkcs8_pem);
+    let (status, answer) = env.post("/unionpay/file/", &request).await;
+    assert_eq!(status, 200);
+    assert!(signer_verifies(&answer), "{answer:?}");
+    assert_eq!(
+        (answer["respCode"].as_str(), answer["settleDate"].as_str()),
+        ("00", today.as_str())
+    );
+    assert_eq!(
+        notice["settleDate"], today,
+        "the notification's settle date"
+    );
+    assert!(answer["fileName"].ends_with(".zip"), "{answer:?}");
+
+    let (name, records) = unpack_file(&answer["fileContent"]);
+    assert!(
+        name.starts_with("INN") && name.ends_with(&format!("88ZM_{MER_ID}")),
+        "{name}"
+    );
+    assert_eq!(records.len(), 1, "only the paid consume");
+    let record = &records[0];
+    for (index, expected) in [
+        (6, "000000001010"),
+        (9, notice["queryId"].as_str()),
+        (11, "ORDER00000010"),
+        (16, "C000000001010"),
+        (19, "01"),
+        (27, MER_ID),
+        (30, "沙箱测试商户"),
+    ] {
+        assert_eq!(zm_field(record, index), expected, "field {index}");
+    }
+    assert_eq!(zm_field(record, 4), notice["txnTime"][4..]);
+
+    let mut yesterday = file_request(&china_mmdd(1));
+    sign_with(&mut yesterday, &test_keys().merchant.private_pkcs8_pem);
+    let (_, answer) = env.post("/unionpay/file/", &yesterday).await;
+    assert_eq!(answer["respCode"], "00");
+    assert_eq!(unpack_file(&answer["fileContent"]).1.len(), 0);
+}

@@ -63,7 +63,21 @@ fn wechatpay(shared: &Shared) -> Result<&WechatPayConfig, ApiError> {
 /// Verifies the merchant's Authorization, runs the handler, and signs whatever it answers.
 /// Without a WeChat Pay configuration every route is an unsigned 404.
 pub(crate) async fn layer(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    let Ok(cfg) = wechatpay(&shared) else {
+    guard(&shared, req, next, true).await
+}
+
+/// [`layer`] for the bill download: the merchant's Authorization is verified the same way, but
+/// the file itself goes out unsigned, as WeChat Pay sends it. Error answers are signed.
+pub(crate) async fn download_layer(
+    State(shared): State<Arc<Shared>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    guard(&shared, req, next, false).await
+}
+
+async fn guard(shared: &Shared, req: Request, next: Next, sign_success: bool) -> Response {
+    let Ok(cfg) = wechatpay(shared) else {
         return ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint")
             .into_response();
     };
@@ -74,6 +88,9 @@ pub(crate) async fn layer(State(shared): State<Arc<Shared>>, req: Request, next:
             e.into_response()
         }
     };
+    if !sign_success && response.status().is_success() {
+        return response;
+    }
     let (mut parts, body) = response.into_parts();
     let Ok(body) = to_bytes(body, usize::MAX).await else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();

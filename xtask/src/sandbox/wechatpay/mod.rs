@@ -1,8 +1,9 @@
 //! The sandbox as WeChat Pay API v3 (Native pay): `WECHATPAY2-SHA256-RSA2048` request
-//! authentication, platform-signed answers, and AES-256-GCM sealed `TRANSACTION.SUCCESS`
-//! notifications. Written independently of the adapter in `shared`.
+//! authentication, platform-signed answers, AES-256-GCM sealed `TRANSACTION.SUCCESS`
+//! notifications, and the trade bill (`bill`). Written independently of the adapter in `shared`.
 
 mod api;
+mod bill;
 mod notify;
 mod sign;
 
@@ -13,8 +14,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, ensure};
 use aws_lc_rs::rsa::KeyPair;
-use axum::Router;
 use axum::middleware;
+use axum::{Extension, Router};
 use axum::routing::{get, post};
 
 use super::keys;
@@ -89,8 +90,15 @@ impl WechatPayConfig {
     }
 }
 
-/// The `/v3/pay/transactions/*` routes, behind WeChat Pay's authentication and answer signing.
+/// The `/v3/pay/transactions/*` and `/v3/bill/tradebill` routes, behind WeChat Pay's
+/// authentication and answer signing, and the bill download, authenticated but answered unsigned.
 pub(crate) fn routes(shared: Arc<Shared>) -> Router<Arc<Shared>> {
+    let download = Router::new()
+        .route("/v3/billdownload/file", get(bill::download))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            api::download_layer,
+        ));
     Router::new()
         .route("/v3/pay/transactions/native", post(api::create))
         .route(
@@ -101,5 +109,8 @@ pub(crate) fn routes(shared: Arc<Shared>) -> Router<Arc<Shared>> {
             "/v3/pay/transactions/out-trade-no/{out_trade_no}/close",
             post(api::close),
         )
+        .route("/v3/bill/tradebill", get(bill::trade_bill))
         .layer(middleware::from_fn_with_state(shared, api::layer))
+        .merge(download)
+        .layer(Extension(Arc::new(bill::Bills::default())))
 }

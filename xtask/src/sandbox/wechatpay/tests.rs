@@ -13,7 +13,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use reqwest::Method;
 use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use time::macros::offset;
 use tokio::sync::mpsc;
 
 use super::super::test_support::{self, WAIT};
@@ -157,6 +161,22 @@ fn unix_now() -> i64 {
 impl Env {
     /// Signs `METHOD\nURL\nts\nnonce\nbody\n` with `key_pem` into a hand-built Authorization.
     async fn call_as(&self, key_pem: &str, method: &str, url: &str, body: &str) -> Answer {
+        let (status, headers, raw) = self.call_raw_as(key_pem, method, url, body).await;
+        Answer {
+            status,
+            body: serde_json::from_slice(&raw).unwrap_or(Value::Null),
+            verifies: platform_verifies(&headers, &raw),
+        }
+    }
+
+    /// [`Env::call_as`] without reading the answer: status, headers and the raw body.
+    async fn call_raw_as(
+        &self,
+        key_pem: &str,
+        method: &str,
+        url: &str,
+        body: &str,
+    ) -> (u16, HeaderMap, Bytes) {
         let timestamp = unix_now().to_string();
         let nonce = "593BEC0C930BF1AFEB40B4A08C8FB242";
         let message = format!("{method}\n{url}\n{timestamp}\n{nonce}\n{body}\n");
@@ -181,12 +201,7 @@ impl Env {
         let response = request.send().await.expect("call");
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let raw = response.bytes().await.expect("body");
-        Answer {
-            status,
-            body: serde_json::from_slice(&raw).unwrap_or(Value::Null),
-            verifies: platform_verifies(&headers, &raw),
-        }
+        (status, headers, response.bytes().await.expect("body"))
     }
 
     async fn call(&self, method: &str, url: &str, body: &str) -> Answer {
@@ -373,6 +388,153 @@ async fn without_a_wechatpay_section_v3_is_404() {
         .await
         .expect("v3");
     assert_eq!(response.status().as_u16(), 404);
+    for path in [
+        "/v3/bill/tradebill?bill_date=2026-01-01",
+        "/v3/billdownload/file?token=T",
+    ] {
+        let response = reqwest::Client::new()
+            .get(format!("{}{path}", sandbox.base_url))
+            .send()
+            .await
+            .expect("v3");
+        assert_eq!(response.status().as_u16(), 404, "{path}");
+    }
+}
+
+/// The Beijing day (`YYYY-MM-DD`) a trade was paid, from the admin view.
+async fn beijing_day(env: &Env, out_trade_no: &str) -> String {
+    let (_, trade) = env
+        .admin(Method::GET, &format!("/admin/trades/{out_trade_no}"), None)
+        .await;
+    let paid_at = trade["paid_at"].as_str().expect("paid_at");
+    let paid = OffsetDateTime::parse(paid_at, &Rfc3339)
+        .expect("RFC 3339")
+        .to_offset(offset!(+8));
+    format!(
+        "{:04}-{:02}-{:02}",
+        paid.year(),
+        u8::from(paid.month()),
+        paid.day()
+    )
+}
+
+fn sha1_hex(bytes: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, bytes);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bill's per-trade lines as column name -> value maps, and the summary line's values.
+fn bill_rows(csv: &str) -> (Vec<std::collections::BTreeMap<String, String>>, Vec<String>) {
+    let mut lines = csv.split("\r\n");
+    let names: Vec<&str> = lines.next().expect("header").split(',').collect();
+    let values = |line: &str| -> Vec<String> {
+        let rest = line.strip_prefix('`').expect("fields start with a backtick");
+        rest.split(",`").map(str::to_owned).collect()
+    };
+    let mut rows = Vec::new();
+    for line in lines.by_ref() {
+        if line.starts_with("总交易单数") {
+            break;
+        }
+        let fields = values(line);
+        assert_eq!(fields.len(), names.len(), "{line}");
+        rows.push(names.iter().map(|n| (*n).to_owned()).zip(fields).collect());
+    }
+    let summary = values(lines.next().expect("summary values"));
+    (rows, summary)
+}
+
+#[tokio::test]
+async fn trade_bill_download_is_authenticated_and_matches_its_hash() {
+    let env = env().await;
+    env.create_and_pay("W0000011", "咖啡, `large`", 1010).await;
+    let unpaid = env.create("W0000012", "unpaid", 5).await;
+    assert_eq!(unpaid.status, 200);
+    let day = beijing_day(&env, "W0000011").await;
+
+    let bill = env
+        .call(
+            "GET",
+            &format!("/v3/bill/tradebill?bill_date={day}&bill_type=ALL"),
+            "",
+        )
+        .await;
+    assert_eq!(bill.status, 200, "{}", bill.body);
+    assert!(bill.verifies, "the address answer is signed");
+    assert_eq!(bill.body["hash_type"], "SHA1");
+    let download_url = bill.body["download_url"].as_str().expect("download_url");
+    let path = download_url
+        .strip_prefix(&env.sandbox.base_url)
+        .expect("back to the sandbox");
+    assert!(path.starts_with("/v3/billdownload/file?token="), "{path}");
+
+    let unsigned = env.http.get(download_url).send().await.expect("unsigned");
+    assert_eq!(unsigned.status().as_u16(), 401);
+    let stranger = &test_keys().stranger.private_pkcs8_pem;
+    let (status, headers, raw) = env.call_raw_as(stranger, "GET", path, "").await;
+    assert_eq!(status, 401);
+    assert!(platform_verifies(&headers, &raw), "errors are signed");
+
+    let merchant = &test_keys().merchant.private_pkcs8_pem;
+    let (status, headers, file) = env.call_raw_as(merchant, "GET", path, "").await;
+    assert_eq!(status, 200);
+    assert!(
+        headers.get("wechatpay-signature").is_none(),
+        "the file is not signed"
+    );
+    assert_eq!(sha1_hex(&file), bill.body["hash_value"]);
+    let csv = std::str::from_utf8(&file).expect("UTF-8");
+    let (rows, summary) = bill_rows(csv);
+    assert_eq!(rows.len(), 1, "{csv}");
+    let row = &rows[0];
+    assert_eq!(row["商户订单号"], "W0000011");
+    assert_eq!(row["订单金额"], "10.10");
+    assert_eq!(row["应结订单金额"], "10.10");
+    assert_eq!(row["交易状态"], "SUCCESS");
+    assert_eq!(row["货币种类"], "CNY");
+    assert_eq!(row["商户号"], MCHID);
+    assert_eq!(row["公众账号ID"], APPID);
+    assert_eq!(row["商品名称"], "咖啡, 'large'");
+    assert!(row["交易时间"].starts_with(&day));
+    let paid = env.query("W0000011").await;
+    assert_eq!(row["微信订单号"], paid.body["transaction_id"]);
+    assert_eq!(&summary[..2], ["1", "10.10"]);
+
+    let again = env.call_raw_as(merchant, "GET", path, "").await;
+    assert_eq!(again.2, file, "the same bytes while the token lives");
+}
+
+#[tokio::test]
+async fn trade_bill_refusals() {
+    let env = env().await;
+    let future = env
+        .call("GET", "/v3/bill/tradebill?bill_date=2999-01-01", "")
+        .await;
+    assert!(future.verifies);
+    assert_eq!(
+        (future.status, &future.body["code"]),
+        (400, &json!("NO_STATEMENT_EXIST"))
+    );
+    for query in [
+        "bill_date=2026-1-01",
+        "bill_date=2026-01-01&bill_type=REFUND",
+        "bill_date=2026-01-01&tar_type=GZIP",
+        "bill_type=ALL",
+    ] {
+        let refused = env
+            .call("GET", &format!("/v3/bill/tradebill?{query}"), "")
+            .await;
+        assert_eq!(
+            (refused.status, &refused.body["code"]),
+            (400, &json!("PARAM_ERROR")),
+            "{query}"
+        );
+    }
+    let unknown = env
+        .call("GET", "/v3/billdownload/file?token=NOPE", "")
+        .await;
+    assert!(unknown.verifies);
+    assert_eq!(unknown.status, 400);
 }
 
 #[test]

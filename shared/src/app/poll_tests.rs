@@ -1,0 +1,556 @@
+//! The poller and the merchant close on the in-memory store, with a provider whose state and
+//! faults the test sets and a manual clock: no sleeping through real minutes.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+
+use super::Deps;
+use super::callback::{CallbackResult, handle_callback};
+use super::close::close_payment;
+use super::create::{CreatePaymentRequest, create_payment};
+use super::poll::{CheckOutcome, PollRun, check_payment, run_poller};
+use crate::clock::{ManualClock, SequentialIds};
+use crate::domain::polling::PollSchedule;
+use crate::domain::{Currency, PaymentId, PaymentStatus, ProviderName, Timestamp};
+use crate::ports::{
+    CallbackAnswer, CallbackRejection, CallbackReply, CloseOutcome, Notification,
+    NotifiedStatus, PaymentProvider, PaymentStore, ProviderCreate, ProviderCreated,
+    ProviderError, ProviderTrade, Providers,
+};
+use crate::store::MemoryStore;
+
+const T0: Timestamp = Timestamp::from_unix_s(1_800_000_000);
+
+/// How the provider answers our create.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CreateMode {
+    Accept,
+    /// Times out after the trade was made at the provider.
+    TimeoutAfterCreating,
+    /// Times out before anything happened there.
+    TimeoutBeforeCreating,
+}
+
+#[derive(Default)]
+struct Remote {
+    trades: HashMap<PaymentId, NotifiedStatus>,
+    /// Every call times out.
+    down: bool,
+    /// The payer pays between our query and our close.
+    pay_on_close: bool,
+    /// The provider has no close: unpaid orders lapse at their expiry.
+    lapses: bool,
+}
+
+/// A provider with a state the test sets, counting every call per payment.
+struct FakeProvider {
+    remote: Mutex<Remote>,
+    create_mode: Mutex<CreateMode>,
+    creates: Mutex<Vec<PaymentId>>,
+    queries: AtomicUsize,
+    closes: AtomicUsize,
+    /// Runs inside `query` before it answers: a callback racing the poll.
+    during_query: Mutex<Option<Box<dyn Fn(PaymentId) + Send + Sync>>>,
+    amount_minor: i64,
+}
+
+impl FakeProvider {
+    fn new(amount_minor: i64) -> Arc<Self> {
+        Arc::new(Self {
+            remote: Mutex::default(),
+            create_mode: Mutex::new(CreateMode::Accept),
+            creates: Mutex::default(),
+            queries: AtomicUsize::new(0),
+            closes: AtomicUsize::new(0),
+            during_query: Mutex::new(None),
+            amount_minor,
+        })
+    }
+
+    fn set(&self, id: &PaymentId, status: NotifiedStatus) {
+        self.remote.lock().unwrap().trades.insert(id.clone(), status);
+    }
+
+    fn down(&self, down: bool) {
+        self.remote.lock().unwrap().down = down;
+    }
+
+    fn trade(&self, status: NotifiedStatus) -> ProviderTrade {
+        ProviderTrade {
+            status,
+            provider_trade_no: Some("T1".into()),
+            amount_minor: self.amount_minor,
+            currency: Currency::Cny,
+        }
+    }
+}
+
+fn timeout() -> ProviderError {
+    ProviderError::Unknown("timed out".into())
+}
+
+#[async_trait]
+impl PaymentProvider for FakeProvider {
+    fn name(&self) -> ProviderName {
+        ProviderName::Sandbox
+    }
+
+    async fn create(&self, request: &ProviderCreate) -> Result<ProviderCreated, ProviderError> {
+        self.creates.lock().unwrap().push(request.payment_id.clone());
+        let mode = *self.create_mode.lock().unwrap();
+        let mut remote = self.remote.lock().unwrap();
+        if remote.down || mode == CreateMode::TimeoutBeforeCreating {
+            return Err(timeout());
+        }
+        remote
+            .trades
+            .entry(request.payment_id.clone())
+            .or_insert(NotifiedStatus::Pending);
+        if mode == CreateMode::TimeoutAfterCreating {
+            return Err(timeout());
+        }
+        Ok(ProviderCreated {
+            pay_url: format!("https://pay.example/{}", request.payment_id),
+            provider_trade_no: None,
+        })
+    }
+
+    async fn query(&self, payment_id: &PaymentId) -> Result<Option<ProviderTrade>, ProviderError> {
+        self.queries.fetch_add(1, Ordering::SeqCst);
+        if let Some(hook) = self.during_query.lock().unwrap().as_ref() {
+            hook(payment_id.clone());
+        }
+        let remote = self.remote.lock().unwrap();
+        if remote.down {
+            return Err(timeout());
+        }
+        Ok(remote.trades.get(payment_id).map(|s| self.trade(*s)))
+    }
+
+    async fn close(&self, payment_id: &PaymentId) -> Result<CloseOutcome, ProviderError> {
+        self.closes.fetch_add(1, Ordering::SeqCst);
+        let mut remote = self.remote.lock().unwrap();
+        if remote.down {
+            return Err(timeout());
+        }
+        if remote.lapses {
+            return Ok(CloseOutcome::LapsesAtExpiry);
+        }
+        if remote.pay_on_close {
+            remote.trades.insert(payment_id.clone(), NotifiedStatus::Paid);
+        }
+        match remote.trades.get(payment_id).copied() {
+            None => Ok(CloseOutcome::NoTrade),
+            Some(NotifiedStatus::Paid) => Ok(CloseOutcome::AlreadyPaid),
+            Some(_) => {
+                remote.trades.insert(payment_id.clone(), NotifiedStatus::Closed);
+                Ok(CloseOutcome::Closed)
+            }
+        }
+    }
+
+    fn verify_callback(
+        &self,
+        _h: &http::HeaderMap,
+        body: &[u8],
+        _now: Timestamp,
+    ) -> Result<Notification, CallbackRejection> {
+        let id = std::str::from_utf8(body).unwrap();
+        Ok(Notification {
+            notify_id: "n1".into(),
+            payment_id: PaymentId::parse(id).unwrap(),
+            provider_trade_no: Some("T1".into()),
+            status: NotifiedStatus::Paid,
+            amount_minor: self.amount_minor,
+            currency: Currency::Cny,
+        })
+    }
+
+    fn reply(&self, answer: CallbackAnswer, _detail: &str) -> CallbackReply {
+        CallbackReply {
+            status: if answer == CallbackAnswer::Success { 200 } else { 500 },
+            content_type: "text/plain",
+            body: String::new(),
+        }
+    }
+}
+
+struct World {
+    deps: Deps,
+    store: Arc<MemoryStore>,
+    provider: Arc<FakeProvider>,
+    clock: Arc<ManualClock>,
+}
+
+const AMOUNT: i64 = 1234;
+
+fn world() -> World {
+    let store = Arc::new(MemoryStore::new());
+    let provider = FakeProvider::new(AMOUNT);
+    let clock = Arc::new(ManualClock::at(T0));
+    let deps = Deps {
+        store: store.clone(),
+        providers: Providers::default().with(provider.clone()),
+        clock: clock.clone(),
+        ids: Arc::new(SequentialIds::default()),
+        poll: PollSchedule::new(vec![60, 300, 900, 1800, 3600, 7200], 4).unwrap(),
+    };
+    World {
+        deps,
+        store,
+        provider,
+        clock,
+    }
+}
+
+impl World {
+    async fn create(&self, order_id: &str, expires_in_s: i64) -> PaymentId {
+        let body = serde_json::json!({
+            "order_id": order_id, "amount_minor": AMOUNT, "currency": "CNY", "provider": "sandbox",
+            "subject": "tea", "expires_in_s": expires_in_s,
+        });
+        let request =
+            CreatePaymentRequest::parse(Some("application/json"), body.to_string().as_bytes())
+                .unwrap();
+        let response = create_payment(&self.deps, &request, None).await.unwrap();
+        let body: serde_json::Value = serde_json::from_str(&response.body).unwrap();
+        PaymentId::parse(body["payment_id"].as_str().unwrap()).unwrap()
+    }
+
+    async fn payment(&self, id: &PaymentId) -> crate::ports::PaymentRecord {
+        self.store.payment(id).await.unwrap().unwrap()
+    }
+
+    async fn status(&self, id: &PaymentId) -> PaymentStatus {
+        self.payment(id).await.payment.status
+    }
+
+    async fn run(&self) -> super::poll::PollSummary {
+        run_poller(&self.deps, &PollRun::default()).await
+    }
+
+    fn advance_s(&self, s: i64) {
+        self.clock.advance_ms(s * 1000);
+    }
+}
+
+#[tokio::test]
+async fn a_lost_callback_is_found_paid_at_the_first_due_check() {
+    let w = world();
+    let id = w.create("lost-callback", 900).await;
+    w.provider.set(&id, NotifiedStatus::Paid);
+
+    w.advance_s(59);
+    assert_eq!(w.run().await.due, 0, "nothing is due before the first step");
+    assert_eq!(w.provider.queries.load(Ordering::SeqCst), 0);
+
+    w.advance_s(1);
+    let summary = w.run().await;
+    assert_eq!((summary.due, summary.paid), (1, 1), "{summary:?}");
+    let record = w.payment(&id).await;
+    assert_eq!(record.payment.status, PaymentStatus::Paid);
+    assert_eq!(record.payment.next_check_at, None, "nothing left to check");
+    let last = record.history.last().unwrap();
+    assert_eq!((last.source.as_str(), last.version), ("poll", 2));
+    assert_eq!(w.provider.queries.load(Ordering::SeqCst), 1);
+    assert_eq!(w.run().await.due, 0);
+}
+
+#[tokio::test]
+async fn a_provider_that_stays_down_is_backed_off_then_escalated() {
+    let w = world();
+    let id = w.create("down", 86_400).await;
+    w.provider.down(true);
+
+    let mut gaps = Vec::new();
+    let mut previous = crate::ports::Clock::now(w.clock.as_ref());
+    for _ in 0..3 {
+        let due = w.payment(&id).await.payment.next_check_at.unwrap();
+        gaps.push((due.unix_ms() - previous.unix_ms()) / 1000);
+        w.clock.set(due);
+        previous = due;
+        assert_eq!(w.run().await.waiting, 1);
+        let payment = w.payment(&id).await.payment;
+        assert_eq!(payment.status, PaymentStatus::Pending);
+        assert!(payment.recent_checks.last().unwrap().contains("timed out"));
+    }
+    let due = w.payment(&id).await.payment.next_check_at.unwrap();
+    gaps.push((due.unix_ms() - previous.unix_ms()) / 1000);
+    assert_eq!(gaps, [60, 300, 900, 1800], "the configured schedule");
+    assert!(w.store.compensations().is_empty());
+
+    // The fourth unknown answer is the last the schedule allows.
+    w.clock.set(due);
+    let summary = w.run().await;
+    assert_eq!(summary.exception, 1, "{summary:?}");
+    let record = w.payment(&id).await;
+    assert_eq!(record.payment.status, PaymentStatus::Exception);
+    assert!(
+        record.payment.status_reason.as_deref().unwrap().contains("4 checks"),
+        "{:?}",
+        record.payment.status_reason
+    );
+    let compensations = w.store.compensations();
+    assert_eq!(compensations.len(), 1);
+    let c = &compensations[0];
+    assert_eq!((c.kind, &c.payment_id), ("poll_exhausted", &id));
+    assert_eq!(c.evidence.len(), 4, "the last answers: {:?}", c.evidence);
+    assert!(c.evidence.iter().all(|e| e.contains("timed out")));
+    assert_eq!(w.provider.closes.load(Ordering::SeqCst), 0, "never closed blind");
+    assert_eq!(w.provider.creates.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn an_answer_between_timeouts_resets_the_unknown_count() {
+    let w = world();
+    let id = w.create("flaky", 86_400).await;
+    for down in [true, true, false, true, true, true] {
+        w.provider.down(down);
+        w.clock.set(w.payment(&id).await.payment.next_check_at.unwrap());
+        w.run().await;
+    }
+    let payment = w.payment(&id).await.payment;
+    assert_eq!(payment.status, PaymentStatus::Pending, "3 unknown in a row < 4");
+    assert_eq!((payment.checks_done, payment.unknown_checks), (6, 3));
+}
+
+#[tokio::test]
+async fn a_create_timeout_is_resolved_by_query_without_a_second_charge() {
+    let w = world();
+    *w.provider.create_mode.lock().unwrap() = CreateMode::TimeoutAfterCreating;
+    let id = w.create("create-timeout", 900).await;
+    let payment = w.payment(&id).await.payment;
+    assert!(payment.create_unknown && payment.pay_url.is_none());
+    // The payer paid on the trade our lost answer described.
+    w.provider.set(&id, NotifiedStatus::Paid);
+    w.advance_s(60);
+    assert_eq!(w.run().await.paid, 1);
+    assert_eq!(w.status(&id).await, PaymentStatus::Paid);
+    assert_eq!(*w.provider.creates.lock().unwrap(), vec![id.clone()], "created once");
+}
+
+#[tokio::test]
+async fn a_create_that_never_reached_the_provider_is_created_again_with_the_same_id() {
+    let w = world();
+    *w.provider.create_mode.lock().unwrap() = CreateMode::TimeoutBeforeCreating;
+    let id = w.create("create-lost", 900).await;
+    *w.provider.create_mode.lock().unwrap() = CreateMode::Accept;
+    w.advance_s(60);
+    assert_eq!(w.run().await.waiting, 1);
+    let payment = w.payment(&id).await.payment;
+    assert_eq!(payment.pay_url.as_deref(), Some(format!("https://pay.example/{id}").as_str()));
+    assert!(!payment.create_unknown);
+    assert_eq!(*w.provider.creates.lock().unwrap(), vec![id.clone(), id.clone()]);
+
+    // From then on "no trade" is the payer not having scanned yet: never created a third time.
+    w.provider.remote.lock().unwrap().trades.clear();
+    w.clock.set(payment.next_check_at.unwrap());
+    assert_eq!(w.run().await.waiting, 1);
+    assert_eq!(w.provider.creates.lock().unwrap().len(), 2);
+    let payment = w.payment(&id).await.payment;
+    assert_eq!(payment.unknown_checks, 0, "no trade before the scan is an answer");
+}
+
+#[tokio::test]
+async fn a_poll_racing_a_callback_makes_one_transition() {
+    let w = world();
+    let id = w.create("race", 900).await;
+    w.provider.set(&id, NotifiedStatus::Paid);
+    let deps = w.deps.clone();
+    let fired = Arc::new(Mutex::new(None));
+    let fired_in_hook = Arc::clone(&fired);
+    *w.provider.during_query.lock().unwrap() = Some(Box::new(move |id: PaymentId| {
+        let deps = deps.clone();
+        let fired = Arc::clone(&fired_in_hook);
+        // The callback lands while the poll waits for its query's answer.
+        let outcome = std::thread::spawn(move || {
+            tokio::runtime::Runtime::new().unwrap().block_on(async {
+                handle_callback(&deps, ProviderName::Sandbox, &http::HeaderMap::new(), id.as_str().as_bytes())
+                    .await
+                    .unwrap()
+                    .result
+            })
+        })
+        .join()
+        .unwrap();
+        *fired.lock().unwrap() = Some(outcome);
+    }));
+    w.advance_s(60);
+    let summary = w.run().await;
+    assert_eq!(*fired.lock().unwrap(), Some(CallbackResult::Applied));
+    assert_eq!((summary.paid, summary.moved), (0, 1), "{summary:?}");
+    let record = w.payment(&id).await;
+    assert_eq!(record.payment.status, PaymentStatus::Paid);
+    assert_eq!(record.payment.version, 2);
+    assert_eq!(record.history.len(), 2, "one transition: {:?}", record.history);
+    assert_eq!(record.history[1].source, "callback");
+}
+
+#[tokio::test]
+async fn overlapping_runs_query_each_due_payment_once() {
+    let w = world();
+    let mut ids = Vec::new();
+    for n in 0..12 {
+        ids.push(w.create(&format!("overlap-{n}"), 900).await);
+    }
+    w.advance_s(60);
+    let run = PollRun::default();
+    let now = crate::ports::Clock::now(w.clock.as_ref());
+    // Two runs that both read the index before either claimed (its reads are eventually
+    // consistent): each tries every payment.
+    let (a, b) = tokio::join!(
+        async {
+            let mut outcomes = Vec::new();
+            for id in &ids {
+                outcomes.push(check_payment(&w.deps, &run, id, now).await);
+            }
+            outcomes
+        },
+        async {
+            let mut outcomes = Vec::new();
+            for id in ids.iter().rev() {
+                outcomes.push(check_payment(&w.deps, &run, id, now).await);
+            }
+            outcomes
+        }
+    );
+    let claimed = a
+        .iter()
+        .chain(&b)
+        .filter(|o| **o != CheckOutcome::NotClaimed)
+        .count();
+    assert_eq!(claimed, ids.len());
+    assert_eq!(w.provider.queries.load(Ordering::SeqCst), ids.len());
+
+    // And whole runs at the same instant: the second finds nothing left due.
+    w.advance_s(300);
+    let (x, y) = tokio::join!(w.run(), w.run());
+    assert_eq!(x.due + y.due - x.not_claimed - y.not_claimed, ids.len());
+    assert_eq!(w.provider.queries.load(Ordering::SeqCst), 2 * ids.len());
+}
+
+#[tokio::test]
+async fn a_crashed_runs_claim_lapses_and_the_check_comes_round_again() {
+    let w = world();
+    let id = w.create("crash", 900).await;
+    w.advance_s(60);
+    let lease_until = crate::ports::Clock::now(w.clock.as_ref()).plus_s(PollRun::default().lease_s);
+    // A run claims, then dies before answering.
+    assert!(w.store.claim_check(&id, crate::ports::Clock::now(w.clock.as_ref()), lease_until).await.unwrap().is_some());
+    assert_eq!(w.run().await.due, 0, "held by the lease");
+    w.clock.set(lease_until);
+    assert_eq!(w.run().await.waiting, 1);
+}
+
+#[tokio::test]
+async fn at_expiry_the_poller_queries_then_closes() {
+    let w = world();
+    let id = w.create("expiry", 120).await;
+    w.advance_s(60);
+    assert_eq!(w.run().await.waiting, 1);
+    let next = w.payment(&id).await.payment.next_check_at.unwrap();
+    assert_eq!(next, T0.plus_s(120), "the 5 min step is capped at the expiry");
+    w.clock.set(next);
+    let summary = w.run().await;
+    assert_eq!(summary.closed, 1, "{summary:?}");
+    let record = w.payment(&id).await;
+    assert_eq!(record.payment.status, PaymentStatus::Closed);
+    assert_eq!(record.history.last().unwrap().source, "poll");
+    assert_eq!(w.provider.queries.load(Ordering::SeqCst), 2, "queried before closing");
+    assert_eq!(w.provider.closes.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        w.provider.remote.lock().unwrap().trades.get(&id),
+        Some(&NotifiedStatus::Closed)
+    );
+}
+
+#[tokio::test]
+async fn a_close_answered_already_paid_is_recorded_paid() {
+    let w = world();
+    let id = w.create("paid-on-close", 120).await;
+    w.provider.remote.lock().unwrap().pay_on_close = true;
+    w.advance_s(120);
+    assert_eq!(w.run().await.paid, 1);
+    assert_eq!(w.status(&id).await, PaymentStatus::Paid);
+    assert_eq!(w.provider.queries.load(Ordering::SeqCst), 2, "query, close, query");
+}
+
+#[tokio::test]
+async fn a_provider_without_close_lapses_only_after_expiry() {
+    let w = world();
+    let id = w.create("lapses", 120).await;
+    w.provider.remote.lock().unwrap().lapses = true;
+    let early = close_payment(&w.deps, id.as_str()).await.unwrap_err();
+    assert_eq!((early.status, early.code), (409, "close_unsupported"));
+    assert_eq!(w.status(&id).await, PaymentStatus::Pending);
+    w.advance_s(120);
+    assert_eq!(w.run().await.closed, 1);
+}
+
+#[tokio::test]
+async fn an_expired_payment_the_provider_cannot_be_asked_about_is_never_closed() {
+    let w = world();
+    let id = w.create("expired-down", 60).await;
+    w.provider.down(true);
+    for _ in 0..3 {
+        w.clock.set(w.payment(&id).await.payment.next_check_at.unwrap());
+        w.run().await;
+        assert_eq!(w.status(&id).await, PaymentStatus::Pending);
+    }
+    w.clock.set(w.payment(&id).await.payment.next_check_at.unwrap());
+    w.run().await;
+    assert_eq!(w.status(&id).await, PaymentStatus::Exception);
+    assert_eq!(w.provider.closes.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn the_merchant_closes_early_by_the_same_path() {
+    let w = world();
+    let id = w.create("merchant-close", 900).await;
+    let view = close_payment(&w.deps, id.as_str()).await.unwrap();
+    assert_eq!(view.status, "closed");
+    let record = w.payment(&id).await;
+    assert_eq!(record.history.last().unwrap().source, "close");
+    assert_eq!(w.provider.queries.load(Ordering::SeqCst), 1, "queried first");
+    // Again: the same answer, nothing more at the provider.
+    assert_eq!(close_payment(&w.deps, id.as_str()).await.unwrap().status, "closed");
+    assert_eq!(w.provider.closes.load(Ordering::SeqCst), 1);
+    // A closed payment is no longer due.
+    w.advance_s(60);
+    assert_eq!(w.run().await.due, 0);
+}
+
+#[tokio::test]
+async fn closing_a_paid_payment_is_refused_and_records_the_payment() {
+    let w = world();
+    let id = w.create("close-paid", 900).await;
+    w.provider.set(&id, NotifiedStatus::Paid);
+    let err = close_payment(&w.deps, id.as_str()).await.unwrap_err();
+    assert_eq!((err.status, err.code), (409, "already_paid"));
+    assert_eq!(w.status(&id).await, PaymentStatus::Paid);
+    assert_eq!(w.provider.closes.load(Ordering::SeqCst), 0, "the query said paid");
+
+    let id = w.create("close-paid-late", 900).await;
+    w.provider.remote.lock().unwrap().pay_on_close = true;
+    let err = close_payment(&w.deps, id.as_str()).await.unwrap_err();
+    assert_eq!(err.code, "already_paid");
+    assert_eq!(w.status(&id).await, PaymentStatus::Paid);
+}
+
+#[tokio::test]
+async fn a_close_the_provider_does_not_answer_is_a_retryable_error_and_changes_nothing() {
+    let w = world();
+    let id = w.create("close-down", 900).await;
+    w.provider.down(true);
+    let err = close_payment(&w.deps, id.as_str()).await.unwrap_err();
+    assert_eq!(err.status, 503);
+    assert_eq!(w.status(&id).await, PaymentStatus::Pending);
+    for (raw, status) in [("not an id!", 400), ("01J00000000000000000000000", 404)] {
+        assert_eq!(close_payment(&w.deps, raw).await.unwrap_err().status, status, "{raw}");
+    }
+}
