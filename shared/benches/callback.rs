@@ -74,6 +74,7 @@ fn new_payment(n: usize, now: Timestamp) -> anyhow::Result<NewPayment> {
         currency: Currency::Cny,
         provider: ProviderName::Sandbox,
         subject: "bench".into(),
+        attempt: 1,
         status: PaymentStatus::Pending,
         version: INITIAL_VERSION,
         expires_at: now.plus_s(900),
@@ -86,6 +87,8 @@ fn new_payment(n: usize, now: Timestamp) -> anyhow::Result<NewPayment> {
         unknown_checks: 0,
         recent_checks: Vec::new(),
         create_unknown: false,
+        refund_reserved_minor: 0,
+        refunded_minor: 0,
         status_reason: None,
     };
     let claim = IdempotencyRecord::claim(
@@ -100,6 +103,7 @@ fn new_payment(n: usize, now: Timestamp) -> anyhow::Result<NewPayment> {
         payment,
         history,
         claim,
+        replaces: None,
     })
 }
 

@@ -7,8 +7,10 @@ use async_trait::async_trait;
 
 use crate::domain::idempotency::{IdempotencyRecord, StoredResponse};
 use crate::domain::payment::Transition;
+use crate::domain::refund::{Refund, RefundStatus};
 use crate::domain::{
-    Currency, HistoryEntry, Money, OrderId, Payment, PaymentId, ProviderName, Timestamp,
+    Currency, HistoryEntry, Money, OrderId, Payment, PaymentId, PaymentStatus, ProviderName,
+    RefundId, Timestamp,
 };
 
 /// All time comes from here.
@@ -36,6 +38,10 @@ pub struct NewPayment {
     pub payment: Payment,
     pub history: HistoryEntry,
     pub claim: IdempotencyRecord,
+    /// A new attempt for an order whose active payment (this one) is closed or failed: the
+    /// order's item moves from it to the new payment, and the order's idempotency record may be
+    /// taken from it, both only if they still point at it.
+    pub replaces: Option<PaymentId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,14 +111,14 @@ pub trait PaymentStore: Send + Sync {
 
     async fn payment(&self, payment_id: &PaymentId) -> Result<Option<PaymentRecord>, StoreError>;
 
-    /// Pending payments whose check is due at `now`, from one shard of the due index (0 to
-    /// [`DUE_SHARDS`] - 1), at most `limit`. Eventually consistent: claim before acting.
+    /// Pending payments and refunds whose check is due at `now`, from one shard of the due
+    /// index (0 to [`DUE_SHARDS`] - 1), at most `limit`. Eventually consistent: claim first.
     async fn due_checks(
         &self,
         shard: u32,
         now: Timestamp,
         limit: usize,
-    ) -> Result<Vec<PaymentId>, StoreError>;
+    ) -> Result<Vec<DueCheck>, StoreError>;
 
     /// Claims a due check with one conditional write: the payment must be `pending` and due at
     /// `now`; its next check moves to `lease_until`, so an overlapping run does not see it as
@@ -140,6 +146,94 @@ pub trait PaymentStore: Send + Sync {
         transition: &Transition,
         compensation: &Compensation,
     ) -> Result<TransitionOutcome, StoreError>;
+
+    /// Writes a new `pending` refund and reserves its amount on the payment, all or nothing:
+    /// the payment must be in one of `payment_statuses`, and its reserved sum plus this refund
+    /// must stay within its amount, whatever refunds run at the same time.
+    async fn insert_refund(
+        &self,
+        refund: &Refund,
+        payment_amount_minor: i64,
+        payment_statuses: &[PaymentStatus],
+    ) -> Result<RefundInsert, StoreError>;
+
+    async fn refund(
+        &self,
+        payment_id: &PaymentId,
+        refund_id: &RefundId,
+    ) -> Result<Option<Refund>, StoreError>;
+
+    /// Every refund of a payment, oldest first.
+    async fn refunds(&self, payment_id: &PaymentId) -> Result<Vec<Refund>, StoreError>;
+
+    /// Settles a `pending` refund, all or nothing (see [`RefundSettlement`]). `false` when a
+    /// guard failed: the refund was settled already, or the payment moved (read and retry).
+    async fn settle_refund(&self, settlement: &RefundSettlement) -> Result<bool, StoreError>;
+
+    /// [`Self::claim_check`] for a pending refund.
+    async fn claim_refund_check(
+        &self,
+        payment_id: &PaymentId,
+        refund_id: &RefundId,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Option<Refund>, StoreError>;
+
+    /// Puts a compensation record (once per id).
+    async fn put_compensation(&self, compensation: &Compensation) -> Result<(), StoreError>;
+
+    /// [`Self::record_check`] for a refund still pending.
+    async fn record_refund_check(
+        &self,
+        payment_id: &PaymentId,
+        refund_id: &RefundId,
+        lease_until: Timestamp,
+        check: &RefundCheck,
+    ) -> Result<bool, StoreError>;
+}
+
+/// One entry of the due index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DueCheck {
+    Payment(PaymentId),
+    Refund(PaymentId, RefundId),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundInsert {
+    Inserted,
+    /// A refund with this id exists (returned as it is).
+    Exists(Box<Refund>),
+    /// The payment's status or its remaining amount does not allow it (returned as it is).
+    Refused(Box<Payment>),
+    PaymentNotFound,
+}
+
+/// What settling a refund writes together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundSettlement {
+    pub payment_id: PaymentId,
+    pub refund_id: RefundId,
+    pub amount_minor: i64,
+    /// `Succeeded` adds the amount to the payment's refunded sum; `Failed` releases the
+    /// reservation.
+    pub to: RefundStatus,
+    pub reason: Option<String>,
+    pub at: Timestamp,
+    /// The payment as read: its status and version must still hold.
+    pub payment_status: PaymentStatus,
+    pub payment_version: u32,
+    /// The payment's own transition when the refunded sum changes its status.
+    pub transition: Option<Transition>,
+}
+
+/// What one check that left a refund `pending` changes on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundCheck {
+    pub checks_done: u32,
+    pub unknown_checks: u32,
+    pub next_check_at: Timestamp,
+    pub recent_checks: Vec<String>,
 }
 
 /// Shards of the due-check index: pending payments spread over this many partitions.
@@ -301,6 +395,13 @@ pub trait PaymentProvider: Send + Sync {
     async fn query(&self, payment_id: &PaymentId) -> Result<Option<ProviderTrade>, ProviderError>;
     /// Closes an unpaid trade so it can no longer be paid.
     async fn close(&self, payment_id: &PaymentId) -> Result<CloseOutcome, ProviderError>;
+    /// Asks for a refund; asking again with the same `refund_no` is the same refund.
+    async fn refund(&self, refund: &ProviderRefund) -> Result<RefundState, ProviderError>;
+    /// The provider's view of a refund; `None` when it has no such refund.
+    async fn query_refund(
+        &self,
+        refund: &ProviderRefund,
+    ) -> Result<Option<RefundState>, ProviderError>;
     /// Verifies the raw callback (signature over the raw body, replay window, merchant) and
     /// parses it. Pure: no I/O.
     fn verify_callback(
@@ -324,6 +425,33 @@ pub enum CloseOutcome {
     LapsesAtExpiry,
     /// Too late: the trade is paid. Query and record the payment.
     AlreadyPaid,
+}
+
+/// A refund as a provider is asked for it, or about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderRefund {
+    pub payment_id: PaymentId,
+    /// Our refund number at the provider: letters and digits, 32 long.
+    pub refund_no: String,
+    pub amount_minor: i64,
+    /// The payment's amount.
+    pub total_minor: i64,
+    pub currency: Currency,
+    pub reason: String,
+    /// The provider's number for the paid trade (UnionPay refunds name the consume's `queryId`).
+    pub provider_trade_no: Option<String>,
+    /// When the refund was first asked for (UnionPay queries a transaction by its `txnTime`).
+    pub requested_at: Timestamp,
+}
+
+/// What a provider says of a refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundState {
+    Succeeded,
+    /// Accepted, money not moved yet: ask again later.
+    Processing,
+    /// It will not happen (for instance the trade's balance is too low).
+    Failed(String),
 }
 
 /// The providers configured in this deployment.

@@ -126,6 +126,20 @@ impl PaymentProvider for RacingProvider {
         self.inner.close(payment_id).await
     }
 
+    async fn refund(
+        &self,
+        refund: &shared::ports::ProviderRefund,
+    ) -> Result<shared::ports::RefundState, ProviderError> {
+        self.inner.refund(refund).await
+    }
+
+    async fn query_refund(
+        &self,
+        refund: &shared::ports::ProviderRefund,
+    ) -> Result<Option<shared::ports::RefundState>, ProviderError> {
+        self.inner.query_refund(refund).await
+    }
+
     fn verify_callback(
         &self,
         h: &http::HeaderMap,

@@ -12,6 +12,7 @@ mod faults;
 mod idempotency;
 mod polling;
 mod providers;
+mod refunds;
 mod secrets;
 mod statements;
 mod statements_unionpay;

@@ -55,8 +55,9 @@ async fn the_due_index_on_moto_finds_claims_and_settles_due_payments() {
     for (_, pay_url) in &ids[..2] {
         sandbox::pay(pay_url).await;
     }
+    // Five payments over eight shards: a page of five per shard can hold them all.
     let run = PollRun {
-        page_per_shard: 2,
+        page_per_shard: 5,
         ..PollRun::default()
     };
     let nothing = run_poller(&deps, &run).await;
@@ -212,4 +213,45 @@ async fn the_merchant_closes_a_payment_through_the_api() {
         let reply = close(raw.to_owned()).await;
         assert_eq!(reply.status, status, "{raw}: {}", reply.text);
     }
+}
+
+#[tokio::test]
+async fn a_closed_order_gets_a_second_attempt_through_the_api() {
+    let order_id = unique("attempt");
+    let mut body = create_body(&order_id, 990);
+    let first = create(&body).await;
+    assert_eq!((first.status, first.body["attempt"].as_u64()), (201, Some(1)));
+    let first_id = first.body["payment_id"].as_str().unwrap().to_owned();
+
+    body["subject"] = json!(format!("{} again", body["subject"].as_str().unwrap()));
+    let busy = create(&body).await;
+    assert_eq!((busy.status, busy.error_code()), (409, "idempotency_mismatch"));
+
+    let closed = http()
+        .post(format!("{}/payments/{first_id}/close", stack().api_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(closed.status(), 200);
+    let second = create(&body).await;
+    assert_eq!((second.status, second.body["attempt"].as_u64()), (201, Some(2)), "{}", second.text);
+    let second_id = second.body["payment_id"].as_str().unwrap().to_owned();
+    assert_ne!(second_id, first_id);
+    assert_eq!(create(&body).await.body, second.body, "a replay answers attempt 2");
+
+    // The order item points at the active attempt.
+    let client = dynamo(None).await;
+    let order = client
+        .get_item()
+        .table_name(&stack().payments_table)
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("ORDER#{order_id}")))
+        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("ORDER".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert_eq!(order["payment_id"].as_s().unwrap(), &second_id);
+    assert_eq!(order["attempt"].as_n().unwrap(), "2");
 }

@@ -41,6 +41,7 @@ fn pending(payment_id: &PaymentId, order_id: &OrderId, expires_at: Timestamp) ->
         currency: Currency::Cny,
         provider: ProviderName::Sandbox,
         subject: "transition test".into(),
+        attempt: 1,
         status: Pending,
         version: INITIAL_VERSION,
         expires_at,
@@ -54,6 +55,8 @@ fn pending(payment_id: &PaymentId, order_id: &OrderId, expires_at: Timestamp) ->
         unknown_checks: 0,
         recent_checks: Vec::new(),
         create_unknown: false,
+        refund_reserved_minor: 0,
+        refunded_minor: 0,
         status_reason: None,
     }
 }
@@ -82,6 +85,7 @@ fn new_payment(payment: Payment, key: &str) -> NewPayment {
         payment,
         history: first_history(),
         claim,
+        replaces: None,
     }
 }
 

@@ -5,6 +5,7 @@
 //! a duplicate (already paid) from a mismatch (amount differs) without a read.
 
 use crate::app::Deps;
+use crate::app::refunds::refund_late_payment;
 use crate::domain::payment::{INITIAL_VERSION, Transition};
 use crate::domain::{Payment, PaymentStatus, ProviderName};
 use crate::ports::{
@@ -19,6 +20,8 @@ const TRANSITION_ATTEMPTS: u32 = 3;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallbackResult {
     Applied,
+    /// Paid after its close: a refund of it was started.
+    LatePaymentRefunded,
     Duplicate,
     Ignored,
     AmountMismatch,
@@ -129,6 +132,23 @@ pub(crate) async fn apply_notification(
         }
         match next_step(&current, n, to) {
             Step::Done(result) => return result,
+            Step::LatePayment => {
+                return match refund_late_payment(
+                    deps,
+                    &current,
+                    n.amount_minor,
+                    n.provider_trade_no.clone(),
+                )
+                .await
+                {
+                    Ok(true) => CallbackResult::LatePaymentRefunded,
+                    Ok(false) => CallbackResult::Duplicate,
+                    Err(e) => {
+                        tracing::error!(error = format!("{e:#}"), payment_id = %n.payment_id, "late payment not recorded");
+                        CallbackResult::RetryLater
+                    }
+                };
+            }
             Step::Retry(next) => {
                 transition = Transition {
                     at: now,
@@ -143,6 +163,8 @@ pub(crate) async fn apply_notification(
 enum Step {
     Done(CallbackResult),
     Retry(Retry),
+    /// Paid after it was closed: refund it.
+    LatePayment,
 }
 
 enum Retry {
@@ -192,6 +214,14 @@ fn next_step(current: &Payment, n: &Notification, to: PaymentStatus) -> Step {
         status if status == to && (to != PaymentStatus::Paid || same_money) => {
             Step::Done(CallbackResult::Duplicate)
         }
+        // Paid, then refunded in part or in full: the same payment reported again.
+        PaymentStatus::PartiallyRefunded | PaymentStatus::Refunded
+            if to == PaymentStatus::Paid && same_money =>
+        {
+            Step::Done(CallbackResult::Duplicate)
+        }
+        // Money moved that no order wants any more: give it back.
+        PaymentStatus::Closed if to == PaymentStatus::Paid => Step::LatePayment,
         PaymentStatus::Exception => Step::Done(CallbackResult::Duplicate),
         status => {
             alert(

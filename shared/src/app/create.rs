@@ -20,8 +20,8 @@ use crate::crypto::sha256_hex;
 use crate::domain::idempotency::{IdempotencyRecord, NextAction, StoredResponse, decide};
 use crate::domain::payment::{INITIAL_VERSION, Transition};
 use crate::domain::{
-    AmountMinor, Currency, HistoryEntry, Money, OrderId, Payment, PaymentStatus, ProviderName,
-    Timestamp,
+    AmountMinor, Currency, HistoryEntry, Money, OrderId, Payment, PaymentId, PaymentStatus,
+    ProviderName, Timestamp,
 };
 use crate::ports::{
     ClaimOutcome, CreateCompletion, InsertOutcome, NewPayment, PaymentProvider, ProviderCreate,
@@ -201,6 +201,7 @@ struct CreatedView<'a> {
     amount_minor: i64,
     currency: &'static str,
     provider: &'static str,
+    attempt: u32,
     expires_at: String,
     pay_url: Option<&'a str>,
 }
@@ -213,6 +214,7 @@ fn created_response(status: u16, p: &Payment) -> StoredResponse {
         amount_minor: p.amount_minor.get(),
         currency: p.currency.code(),
         provider: p.provider.as_str(),
+        attempt: p.attempt,
         expires_at: p.expires_at.to_rfc3339(),
         pay_url: p.pay_url.as_deref(),
     };
@@ -301,53 +303,132 @@ pub async fn create_payment(
             )
         })?;
     let now = deps.clock.now();
-    let hash = request.hash();
     let in_progress_until = deadline
         .filter(|d| *d > now)
         .unwrap_or(now.plus_s(DEFAULT_IN_PROGRESS_S));
-    let payment = new_payment(deps, request, now);
-    let claim = IdempotencyRecord::claim(
-        request.idempotency_key(),
-        hash.clone(),
+    let attempt = Attempt {
+        deps,
+        provider: &provider,
+        request,
+        hash: request.hash(),
         in_progress_until,
-        now.plus_s(RECORD_TTL_S),
-        payment.payment_id.to_string(),
-    );
-    let history = HistoryEntry::created(now);
-    let new = NewPayment {
-        payment,
-        history,
-        claim,
     };
-    match deps
-        .store
-        .insert_payment(&new, now)
-        .await
-        .map_err(|e| store_unavailable(&e))?
-    {
-        InsertOutcome::Inserted => {
-            call_provider(deps, &provider, new.payment, &new.claim.key).await
+    match attempt.insert(None).await? {
+        Inserted::Done(response) => Ok(response),
+        // The key is held for another request: if that request's payment is over, this one is
+        // the order's next attempt.
+        Inserted::KeyTaken(existing) => match decide(existing.clone(), &attempt.hash, now) {
+            NextAction::Mismatch => {
+                let active = attempt.read(&payment_id_of(&existing)?).await?;
+                if is_over(&active) {
+                    attempt.next_attempt(active).await
+                } else {
+                    Err(mismatch())
+                }
+            }
+            next => settle_blocked(next),
+        },
+        Inserted::OrderTaken(active) if is_over(&active) => attempt.next_attempt(active).await,
+        Inserted::OrderTaken(active) => {
+            take_over(deps, &provider, request, active, in_progress_until).await
         }
-        InsertOutcome::KeyTaken(existing) => settle_blocked(decide(existing, &hash, now)),
-        InsertOutcome::OrderTaken { payment_id } => {
-            let record = deps
-                .store
-                .payment(&payment_id)
-                .await
-                .map_err(|e| store_unavailable(&e))?;
-            let existing = record.ok_or_else(|| {
-                store_unavailable(&StoreError::Unexpected(anyhow::anyhow!(
-                    "order points at missing payment {payment_id}"
-                )))
-            })?;
-            take_over(
-                deps,
-                &provider,
-                request,
-                existing.payment,
-                in_progress_until,
-            )
+    }
+}
+
+/// An order's active payment is over when it can never be paid: then the order may try again.
+fn is_over(payment: &Payment) -> bool {
+    matches!(payment.status, PaymentStatus::Closed | PaymentStatus::Failed)
+}
+
+fn payment_id_of(record: &IdempotencyRecord) -> Result<PaymentId, ApiError> {
+    PaymentId::parse(&record.resource_id).map_err(|e| {
+        store_unavailable(&StoreError::Unexpected(anyhow::anyhow!(
+            "idempotency record names payment {:?}: {e}",
+            record.resource_id
+        )))
+    })
+}
+
+/// The insert's outcome, with the payment an order item points at already read.
+enum Inserted {
+    Done(StoredResponse),
+    KeyTaken(IdempotencyRecord),
+    OrderTaken(Payment),
+}
+
+/// One create request on its way to a payment.
+struct Attempt<'a> {
+    deps: &'a Deps,
+    provider: &'a Arc<dyn PaymentProvider>,
+    request: &'a CreatePaymentRequest,
+    hash: String,
+    in_progress_until: Timestamp,
+}
+
+impl Attempt<'_> {
+    async fn read(&self, id: &PaymentId) -> Result<Payment, ApiError> {
+        let record = self
+            .deps
+            .store
+            .payment(id)
             .await
+            .map_err(|e| store_unavailable(&e))?;
+        record.map(|r| r.payment).ok_or_else(|| {
+            store_unavailable(&StoreError::Unexpected(anyhow::anyhow!(
+                "order points at missing payment {id}"
+            )))
+        })
+    }
+
+    /// Writes a new payment (replacing `previous` as the order's active one, if given) and
+    /// calls the provider.
+    async fn insert(&self, previous: Option<&Payment>) -> Result<Inserted, ApiError> {
+        let now = self.deps.clock.now();
+        let mut payment = new_payment(self.deps, self.request, now);
+        if let Some(previous) = previous {
+            payment.attempt = previous.attempt.saturating_add(1);
+        }
+        let claim = IdempotencyRecord::claim(
+            self.request.idempotency_key(),
+            self.hash.clone(),
+            self.in_progress_until,
+            now.plus_s(RECORD_TTL_S),
+            payment.payment_id.to_string(),
+        );
+        let new = NewPayment {
+            payment,
+            history: HistoryEntry::created(now),
+            claim,
+            replaces: previous.map(|p| p.payment_id.clone()),
+        };
+        match self
+            .deps
+            .store
+            .insert_payment(&new, now)
+            .await
+            .map_err(|e| store_unavailable(&e))?
+        {
+            InsertOutcome::Inserted => {
+                call_provider(self.deps, self.provider, new.payment, &new.claim.key)
+                    .await
+                    .map(Inserted::Done)
+            }
+            InsertOutcome::KeyTaken(existing) => Ok(Inserted::KeyTaken(existing)),
+            InsertOutcome::OrderTaken { payment_id } => {
+                Ok(Inserted::OrderTaken(self.read(&payment_id).await?))
+            }
+        }
+    }
+
+    /// The order's active payment is over: this request becomes its next attempt. A racing
+    /// request for the same order that got there first is answered as its key says.
+    async fn next_attempt(&self, active: Payment) -> Result<StoredResponse, ApiError> {
+        let now = self.deps.clock.now();
+        match self.insert(Some(&active)).await? {
+            Inserted::Done(response) => Ok(response),
+            Inserted::KeyTaken(existing) => settle_blocked(decide(existing, &self.hash, now)),
+            // Another attempt won the order item: the client retries and meets it.
+            Inserted::OrderTaken(_) => Err(in_progress(1)),
         }
     }
 }
@@ -361,6 +442,7 @@ fn new_payment(deps: &Deps, request: &CreatePaymentRequest, now: Timestamp) -> P
         currency: request.money.currency,
         provider: request.provider,
         subject: request.subject.clone(),
+        attempt: 1,
         status: PaymentStatus::Pending,
         version: INITIAL_VERSION,
         expires_at,
@@ -374,6 +456,8 @@ fn new_payment(deps: &Deps, request: &CreatePaymentRequest, now: Timestamp) -> P
         unknown_checks: 0,
         recent_checks: Vec::new(),
         create_unknown: false,
+        refund_reserved_minor: 0,
+        refunded_minor: 0,
         status_reason: None,
     }
 }

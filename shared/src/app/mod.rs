@@ -10,6 +10,7 @@ pub mod close;
 pub mod create;
 pub mod poll;
 pub mod query;
+pub mod refunds;
 
 /// Storage the use cases need: payments and idempotency records.
 pub trait Store: PaymentStore + IdempotencyStore {}

@@ -22,10 +22,11 @@ use tokio::task::JoinSet;
 
 use crate::app::Deps;
 use crate::app::callback::{CallbackResult, apply_notification};
+use crate::app::refunds::check_refund;
 use crate::domain::payment::{ExpiryGuard, Transition};
 use crate::domain::{Money, Payment, PaymentId, PaymentStatus, Timestamp};
 use crate::ports::{
-    CheckRecord, CloseOutcome, Compensation, DUE_SHARDS, Notification, NotifiedStatus,
+    CheckRecord, CloseOutcome, Compensation, DUE_SHARDS, DueCheck, Notification, NotifiedStatus,
     PaymentProvider, ProviderCreate, ProviderCreated, ProviderError, ProviderTrade,
     TransitionOutcome,
 };
@@ -72,6 +73,8 @@ pub enum CheckOutcome {
     Moved,
     /// The store failed; the claim lapses and the check comes round again.
     StoreError,
+    /// A pending refund was settled so.
+    Refund(crate::domain::refund::RefundStatus),
 }
 
 /// A run's counts, logged by the function.
@@ -86,6 +89,8 @@ pub struct PollSummary {
     pub waiting: usize,
     pub moved: usize,
     pub errors: usize,
+    pub refunds_succeeded: usize,
+    pub refunds_failed: usize,
 }
 
 impl PollSummary {
@@ -99,6 +104,10 @@ impl PollSummary {
             CheckOutcome::Waiting => &mut self.waiting,
             CheckOutcome::Moved => &mut self.moved,
             CheckOutcome::StoreError => &mut self.errors,
+            CheckOutcome::Refund(crate::domain::refund::RefundStatus::Succeeded) => {
+                &mut self.refunds_succeeded
+            }
+            CheckOutcome::Refund(_) => &mut self.refunds_failed,
         };
         *slot += 1;
     }
@@ -121,11 +130,16 @@ pub async fn run_poller(deps: &Deps, run: &PollRun) -> PollSummary {
     summary.due = due.len();
     let permits = Arc::new(Semaphore::new(run.concurrency.max(1)));
     let mut tasks = JoinSet::new();
-    for payment_id in due {
+    for check in due {
         let (deps, run, permits) = (deps.clone(), run.clone(), Arc::clone(&permits));
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            check_payment(&deps, &run, &payment_id, now).await
+            match check {
+                DueCheck::Payment(payment_id) => check_payment(&deps, &run, &payment_id, now).await,
+                DueCheck::Refund(payment_id, refund_id) => {
+                    check_refund(&deps, &run, &payment_id, &refund_id, now).await
+                }
+            }
         });
     }
     while let Some(joined) = tasks.join_next().await {

@@ -1,5 +1,5 @@
-//! The poller and the merchant close on the in-memory store, with a provider whose state and
-//! faults the test sets and a manual clock: no sleeping through real minutes.
+//! The poller, the merchant close and refunds on the in-memory store, with a provider whose
+//! state and faults the test sets and a manual clock: no sleeping through real minutes.
 
 #![allow(clippy::unwrap_used)]
 
@@ -20,7 +20,7 @@ use crate::domain::{Currency, PaymentId, PaymentStatus, ProviderName, Timestamp}
 use crate::ports::{
     CallbackAnswer, CallbackRejection, CallbackReply, CloseOutcome, Notification,
     NotifiedStatus, PaymentProvider, PaymentStore, ProviderCreate, ProviderCreated,
-    ProviderError, ProviderTrade, Providers,
+    ProviderError, ProviderRefund, ProviderTrade, Providers, RefundState,
 };
 use crate::store::MemoryStore;
 
@@ -34,10 +34,27 @@ enum CreateMode {
     TimeoutAfterCreating,
     /// Times out before anything happened there.
     TimeoutBeforeCreating,
+    /// Definitely refused.
+    Reject,
+}
+
+/// How the provider answers a refund request.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RefundMode {
+    Succeed,
+    /// Accepted; succeeds at the next query.
+    Processing,
+    /// Times out after recording it.
+    TimeoutAfterRecording,
+    /// Times out before anything happened.
+    TimeoutBeforeRecording,
+    Reject,
 }
 
 #[derive(Default)]
 struct Remote {
+    /// Refunds by refund number: amount and state.
+    refunds: HashMap<String, (i64, RefundState)>,
     trades: HashMap<PaymentId, NotifiedStatus>,
     /// Every call times out.
     down: bool,
@@ -54,6 +71,9 @@ struct FakeProvider {
     creates: Mutex<Vec<PaymentId>>,
     queries: AtomicUsize,
     closes: AtomicUsize,
+    refund_mode: Mutex<RefundMode>,
+    /// Refund requests, by refund number, in order.
+    refund_calls: Mutex<Vec<String>>,
     /// Runs inside `query` before it answers: a callback racing the poll.
     during_query: Mutex<Option<Box<dyn Fn(PaymentId) + Send + Sync>>>,
     amount_minor: i64,
@@ -67,6 +87,8 @@ impl FakeProvider {
             creates: Mutex::default(),
             queries: AtomicUsize::new(0),
             closes: AtomicUsize::new(0),
+            refund_mode: Mutex::new(RefundMode::Succeed),
+            refund_calls: Mutex::default(),
             during_query: Mutex::new(None),
             amount_minor,
         })
@@ -106,6 +128,12 @@ impl PaymentProvider for FakeProvider {
         let mut remote = self.remote.lock().unwrap();
         if remote.down || mode == CreateMode::TimeoutBeforeCreating {
             return Err(timeout());
+        }
+        if mode == CreateMode::Reject {
+            return Err(ProviderError::Rejected {
+                code: "ACQ.INVALID_PARAMETER".into(),
+                message: "refused".into(),
+            });
         }
         remote
             .trades
@@ -152,6 +180,48 @@ impl PaymentProvider for FakeProvider {
                 Ok(CloseOutcome::Closed)
             }
         }
+    }
+
+    async fn refund(&self, refund: &ProviderRefund) -> Result<RefundState, ProviderError> {
+        self.refund_calls.lock().unwrap().push(refund.refund_no.clone());
+        let mode = *self.refund_mode.lock().unwrap();
+        let mut remote = self.remote.lock().unwrap();
+        if mode == RefundMode::TimeoutBeforeRecording {
+            return Err(timeout());
+        }
+        if mode == RefundMode::Reject {
+            return Err(ProviderError::Rejected {
+                code: "NOT_ENOUGH".into(),
+                message: "balance too low".into(),
+            });
+        }
+        let state = if mode == RefundMode::Processing {
+            RefundState::Processing
+        } else {
+            RefundState::Succeeded
+        };
+        let entry = remote
+            .refunds
+            .entry(refund.refund_no.clone())
+            .or_insert((refund.amount_minor, state));
+        let answer = entry.1.clone();
+        // Processing settles by the next look.
+        entry.1 = RefundState::Succeeded;
+        if mode == RefundMode::TimeoutAfterRecording {
+            return Err(timeout());
+        }
+        Ok(answer)
+    }
+
+    async fn query_refund(
+        &self,
+        refund: &ProviderRefund,
+    ) -> Result<Option<RefundState>, ProviderError> {
+        let remote = self.remote.lock().unwrap();
+        if remote.down {
+            return Err(timeout());
+        }
+        Ok(remote.refunds.get(&refund.refund_no).map(|entry| entry.1.clone()))
     }
 
     fn verify_callback(
@@ -553,4 +623,295 @@ async fn a_close_the_provider_does_not_answer_is_a_retryable_error_and_changes_n
     for (raw, status) in [("not an id!", 400), ("01J00000000000000000000000", 404)] {
         assert_eq!(close_payment(&w.deps, raw).await.unwrap_err().status, status, "{raw}");
     }
+}
+
+// ---- refunds ----
+
+use super::refunds::{RefundRequest, create_refund, list_refunds};
+
+fn refund_request(refund_id: &str, amount_minor: i64) -> RefundRequest {
+    let body = serde_json::json!({ "refund_id": refund_id, "amount_minor": amount_minor, "reason": "returned" });
+    RefundRequest::parse(Some("application/json"), body.to_string().as_bytes()).unwrap()
+}
+
+impl World {
+    /// A payment paid through a callback.
+    async fn paid(&self, order_id: &str) -> PaymentId {
+        let id = self.create(order_id, 900).await;
+        self.provider.set(&id, NotifiedStatus::Paid);
+        let outcome = handle_callback(
+            &self.deps,
+            ProviderName::Sandbox,
+            &http::HeaderMap::new(),
+            id.as_str().as_bytes(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(outcome.result, CallbackResult::Applied);
+        id
+    }
+
+    async fn refund(&self, id: &PaymentId, refund_id: &str, amount: i64) -> Result<(u16, super::refunds::RefundView), crate::api::ApiError> {
+        create_refund(&self.deps, id.as_str(), &refund_request(refund_id, amount)).await
+    }
+}
+
+#[tokio::test]
+async fn partial_then_full_refunds_move_the_payment_and_replays_answer_the_same() {
+    let w = world();
+    let id = w.paid("refund-partial").await;
+    let (status, view) = w.refund(&id, "r1", 400).await.unwrap();
+    assert_eq!((status, view.status, view.amount_minor), (201, "succeeded", 400));
+    let payment = w.payment(&id).await.payment;
+    assert_eq!(payment.status, PaymentStatus::PartiallyRefunded);
+    assert_eq!((payment.refunded_minor, payment.refund_reserved_minor), (400, 400));
+
+    // Replay: the same refund, no second request to the provider.
+    let (status, again) = w.refund(&id, "r1", 400).await.unwrap();
+    assert_eq!((status, again), (200, view));
+    assert_eq!(w.provider.refund_calls.lock().unwrap().len(), 1);
+    let mismatch = w.refund(&id, "r1", 401).await.unwrap_err();
+    assert_eq!((mismatch.status, mismatch.code), (409, "idempotency_mismatch"));
+
+    let too_much = w.refund(&id, "r2", AMOUNT - 399).await.unwrap_err();
+    assert_eq!((too_much.status, too_much.code), (409, "refund_exceeds_payment"));
+    let (_, rest) = w.refund(&id, "r2", AMOUNT - 400).await.unwrap();
+    assert_eq!(rest.status, "succeeded");
+    let record = w.payment(&id).await;
+    assert_eq!(record.payment.status, PaymentStatus::Refunded);
+    assert_eq!(record.payment.refunded_minor, AMOUNT);
+    let statuses: Vec<&str> = record.history.iter().map(|h| h.to.as_str()).collect();
+    assert_eq!(statuses, ["pending", "paid", "partially_refunded", "refunded"]);
+    let refused = w.refund(&id, "r3", 1).await.unwrap_err();
+    assert_eq!((refused.status, refused.code), (409, "not_refundable"));
+
+    let listed = list_refunds(&w.deps, id.as_str()).await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|r| r.refund_id.as_str()).collect();
+    assert_eq!(ids, ["r1", "r2"]);
+    // A payment refunded in full still acknowledges a repeated "paid".
+    let repeat = handle_callback(&w.deps, ProviderName::Sandbox, &http::HeaderMap::new(), id.as_str().as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(repeat.result, CallbackResult::Duplicate);
+}
+
+#[tokio::test]
+async fn refunds_of_unpaid_or_unknown_payments_are_refused_without_writes() {
+    let w = world();
+    let id = w.create("refund-unpaid", 900).await;
+    let err = w.refund(&id, "r1", 100).await.unwrap_err();
+    assert_eq!((err.status, err.code), (409, "not_refundable"));
+    let missing = PaymentId::parse("01J00000000000000000000000").unwrap();
+    assert_eq!(w.refund(&missing, "r1", 100).await.unwrap_err().status, 404);
+    assert!(list_refunds(&w.deps, id.as_str()).await.unwrap().is_empty());
+    assert_eq!(w.payment(&id).await.payment.refund_reserved_minor, 0);
+    for body in [
+        r#"{"refund_id":"r1","amount_minor":0,"reason":"x"}"#,
+        r#"{"refund_id":"r1","amount_minor":1.5,"reason":"x"}"#,
+        r#"{"refund_id":"r 1","amount_minor":1,"reason":"x"}"#,
+        r#"{"refund_id":"r1","amount_minor":1,"reason":""}"#,
+        r#"{"refund_id":"r1","amount_minor":1}"#,
+        r#"{"refund_id":"r1","amount_minor":1,"reason":"x","extra":1}"#,
+        r#"[]"#,
+    ] {
+        let err = RefundRequest::parse(Some("application/json"), body.as_bytes()).unwrap_err();
+        assert_eq!(err.status, 400, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_refunds_never_exceed_the_paid_amount() {
+    let w = world();
+    let id = w.paid("refund-race").await;
+    let attempts = (0..10).map(|n| {
+        let w = &w;
+        let id = id.clone();
+        async move { w.refund(&id, &format!("race-{n}"), 300).await }
+    });
+    let results = futures::future::join_all(attempts).await;
+    let accepted = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(accepted, 4, "4 x 300 <= 1234 < 5 x 300");
+    assert!(results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .all(|e| e.code == "refund_exceeds_payment"));
+    let payment = w.payment(&id).await.payment;
+    assert_eq!((payment.refunded_minor, payment.refund_reserved_minor), (1200, 1200));
+}
+
+#[tokio::test]
+async fn a_refund_without_an_answer_is_queried_before_it_is_asked_again() {
+    let w = world();
+    let id = w.paid("refund-timeout").await;
+    *w.provider.refund_mode.lock().unwrap() = RefundMode::TimeoutAfterRecording;
+    let (status, view) = w.refund(&id, "r1", 500).await.unwrap();
+    assert_eq!((status, view.status), (201, "pending"));
+    assert_eq!(w.payment(&id).await.payment.status, PaymentStatus::Paid);
+
+    w.advance_s(60);
+    let summary = w.run().await;
+    assert_eq!(summary.refunds_succeeded, 1, "{summary:?}");
+    assert_eq!(w.provider.refund_calls.lock().unwrap().len(), 1, "queried, never asked twice");
+    let payment = w.payment(&id).await.payment;
+    assert_eq!((payment.status, payment.refunded_minor), (PaymentStatus::PartiallyRefunded, 500));
+
+    // Lost before it reached the provider: the query finds nothing, so it is asked again with
+    // the same refund number.
+    *w.provider.refund_mode.lock().unwrap() = RefundMode::TimeoutBeforeRecording;
+    let (_, view) = w.refund(&id, "r2", 100).await.unwrap();
+    assert_eq!(view.status, "pending");
+    *w.provider.refund_mode.lock().unwrap() = RefundMode::Succeed;
+    w.advance_s(60);
+    assert_eq!(w.run().await.refunds_succeeded, 1);
+    let calls = w.provider.refund_calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 3);
+    assert_eq!(calls[1], calls[2], "the same refund number both times");
+}
+
+#[tokio::test]
+async fn a_processing_refund_settles_when_the_provider_says_so() {
+    let w = world();
+    let id = w.paid("refund-processing").await;
+    *w.provider.refund_mode.lock().unwrap() = RefundMode::Processing;
+    let (_, view) = w.refund(&id, "r1", AMOUNT).await.unwrap();
+    assert_eq!(view.status, "pending");
+    w.advance_s(60);
+    assert_eq!(w.run().await.refunds_succeeded, 1);
+    assert_eq!(w.status(&id).await, PaymentStatus::Refunded);
+}
+
+#[tokio::test]
+async fn a_refused_refund_fails_and_frees_its_amount() {
+    let w = world();
+    let id = w.paid("refund-refused").await;
+    *w.provider.refund_mode.lock().unwrap() = RefundMode::Reject;
+    let (_, view) = w.refund(&id, "r1", AMOUNT).await.unwrap();
+    assert_eq!(view.status, "failed");
+    assert!(view.status_reason.unwrap().contains("NOT_ENOUGH"));
+    let payment = w.payment(&id).await.payment;
+    assert_eq!((payment.status, payment.refund_reserved_minor), (PaymentStatus::Paid, 0));
+    *w.provider.refund_mode.lock().unwrap() = RefundMode::Succeed;
+    let (_, view) = w.refund(&id, "r2", AMOUNT).await.unwrap();
+    assert_eq!(view.status, "succeeded");
+}
+
+#[tokio::test]
+async fn a_payment_paid_after_its_close_is_refunded_exactly_once() {
+    let w = world();
+    let id = w.create("late", 900).await;
+    assert_eq!(close_payment(&w.deps, id.as_str()).await.unwrap().status, "closed");
+    // The payer paid anyway (a provider that let it through); the provider reports it twice.
+    w.provider.set(&id, NotifiedStatus::Paid);
+    let mut results = Vec::new();
+    for _ in 0..3 {
+        let outcome = handle_callback(&w.deps, ProviderName::Sandbox, &http::HeaderMap::new(), id.as_str().as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(outcome.reply.status, 200, "acknowledged");
+        results.push(outcome.result);
+    }
+    assert_eq!(
+        results,
+        [CallbackResult::LatePaymentRefunded, CallbackResult::Duplicate, CallbackResult::Duplicate]
+    );
+    let refunds = list_refunds(&w.deps, id.as_str()).await.unwrap();
+    assert_eq!(refunds.len(), 1);
+    assert_eq!(refunds[0].refund_id, format!("late-payment-{id}"));
+    assert_eq!(refunds[0].amount_minor, AMOUNT);
+
+    // The poller asks the provider at once, and only once.
+    let summary = w.run().await;
+    assert_eq!(summary.refunds_succeeded, 1, "{summary:?}");
+    w.advance_s(3600);
+    w.run().await;
+    assert_eq!(w.provider.refund_calls.lock().unwrap().len(), 1);
+    let record = w.payment(&id).await;
+    assert_eq!(record.payment.status, PaymentStatus::Refunded);
+    let statuses: Vec<&str> = record.history.iter().map(|h| h.to.as_str()).collect();
+    assert_eq!(statuses, ["pending", "closed", "refunded"]);
+    assert!(record.history[2].reason.as_deref().unwrap().contains("paid after its close"));
+}
+
+// ---- another attempt for the same order ----
+
+impl World {
+    async fn create_with(&self, order_id: &str, subject: &str) -> Result<serde_json::Value, crate::api::ApiError> {
+        let body = serde_json::json!({
+            "order_id": order_id, "amount_minor": AMOUNT, "currency": "CNY", "provider": "sandbox",
+            "subject": subject,
+        });
+        let request =
+            CreatePaymentRequest::parse(Some("application/json"), body.to_string().as_bytes())
+                .unwrap();
+        let response = create_payment(&self.deps, &request, None).await?;
+        let mut body: serde_json::Value = serde_json::from_str(&response.body).unwrap();
+        body["http_status"] = response.status.into();
+        Ok(body)
+    }
+}
+
+fn id_of(body: &serde_json::Value) -> PaymentId {
+    PaymentId::parse(body["payment_id"].as_str().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn an_order_gets_another_attempt_only_once_its_payment_is_over() {
+    let w = world();
+    let first = w.create_with("retry-order", "tea").await.unwrap();
+    assert_eq!(first["attempt"], 1);
+    // Still open: another request for the order is a mismatch.
+    let busy = w.create_with("retry-order", "tea, other provider").await.unwrap_err();
+    assert_eq!((busy.status, busy.code), (409, "idempotency_mismatch"));
+
+    close_payment(&w.deps, first["payment_id"].as_str().unwrap()).await.unwrap();
+    let second = w.create_with("retry-order", "tea, other provider").await.unwrap();
+    assert_eq!((second["http_status"].as_u64(), second["attempt"].as_u64()), (Some(201), Some(2)));
+    assert_ne!(second["payment_id"], first["payment_id"]);
+    // Its replay answers attempt 2; the first request replayed is now a mismatch, since the
+    // order's active attempt is open again.
+    let replay = w.create_with("retry-order", "tea, other provider").await.unwrap();
+    assert_eq!(replay["payment_id"], second["payment_id"]);
+    let old = w.create_with("retry-order", "tea").await.unwrap_err();
+    assert_eq!(old.code, "idempotency_mismatch");
+    assert_eq!(w.provider.creates.lock().unwrap().len(), 2);
+
+}
+
+#[tokio::test]
+async fn a_failed_attempt_is_over_too() {
+    let w = world();
+    *w.provider.create_mode.lock().unwrap() = CreateMode::Reject;
+    let refused = w.create_with("retry-failed", "tea").await.unwrap();
+    assert_eq!(refused["http_status"], 502);
+    *w.provider.create_mode.lock().unwrap() = CreateMode::Accept;
+    // The same request replays the refusal; a changed one is the next attempt.
+    assert_eq!(w.create_with("retry-failed", "tea").await.unwrap()["http_status"], 502);
+    let second = w.create_with("retry-failed", "tea, fixed").await.unwrap();
+    assert_eq!((second["http_status"].as_u64(), second["attempt"].as_u64()), (Some(201), Some(2)));
+    assert_eq!(w.status(&id_of(&second)).await, PaymentStatus::Pending);
+}
+
+#[tokio::test]
+async fn the_first_attempt_paid_late_is_refunded_and_the_second_stays_paid() {
+    let w = world();
+    let first = w.create_with("late-attempt", "tea").await.unwrap();
+    let id1 = id_of(&first);
+    close_payment(&w.deps, id1.as_str()).await.unwrap();
+    let second = w.create_with("late-attempt", "tea again").await.unwrap();
+    let id2 = id_of(&second);
+    w.provider.set(&id2, NotifiedStatus::Paid);
+    let paid = handle_callback(&w.deps, ProviderName::Sandbox, &http::HeaderMap::new(), id2.as_str().as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(paid.result, CallbackResult::Applied);
+    // The first attempt's payer paid after all.
+    w.provider.set(&id1, NotifiedStatus::Paid);
+    let late = handle_callback(&w.deps, ProviderName::Sandbox, &http::HeaderMap::new(), id1.as_str().as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(late.result, CallbackResult::LatePaymentRefunded);
+    w.run().await;
+    assert_eq!(w.status(&id1).await, PaymentStatus::Refunded);
+    assert_eq!(w.status(&id2).await, PaymentStatus::Paid, "the order's payment is intact");
+    assert_eq!(w.provider.refund_calls.lock().unwrap().len(), 1);
 }

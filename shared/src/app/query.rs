@@ -16,6 +16,7 @@ pub struct PaymentView {
     pub currency: &'static str,
     pub provider: &'static str,
     pub subject: String,
+    pub attempt: u32,
     pub version: u32,
     pub expires_at: String,
     pub created_at: String,
@@ -24,6 +25,7 @@ pub struct PaymentView {
     pub pay_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status_reason: Option<String>,
+    pub refunded_minor: i64,
 }
 
 impl From<&Payment> for PaymentView {
@@ -36,12 +38,14 @@ impl From<&Payment> for PaymentView {
             currency: p.currency.code(),
             provider: p.provider.as_str(),
             subject: p.subject.clone(),
+            attempt: p.attempt,
             version: p.version,
             expires_at: p.expires_at.to_rfc3339(),
             created_at: p.created_at.to_rfc3339(),
             updated_at: p.updated_at.to_rfc3339(),
             pay_url: p.pay_url.clone(),
             status_reason: p.status_reason.clone(),
+            refunded_minor: p.refunded_minor,
         }
     }
 }

@@ -76,6 +76,20 @@ impl PaymentProvider for ScriptedProvider {
         Ok(crate::ports::CloseOutcome::NoTrade)
     }
 
+    async fn refund(
+        &self,
+        _refund: &crate::ports::ProviderRefund,
+    ) -> Result<crate::ports::RefundState, ProviderError> {
+        Ok(crate::ports::RefundState::Succeeded)
+    }
+
+    async fn query_refund(
+        &self,
+        _refund: &crate::ports::ProviderRefund,
+    ) -> Result<Option<crate::ports::RefundState>, ProviderError> {
+        Ok(None)
+    }
+
     fn verify_callback(
         &self,
         _h: &http::HeaderMap,
@@ -153,8 +167,57 @@ impl PaymentStore for ConflictingStore {
         shard: u32,
         now: Timestamp,
         limit: usize,
-    ) -> Result<Vec<PaymentId>, StoreError> {
+    ) -> Result<Vec<crate::ports::DueCheck>, StoreError> {
         self.inner.due_checks(shard, now, limit).await
+    }
+    async fn insert_refund(
+        &self,
+        r: &crate::domain::refund::Refund,
+        total: i64,
+        statuses: &[PaymentStatus],
+    ) -> Result<crate::ports::RefundInsert, StoreError> {
+        self.inner.insert_refund(r, total, statuses).await
+    }
+    async fn refund(
+        &self,
+        id: &PaymentId,
+        refund_id: &crate::domain::RefundId,
+    ) -> Result<Option<crate::domain::refund::Refund>, StoreError> {
+        self.inner.refund(id, refund_id).await
+    }
+    async fn refunds(
+        &self,
+        id: &PaymentId,
+    ) -> Result<Vec<crate::domain::refund::Refund>, StoreError> {
+        self.inner.refunds(id).await
+    }
+    async fn settle_refund(&self, s: &crate::ports::RefundSettlement) -> Result<bool, StoreError> {
+        self.inner.settle_refund(s).await
+    }
+    async fn claim_refund_check(
+        &self,
+        id: &PaymentId,
+        refund_id: &crate::domain::RefundId,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Option<crate::domain::refund::Refund>, StoreError> {
+        self.inner
+            .claim_refund_check(id, refund_id, now, lease_until)
+            .await
+    }
+    async fn put_compensation(&self, c: &crate::ports::Compensation) -> Result<(), StoreError> {
+        self.inner.put_compensation(c).await
+    }
+    async fn record_refund_check(
+        &self,
+        id: &PaymentId,
+        refund_id: &crate::domain::RefundId,
+        lease_until: Timestamp,
+        check: &crate::ports::RefundCheck,
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .record_refund_check(id, refund_id, lease_until, check)
+            .await
     }
     async fn claim_check(
         &self,
@@ -352,6 +415,7 @@ async fn a_live_claim_answers_in_progress_and_a_dead_one_is_taken_over() {
             currency: req.money.currency,
             provider: ProviderName::Sandbox,
             subject: req.subject.clone(),
+            attempt: 1,
             status: PaymentStatus::Pending,
             version: 1,
             expires_at: T0.plus_s(900),
@@ -364,6 +428,8 @@ async fn a_live_claim_answers_in_progress_and_a_dead_one_is_taken_over() {
             unknown_checks: 0,
             recent_checks: Vec::new(),
             create_unknown: false,
+            refund_reserved_minor: 0,
+            refunded_minor: 0,
             status_reason: None,
         },
         history: crate::domain::HistoryEntry::created(T0),
@@ -374,6 +440,7 @@ async fn a_live_claim_answers_in_progress_and_a_dead_one_is_taken_over() {
             T0.plus_s(3600),
             pid.to_string(),
         ),
+        replaces: None,
     };
     assert_eq!(
         w.store.insert_payment(&new, T0).await.unwrap(),

@@ -64,6 +64,30 @@ impl OrderId {
     }
 }
 
+/// The merchant's refund id, unique per payment: 1 to 64 characters of `[A-Za-z0-9_-]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RefundId(String);
+
+impl RefundId {
+    pub fn parse(text: &str) -> Result<Self, IdError> {
+        parse_token(text, 64, "[A-Za-z0-9_-]", |b| {
+            b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+        })?;
+        Ok(Self(text.to_owned()))
+    }
+
+    /// The refund the platform itself starts for a payment that landed after its close: derived
+    /// from the payment, so it is started exactly once.
+    pub fn late_payment(payment_id: &PaymentId) -> Self {
+        Self(format!("late-payment-{payment_id}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 macro_rules! string_newtype_conversions {
     ($($name:ident),*) => {$(
         impl TryFrom<String> for $name {
@@ -84,7 +108,7 @@ macro_rules! string_newtype_conversions {
         }
     )*};
 }
-string_newtype_conversions!(PaymentId, OrderId);
+string_newtype_conversions!(PaymentId, OrderId, RefundId);
 
 /// The payment providers the platform knows by name. Whether one is configured in a given
 /// deployment is a configuration question, not a domain one.

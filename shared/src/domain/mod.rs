@@ -5,9 +5,10 @@ pub mod ids;
 pub mod money;
 pub mod payment;
 pub mod polling;
+pub mod refund;
 pub mod time;
 
-pub use ids::{OrderId, PaymentId, ProviderName};
+pub use ids::{OrderId, PaymentId, ProviderName, RefundId};
 pub use money::{AmountMinor, Currency, Money, MoneyError};
 pub use payment::{HistoryEntry, Payment, PaymentStatus, TransitionError};
 pub use time::Timestamp;

@@ -18,6 +18,10 @@ pub enum PaymentStatus {
     Failed,
     /// Needs a human: the provider reported something inconsistent with our record.
     Exception,
+    /// Paid, and part of the amount refunded.
+    PartiallyRefunded,
+    /// Paid, and all of it refunded (or paid after its close, and given back).
+    Refunded,
 }
 
 impl PaymentStatus {
@@ -28,6 +32,8 @@ impl PaymentStatus {
             Self::Closed => "closed",
             Self::Failed => "failed",
             Self::Exception => "exception",
+            Self::PartiallyRefunded => "partially_refunded",
+            Self::Refunded => "refunded",
         }
     }
 
@@ -38,6 +44,8 @@ impl PaymentStatus {
             Self::Closed,
             Self::Failed,
             Self::Exception,
+            Self::PartiallyRefunded,
+            Self::Refunded,
         ]
         .into_iter()
         .find(|s| s.as_str() == text)
@@ -58,11 +66,19 @@ impl fmt::Display for PaymentStatus {
 /// | pending   | failed    | provider definitely refused the create               |
 /// | pending   | closed    | closed at the provider (expiry, merchant close)      |
 /// | pending   | exception | provider reports something inconsistent (amount)     |
+/// | paid      | partially_refunded | a refund of part of it succeeded            |
+/// | paid      | refunded  | refunds of all of it succeeded                       |
+/// | partially_refunded | refunded | the refunds reached the amount              |
+/// | closed    | refunded  | it was paid after its close, and given back          |
 pub const TRANSITIONS: &[(PaymentStatus, PaymentStatus)] = &[
     (PaymentStatus::Pending, PaymentStatus::Paid),
     (PaymentStatus::Pending, PaymentStatus::Failed),
     (PaymentStatus::Pending, PaymentStatus::Closed),
     (PaymentStatus::Pending, PaymentStatus::Exception),
+    (PaymentStatus::Paid, PaymentStatus::PartiallyRefunded),
+    (PaymentStatus::Paid, PaymentStatus::Refunded),
+    (PaymentStatus::PartiallyRefunded, PaymentStatus::Refunded),
+    (PaymentStatus::Closed, PaymentStatus::Refunded),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,6 +102,10 @@ pub fn check_transition(from: PaymentStatus, to: PaymentStatus) -> Result<(), Tr
 /// payment is always at this version; a callback can therefore guard on it without reading first.
 pub const INITIAL_VERSION: u32 = 1;
 
+fn first_attempt() -> u32 {
+    1
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Payment {
     pub payment_id: PaymentId,
@@ -94,6 +114,10 @@ pub struct Payment {
     pub currency: Currency,
     pub provider: ProviderName,
     pub subject: String,
+    /// 1 for an order's first payment; an order gets another only once its active one is
+    /// `closed` or `failed`.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
     pub status: PaymentStatus,
     /// Incremented by exactly one on every status transition, and by nothing else.
     pub version: u32,
@@ -120,6 +144,12 @@ pub struct Payment {
     /// Our create's outcome at the provider is unknown (timeout, 5xx): only a query resolves it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub create_unknown: bool,
+    /// Refunds asked for and not failed (pending or succeeded): never above the amount.
+    #[serde(default)]
+    pub refund_reserved_minor: i64,
+    /// Refunds that succeeded.
+    #[serde(default)]
+    pub refunded_minor: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_reason: Option<String>,
 }
@@ -244,7 +274,15 @@ mod tests {
 
     #[test]
     fn only_listed_transitions_are_legal() {
-        let all = [Pending, Paid, Closed, Failed, Exception];
+        let all = [
+            Pending,
+            Paid,
+            Closed,
+            Failed,
+            Exception,
+            PartiallyRefunded,
+            Refunded,
+        ];
         for from in all {
             for to in all {
                 let legal = TRANSITIONS.contains(&(from, to));

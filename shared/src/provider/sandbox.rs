@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::{RsaSigner, RsaVerifier};
 use crate::domain::{Currency, PaymentId, ProviderName, Timestamp};
 use crate::ports::{
-    CallbackAnswer, CallbackRejection, CallbackReply, Clock, CloseOutcome, Notification, NotifiedStatus,
-    PaymentProvider, ProviderCreate, ProviderCreated, ProviderError, ProviderTrade,
+    CallbackAnswer, CallbackRejection, CallbackReply, Clock, CloseOutcome, Notification,
+    NotifiedStatus, PaymentProvider, ProviderCreate, ProviderCreated, ProviderError,
+    ProviderRefund, ProviderTrade, RefundState,
 };
 
 /// Notifications whose signed timestamp is this far off our clock (or further) are refused.
@@ -56,6 +57,20 @@ struct QueryAnswer {
     status: String,
     amount_minor: i64,
     currency: String,
+}
+
+#[derive(Serialize)]
+struct RefundBody<'a> {
+    out_refund_no: &'a str,
+    amount_minor: i64,
+    reason: &'a str,
+}
+
+#[derive(Deserialize)]
+struct RefundAnswer {
+    out_refund_no: String,
+    status: String,
+    amount_minor: i64,
 }
 
 #[derive(Deserialize)]
@@ -206,6 +221,111 @@ fn unknown(err: impl std::fmt::Display) -> ProviderError {
     ProviderError::Unknown(err.to_string())
 }
 
+fn refused(code: &str, message: impl Into<String>) -> ProviderError {
+    ProviderError::Rejected {
+        code: code.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// The refund's path and body. A refund the sandbox would refuse anyway is refused here, never
+/// sent: `out_refund_no` 1 to 64 of `[0-9A-Za-z_-]`, an amount within the payment's.
+fn refund_request(refund: &ProviderRefund) -> Result<(String, String), ProviderError> {
+    let no_ok = (1..=64).contains(&refund.refund_no.len())
+        && refund
+            .refund_no
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !no_ok {
+        return Err(refused(
+            "INVALID_REFUND_ID",
+            "refund number must be 1 to 64 of [0-9A-Za-z_-]",
+        ));
+    }
+    if !(1..=refund.total_minor).contains(&refund.amount_minor) {
+        return Err(refused(
+            "INVALID_REFUND_AMOUNT",
+            format!(
+                "refund of {} is not within 1..={}",
+                refund.amount_minor, refund.total_minor
+            ),
+        ));
+    }
+    let body = serde_json::to_string(&RefundBody {
+        out_refund_no: &refund.refund_no,
+        amount_minor: refund.amount_minor,
+        reason: &refund.reason,
+    })
+    .map_err(|e| refused("ENCODE_FAILED", e.to_string()))?;
+    Ok((format!("/v1/trades/{}/refunds", refund.payment_id), body))
+}
+
+/// `GET /v1/trades/{out_trade_no}/refunds/{out_refund_no}`.
+fn refund_query_path(refund: &ProviderRefund) -> String {
+    format!(
+        "/v1/trades/{}/refunds/{}",
+        refund.payment_id, refund.refund_no
+    )
+}
+
+/// A verified 200 refund answer, which must be about this refund and this amount.
+fn refund_state(bytes: &[u8], refund: &ProviderRefund) -> Result<RefundState, ProviderError> {
+    let answer: RefundAnswer = serde_json::from_slice(bytes).map_err(unknown)?;
+    if answer.out_refund_no != refund.refund_no || answer.amount_minor != refund.amount_minor {
+        return Err(unknown(format!(
+            "refund {} of {} answered as {} of {}",
+            refund.refund_no, refund.amount_minor, answer.out_refund_no, answer.amount_minor
+        )));
+    }
+    match answer.status.as_str() {
+        "SUCCESS" => Ok(RefundState::Succeeded),
+        "PROCESSING" => Ok(RefundState::Processing),
+        "FAILED" => Ok(RefundState::Failed(format!(
+            "the sandbox failed refund {}",
+            refund.refund_no
+        ))),
+        other => Err(unknown(format!("unknown refund status {other:?}"))),
+    }
+}
+
+/// A verified answer to the refund: 200 tells its state; a 4xx `{code, message}` is a refusal
+/// (nothing was refunded by this request).
+fn interpret_refund(
+    status: u16,
+    bytes: &[u8],
+    refund: &ProviderRefund,
+) -> Result<RefundState, ProviderError> {
+    if status == 200 {
+        return refund_state(bytes, refund);
+    }
+    let error: ErrorAnswer = serde_json::from_slice(bytes).map_err(unknown)?;
+    if (400..500).contains(&status) {
+        return Err(ProviderError::Rejected {
+            code: error.code,
+            message: error.message,
+        });
+    }
+    Err(unknown(format!("refund answered {status} {}", error.code)))
+}
+
+/// A verified answer to the refund query: `None` on 404 `REFUND_NOT_EXIST` (or
+/// `TRADE_NOT_EXIST`); anything else but 200 is unknown, as for the trade query.
+fn interpret_refund_query(
+    status: u16,
+    bytes: &[u8],
+    refund: &ProviderRefund,
+) -> Result<Option<RefundState>, ProviderError> {
+    if status == 200 {
+        return refund_state(bytes, refund).map(Some);
+    }
+    let code =
+        serde_json::from_slice::<ErrorAnswer>(bytes).map_or_else(|_| String::new(), |e| e.code);
+    if status == 404 && matches!(code.as_str(), "REFUND_NOT_EXIST" | "TRADE_NOT_EXIST") {
+        return Ok(None);
+    }
+    Err(unknown(format!("refund query answered {status} {code}")))
+}
+
 fn parse_status(status: &str) -> Option<NotifiedStatus> {
     match status {
         "PAID" => Some(NotifiedStatus::Paid),
@@ -279,6 +399,24 @@ impl PaymentProvider for SandboxProvider {
         })
     }
 
+    /// `POST /v1/trades/{out_trade_no}/refunds`, idempotent on `out_refund_no`.
+    async fn refund(&self, refund: &ProviderRefund) -> Result<RefundState, ProviderError> {
+        let (path, body) = refund_request(refund)?;
+        let (status, bytes) = self.call(reqwest::Method::POST, &path, body).await?;
+        interpret_refund(status, &bytes, refund)
+    }
+
+    async fn query_refund(
+        &self,
+        refund: &ProviderRefund,
+    ) -> Result<Option<RefundState>, ProviderError> {
+        let path = refund_query_path(refund);
+        let (status, bytes) = self
+            .call(reqwest::Method::GET, &path, String::new())
+            .await?;
+        interpret_refund_query(status, &bytes, refund)
+    }
+
     async fn close(&self, payment_id: &PaymentId) -> Result<CloseOutcome, ProviderError> {
         let path = format!("/v1/trades/{payment_id}/close");
         let (status, bytes) = self
@@ -295,7 +433,10 @@ impl PaymentProvider for SandboxProvider {
                 code: error.code,
                 message: error.message,
             }),
-            _ => Err(ProviderError::Unknown(format!("close answered {status} {}", error.code))),
+            _ => Err(ProviderError::Unknown(format!(
+                "close answered {status} {}",
+                error.code
+            ))),
         }
     }
 
@@ -361,5 +502,193 @@ impl PaymentProvider for SandboxProvider {
             content_type: "application/json",
             body: body.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod refund_tests {
+    use std::sync::Arc;
+
+    use aws_lc_rs::encoding::{AsDer as _, Pkcs8V1Der, PublicKeyX509Der};
+    use aws_lc_rs::signature::KeyPair as _;
+
+    use super::*;
+    use crate::clock::ManualClock;
+
+    const PAYMENT_ID: &str = "01J0000000000000000000PAY1";
+    const REFUND_NO: &str = "01J00000000000000000000REFUND001";
+
+    fn refund(amount_minor: i64) -> ProviderRefund {
+        ProviderRefund {
+            payment_id: PaymentId::parse(PAYMENT_ID).expect("payment id"),
+            refund_no: REFUND_NO.into(),
+            amount_minor,
+            total_minor: 1000,
+            currency: Currency::Cny,
+            reason: "退货".into(),
+            provider_trade_no: Some("SBX01".into()),
+            requested_at: Timestamp::from_unix_s(1_700_000_000),
+        }
+    }
+
+    fn answer(out_refund_no: &str, status: &str, amount_minor: i64) -> Vec<u8> {
+        serde_json::json!({
+            "out_refund_no": out_refund_no, "refund_no": "SBXR1", "out_trade_no": PAYMENT_ID,
+            "trade_no": "SBX01", "status": status, "amount_minor": amount_minor,
+            "refunded_minor": amount_minor, "created_at": "2026-01-01T00:00:00Z",
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    fn error(code: &str) -> Vec<u8> {
+        serde_json::json!({ "code": code, "message": "m" })
+            .to_string()
+            .into_bytes()
+    }
+
+    fn rejected_code<T: std::fmt::Debug>(result: Result<T, ProviderError>) -> String {
+        match result {
+            Err(ProviderError::Rejected { code, .. }) => code,
+            other => panic!("not a rejection: {other:?}"),
+        }
+    }
+
+    fn is_unknown<T>(result: &Result<T, ProviderError>) -> bool {
+        matches!(result, Err(ProviderError::Unknown(_)))
+    }
+
+    #[test]
+    fn refund_request_is_the_trades_refunds_path_with_number_amount_and_reason() {
+        let (path, body) = refund_request(&refund(300)).expect("request");
+        assert_eq!(path, format!("/v1/trades/{PAYMENT_ID}/refunds"));
+        let body: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(
+            body,
+            serde_json::json!({ "out_refund_no": REFUND_NO, "amount_minor": 300, "reason": "退货" })
+        );
+        assert_eq!(
+            refund_query_path(&refund(300)),
+            format!("/v1/trades/{PAYMENT_ID}/refunds/{REFUND_NO}")
+        );
+    }
+
+    #[test]
+    fn refunds_the_sandbox_would_refuse_are_never_sent() {
+        for amount in [0, -1, 1001] {
+            assert_eq!(
+                rejected_code(refund_request(&refund(amount))),
+                "INVALID_REFUND_AMOUNT"
+            );
+        }
+        assert!(refund_request(&refund(1000)).is_ok());
+        for no in ["", "R 1", "R/1", &"R".repeat(65)] {
+            let mut bad = refund(1);
+            bad.refund_no = no.to_owned();
+            assert_eq!(
+                rejected_code(refund_request(&bad)),
+                "INVALID_REFUND_ID",
+                "{no:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn refund_answers_map_every_status() {
+        let ours = refund(300);
+        let check = |status: &str, expected: RefundState| {
+            let got = interpret_refund(200, &answer(REFUND_NO, status, 300), &ours);
+            assert_eq!(got.as_ref().ok(), Some(&expected), "{status}");
+            let queried = interpret_refund_query(200, &answer(REFUND_NO, status, 300), &ours);
+            assert_eq!(queried.ok().flatten(), Some(expected), "{status}");
+        };
+        check("SUCCESS", RefundState::Succeeded);
+        check("PROCESSING", RefundState::Processing);
+        check(
+            "FAILED",
+            RefundState::Failed(format!("the sandbox failed refund {REFUND_NO}")),
+        );
+        for bad in [
+            answer(REFUND_NO, "REFUNDED", 300),
+            answer("OTHER", "SUCCESS", 300),
+            answer(REFUND_NO, "SUCCESS", 301),
+            b"{}".to_vec(),
+        ] {
+            assert!(is_unknown(&interpret_refund(200, &bad, &ours)));
+            assert!(is_unknown(&interpret_refund_query(200, &bad, &ours)));
+        }
+    }
+
+    #[test]
+    fn refund_refusals_are_rejections_and_the_rest_unknown() {
+        let ours = refund(300);
+        for (status, code) in [
+            (409, "REFUND_AMOUNT_EXCEEDED"),
+            (409, "OUT_REFUND_NO_USED"),
+            (409, "TRADE_NOT_PAID"),
+            (404, "TRADE_NOT_EXIST"),
+            (400, "INVALID_REQUEST"),
+        ] {
+            let got = interpret_refund(status, &error(code), &ours);
+            assert_eq!(rejected_code(got), code);
+        }
+        assert!(is_unknown(&interpret_refund(302, &error("MOVED"), &ours)));
+        assert!(is_unknown(&interpret_refund(409, b"<html>", &ours)));
+    }
+
+    #[test]
+    fn refund_query_none_only_for_no_such_refund() {
+        let ours = refund(300);
+        for code in ["REFUND_NOT_EXIST", "TRADE_NOT_EXIST"] {
+            assert_eq!(interpret_refund_query(404, &error(code), &ours), Ok(None));
+        }
+        for (status, body) in [
+            (404, error("NOT_FOUND")),
+            (404, b"not json".to_vec()),
+            (400, error("INVALID_REQUEST")),
+            (401, error("SIGN_ERROR")),
+        ] {
+            assert!(
+                is_unknown(&interpret_refund_query(status, &body, &ours)),
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn refund_requests_are_signed_over_method_path_and_body() {
+        let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("key");
+        let private: Pkcs8V1Der<'_> = key.as_der().expect("pkcs8");
+        let public: PublicKeyX509Der<'_> = key.public_key().as_der().expect("spki");
+        let pem_text = pem::encode(&pem::Pem::new("PRIVATE KEY", private.as_ref()));
+        let config = SandboxConfig {
+            base_url: "http://127.0.0.1:9".into(),
+            merchant_id: "M1".into(),
+            merchant_key: RsaSigner::from_pem(&pem_text).expect("signer"),
+            provider_key: RsaVerifier::from_der(public.as_ref()).expect("verifier"),
+            notify_url: "http://127.0.0.1:9/callbacks/sandbox".into(),
+            timeout: Duration::from_secs(1),
+        };
+        let clock = Arc::new(ManualClock::at(Timestamp::from_unix_s(1_700_000_000)));
+        let provider = SandboxProvider::new(config, clock).expect("provider");
+        let merchant = RsaVerifier::from_der(public.as_ref()).expect("verifier");
+        let (path, body) = refund_request(&refund(300)).expect("request");
+        let headers: std::collections::HashMap<_, _> = provider
+            .sign_request("POST", &path, &body)
+            .into_iter()
+            .collect();
+        assert_eq!(headers["x-sandbox-merchant"], "M1");
+        assert_eq!(headers["x-sandbox-timestamp"], "1700000000");
+        let message = format!(
+            "POST\n{path}\n1700000000\n{}\n{body}\n",
+            headers["x-sandbox-nonce"]
+        );
+        assert!(merchant.verify_base64(message.as_bytes(), &headers["x-sandbox-signature"]));
+        let query = format!(
+            "GET\n{}\n1700000000\n{}\n\n",
+            refund_query_path(&refund(300)),
+            "n"
+        );
+        assert!(!merchant.verify_base64(query.as_bytes(), &headers["x-sandbox-signature"]));
     }
 }

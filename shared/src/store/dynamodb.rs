@@ -30,9 +30,12 @@ use serde_dynamo::aws_sdk_dynamodb_1::{from_item, to_item};
 use crate::domain::idempotency::{IdempotencyRecord, RecordStatus, StoredResponse};
 use crate::domain::payment::{ExpiryGuard, Transition, check_transition};
 use crate::domain::{HistoryEntry, OrderId, Payment, PaymentId, Timestamp};
+use crate::domain::refund::{Refund, RefundStatus};
+use crate::domain::{PaymentStatus, RefundId};
 use crate::ports::{
-    CheckRecord, ClaimOutcome, Compensation, CreateCompletion, IdempotencyStore, InsertOutcome,
-    NewPayment, PaymentRecord, PaymentStore, StoreError, TransitionOutcome, due_shard,
+    CheckRecord, ClaimOutcome, Compensation, CreateCompletion, DueCheck, IdempotencyStore,
+    InsertOutcome, NewPayment, PaymentRecord, PaymentStore, RefundCheck, RefundInsert,
+    RefundSettlement, StoreError, TransitionOutcome, due_shard,
 };
 
 /// The sparse index of pending payments by due check.
@@ -69,6 +72,23 @@ fn with_key(mut item: Item, pk: String, sk: &str, kind: &str) -> Item {
 
 fn due_shard_key(payment_id: &PaymentId) -> String {
     format!("DUE#{}", due_shard(payment_id))
+}
+
+fn refund_sk(id: &RefundId) -> String {
+    format!("REFUND#{id}")
+}
+
+fn refund_item(refund: &Refund) -> anyhow::Result<Item> {
+    let mut item: Item = to_item(refund).context("serialize refund")?;
+    if refund.status == RefundStatus::Pending && refund.next_check_at.is_some() {
+        item.insert("due_shard".into(), s(due_shard_key(&refund.payment_id)));
+    }
+    Ok(with_key(
+        item,
+        payment_pk(&refund.payment_id),
+        &refund_sk(&refund.refund_id),
+        "refund",
+    ))
 }
 
 fn payment_item(payment: &Payment) -> anyhow::Result<Item> {
@@ -256,20 +276,33 @@ impl DynamoIdempotency {
 
     /// The claim as a conditional put: absent, expired, or in progress past its deadline.
     pub fn claim_put(&self, record: &IdempotencyRecord, now: Timestamp) -> anyhow::Result<Put> {
+        self.claim_put_replacing(record, now, None)
+    }
+
+    /// [`Self::claim_put`], which may also take a record that names `replaces` (an order's
+    /// payment that is over).
+    pub fn claim_put_replacing(
+        &self,
+        record: &IdempotencyRecord,
+        now: Timestamp,
+        replaces: Option<&PaymentId>,
+    ) -> anyhow::Result<Put> {
         let item =
             to_item(IdempotencyItem::from(record)).context("serialize idempotency record")?;
-        Ok(Put::builder()
+        let mut condition = "attribute_not_exists(id) OR expiration <= :now_s OR (#status = :in_progress AND in_progress_expiration <= :now_ms)".to_owned();
+        let mut put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression(
-                "attribute_not_exists(id) OR expiration <= :now_s OR (#status = :in_progress AND in_progress_expiration <= :now_ms)",
-            )
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":now_s", n(now.unix_s()))
             .expression_attribute_values(":now_ms", n(now.unix_ms()))
             .expression_attribute_values(":in_progress", s("IN_PROGRESS"))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .build()?)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if let Some(previous) = replaces {
+            condition.push_str(" OR resource_id = :replaces");
+            put = put.expression_attribute_values(":replaces", s(previous.as_str()));
+        }
+        Ok(put.condition_expression(condition).build()?)
     }
 
     /// Completes an in-progress record that we hold (same resource id) with its response.
@@ -398,6 +431,28 @@ impl DynamoStore {
             idempotency,
             compensations: None,
         }
+    }
+
+    /// A compensation record, as a put for a transaction or alone.
+    fn compensation_put(&self, compensation: &Compensation) -> anyhow::Result<Put> {
+        let table = self
+            .compensations
+            .as_deref()
+            .context("no compensations table configured")?;
+        let item = to_item(CompensationItem {
+            id: &compensation.id,
+            kind: compensation.kind,
+            payment_id: compensation.payment_id.as_str(),
+            reason: &compensation.reason,
+            evidence: &compensation.evidence,
+            created_at: compensation.created_at,
+            status: "open",
+        })
+        .context("serialize compensation")?;
+        Ok(Put::builder()
+            .table_name(table)
+            .set_item(Some(item))
+            .build()?)
     }
 
     /// Where [`PaymentStore::escalate`] puts its compensation records.
@@ -543,18 +598,44 @@ impl PaymentStore for DynamoStore {
         now: Timestamp,
     ) -> Result<InsertOutcome, StoreError> {
         let payment = &new.payment;
-        let mut order = HashMap::new();
-        order.insert("payment_id".to_owned(), s(payment.payment_id.as_str()));
-        order.insert("created_at".to_owned(), n(payment.created_at.unix_ms()));
+        let order_item = match &new.replaces {
+            None => {
+                let mut order = HashMap::new();
+                order.insert("payment_id".to_owned(), s(payment.payment_id.as_str()));
+                order.insert("created_at".to_owned(), n(payment.created_at.unix_ms()));
+                order.insert("attempt".to_owned(), n(payment.attempt));
+                put_new(
+                    &self.table,
+                    with_key(order, order_pk(&payment.order_id), "ORDER", "order"),
+                )?
+            }
+            // The order's next attempt: its item moves over, only from the payment replaced.
+            Some(previous) => {
+                let update = Update::builder()
+                    .table_name(&self.table)
+                    .key("pk", s(order_pk(&payment.order_id)))
+                    .key("sk", s("ORDER"))
+                    .update_expression("SET payment_id = :new, created_at = :created, attempt = :attempt")
+                    .condition_expression("payment_id = :previous")
+                    .expression_attribute_values(":new", s(payment.payment_id.as_str()))
+                    .expression_attribute_values(":created", n(payment.created_at.unix_ms()))
+                    .expression_attribute_values(":attempt", n(payment.attempt))
+                    .expression_attribute_values(":previous", s(previous.as_str()))
+                    .return_values_on_condition_check_failure(
+                        ReturnValuesOnConditionCheckFailure::AllOld,
+                    )
+                    .build()
+                    .context("order item update")?;
+                TransactWriteItem::builder().update(update).build()
+            }
+        };
+        let claim = self
+            .idempotency
+            .claim_put_replacing(&new.claim, now, new.replaces.as_ref())?;
         let items = vec![
-            TransactWriteItem::builder()
-                .put(self.idempotency.claim_put(&new.claim, now)?)
-                .build(),
+            TransactWriteItem::builder().put(claim).build(),
             put_new(&self.table, payment_item(payment)?)?,
-            put_new(
-                &self.table,
-                with_key(order, order_pk(&payment.order_id), "ORDER", "order"),
-            )?,
+            order_item,
             put_new(
                 &self.table,
                 history_item(&payment.payment_id, &new.history)?,
@@ -637,30 +718,291 @@ impl PaymentStore for DynamoStore {
         transition_outcome(err)
     }
 
+    async fn insert_refund(
+        &self,
+        refund: &Refund,
+        payment_amount_minor: i64,
+        payment_statuses: &[PaymentStatus],
+    ) -> Result<RefundInsert, StoreError> {
+        let amount = refund.amount_minor.get();
+        let mut statuses = Vec::new();
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(payment_pk(&refund.payment_id)))
+            .key("sk", s("PAYMENT"))
+            .update_expression("SET refund_reserved_minor = if_not_exists(refund_reserved_minor, :zero) + :amount")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":amount", n(amount))
+            .expression_attribute_values(":total", n(payment_amount_minor))
+            .expression_attribute_values(":limit", n(payment_amount_minor - amount))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        for (i, status) in payment_statuses.iter().enumerate() {
+            statuses.push(format!(":s{i}"));
+            update = update.expression_attribute_values(format!(":s{i}"), s(status.as_str()));
+        }
+        let condition = format!(
+            "#status IN ({}) AND amount_minor = :total AND (attribute_not_exists(refund_reserved_minor) OR refund_reserved_minor <= :limit)",
+            statuses.join(", ")
+        );
+        let items = vec![
+            put_new(&self.table, refund_item(refund)?)?,
+            TransactWriteItem::builder()
+                .update(
+                    update
+                        .condition_expression(condition)
+                        .build()
+                        .context("refund reservation")?,
+                )
+                .build(),
+        ];
+        let Err(err) = self.transact(items).await else {
+            return Ok(RefundInsert::Inserted);
+        };
+        match classify(err)? {
+            Cancelled::Condition {
+                index: 0,
+                old: Some(old),
+            } => {
+                let existing: Refund = from_item(old).context("deserialize refund")?;
+                Ok(RefundInsert::Exists(Box::new(existing)))
+            }
+            Cancelled::Condition {
+                index: 1,
+                old: Some(old),
+            } => {
+                let payment: Payment = from_item(old).context("deserialize payment")?;
+                Ok(RefundInsert::Refused(Box::new(payment)))
+            }
+            Cancelled::Condition {
+                index: 1,
+                old: None,
+            } => Ok(RefundInsert::PaymentNotFound),
+            Cancelled::Conflict => Err(StoreError::Conflict),
+            Cancelled::Condition { index, .. } => Err(StoreError::Unexpected(anyhow::anyhow!(
+                "insert refund: condition {index} failed"
+            ))),
+            Cancelled::Other(codes) => Err(StoreError::Unexpected(anyhow::anyhow!(
+                "insert refund cancelled: {codes}"
+            ))),
+        }
+    }
+
+    async fn refund(
+        &self,
+        payment_id: &PaymentId,
+        refund_id: &RefundId,
+    ) -> Result<Option<Refund>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(payment_pk(payment_id)))
+            .key("sk", s(refund_sk(refund_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .context("get refund")?;
+        Ok(out
+            .item
+            .map(|item| from_item(item).context("deserialize refund"))
+            .transpose()?)
+    }
+
+    async fn refunds(&self, payment_id: &PaymentId) -> Result<Vec<Refund>, StoreError> {
+        let mut refunds: Vec<Refund> = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :refund)")
+                .expression_attribute_values(":pk", s(payment_pk(payment_id)))
+                .expression_attribute_values(":refund", s("REFUND#"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .context("query refunds")?;
+            for item in out.items() {
+                refunds.push(from_item(item.clone()).context("deserialize refund")?);
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        refunds.sort_by(|a, b| (a.created_at, &a.refund_id).cmp(&(b.created_at, &b.refund_id)));
+        Ok(refunds)
+    }
+
+    async fn settle_refund(&self, settle: &RefundSettlement) -> Result<bool, StoreError> {
+        let refund = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(payment_pk(&settle.payment_id)))
+            .key("sk", s(refund_sk(&settle.refund_id)))
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":to", s(settle.to.as_str()))
+            .expression_attribute_values(":at", n(settle.at.unix_ms()))
+            .condition_expression("#status = :pending");
+        let refund = match &settle.reason {
+            Some(reason) => refund
+                .update_expression("SET #status = :to, updated_at = :at, status_reason = :reason REMOVE next_check_at, due_shard")
+                .expression_attribute_values(":reason", s(reason)),
+            None => refund.update_expression(
+                "SET #status = :to, updated_at = :at REMOVE next_check_at, due_shard",
+            ),
+        };
+        let mut set = vec![];
+        let mut payment = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(payment_pk(&settle.payment_id)))
+            .key("sk", s("PAYMENT"))
+            .condition_expression("#status = :from AND #version = :expected")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":from", s(settle.payment_status.as_str()))
+            .expression_attribute_values(":expected", n(settle.payment_version))
+            .expression_attribute_values(":amount", n(settle.amount_minor));
+        match settle.to {
+            RefundStatus::Succeeded => {
+                set.push("refunded_minor = if_not_exists(refunded_minor, :zero) + :amount");
+                payment = payment.expression_attribute_values(":zero", n(0));
+            }
+            RefundStatus::Failed => {
+                set.push("refund_reserved_minor = refund_reserved_minor - :amount");
+            }
+            RefundStatus::Pending => {
+                return Err(StoreError::Unexpected(anyhow::anyhow!(
+                    "a refund is settled to succeeded or failed"
+                )));
+            }
+        }
+        let refund = refund.build().context("refund settlement")?;
+        let mut items = vec![TransactWriteItem::builder().update(refund).build()];
+        if let Some(t) = &settle.transition {
+            check_transition(t.from, t.to).map_err(anyhow::Error::new)?;
+            set.extend(["#status = :to", "#version = :new_version", "updated_at = :at"]);
+            payment = payment
+                .expression_attribute_values(":to", s(t.to.as_str()))
+                .expression_attribute_values(":new_version", n(t.new_version()))
+                .expression_attribute_values(":at", n(t.at.unix_ms()));
+            if let Some(reason) = &t.reason {
+                set.push("status_reason = :reason");
+                payment = payment.expression_attribute_values(":reason", s(reason));
+            }
+        }
+        let payment = payment
+            .update_expression(format!("SET {}", set.join(", ")))
+            .build()
+            .context("payment refund update")?;
+        items.push(TransactWriteItem::builder().update(payment).build());
+        if let Some(t) = &settle.transition {
+            items.push(put_new(
+                &self.table,
+                history_item(&t.payment_id, &t.history_entry())?,
+            )?);
+        }
+        let Err(err) = self.transact(items).await else {
+            return Ok(true);
+        };
+        match classify(err)? {
+            Cancelled::Condition { .. } => Ok(false),
+            Cancelled::Conflict => Err(StoreError::Conflict),
+            Cancelled::Other(codes) => Err(StoreError::Unexpected(anyhow::anyhow!(
+                "settle refund cancelled: {codes}"
+            ))),
+        }
+    }
+
+    async fn claim_refund_check(
+        &self,
+        payment_id: &PaymentId,
+        refund_id: &RefundId,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Option<Refund>, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(payment_pk(payment_id)))
+            .key("sk", s(refund_sk(refund_id)))
+            .update_expression("SET next_check_at = :lease")
+            .condition_expression("#status = :pending AND next_check_at <= :now")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":now", n(now.unix_ms()))
+            .expression_attribute_values(":lease", n(lease_until.unix_ms()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                let item = out.attributes.context("claim answered without the refund")?;
+                Ok(Some(from_item(item).context("deserialize refund")?))
+            }
+            Err(err) if is_condition_failure(&err) => Ok(None),
+            Err(err) => Err(StoreError::Unexpected(
+                anyhow::Error::new(err).context("claim refund check"),
+            )),
+        }
+    }
+
+    async fn put_compensation(&self, compensation: &Compensation) -> Result<(), StoreError> {
+        let put = self.compensation_put(compensation)?;
+        self.client
+            .put_item()
+            .table_name(put.table_name())
+            .set_item(Some(put.item().clone()))
+            .send()
+            .await
+            .context("put compensation")?;
+        Ok(())
+    }
+
+    async fn record_refund_check(
+        &self,
+        payment_id: &PaymentId,
+        refund_id: &RefundId,
+        lease_until: Timestamp,
+        check: &RefundCheck,
+    ) -> Result<bool, StoreError> {
+        let recent = check.recent_checks.iter().map(|c| s(c.as_str())).collect();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(payment_pk(payment_id)))
+            .key("sk", s(refund_sk(refund_id)))
+            .update_expression("SET next_check_at = :next, checks_done = :done, unknown_checks = :unknown, recent_checks = :recent")
+            .condition_expression("#status = :pending AND next_check_at = :lease")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":lease", n(lease_until.unix_ms()))
+            .expression_attribute_values(":next", n(check.next_check_at.unix_ms()))
+            .expression_attribute_values(":done", n(check.checks_done))
+            .expression_attribute_values(":unknown", n(check.unknown_checks))
+            .expression_attribute_values(":recent", AttributeValue::L(recent))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if is_condition_failure(&err) => Ok(false),
+            Err(err) => Err(StoreError::Unexpected(
+                anyhow::Error::new(err).context("record refund check"),
+            )),
+        }
+    }
+
     async fn escalate(
         &self,
         transition: &Transition,
         compensation: &Compensation,
     ) -> Result<TransitionOutcome, StoreError> {
-        let table = self
-            .compensations
-            .as_deref()
-            .context("no compensations table configured")?;
-        let item = to_item(CompensationItem {
-            id: &compensation.id,
-            kind: compensation.kind,
-            payment_id: compensation.payment_id.as_str(),
-            reason: &compensation.reason,
-            evidence: &compensation.evidence,
-            created_at: compensation.created_at,
-            status: "open",
-        })
-        .context("serialize compensation")?;
-        let put = Put::builder()
-            .table_name(table)
-            .set_item(Some(item))
-            .build()
-            .context("compensation put")?;
+        let put = self.compensation_put(compensation)?;
         let mut items = self.transition_items(transition)?;
         items.push(TransactWriteItem::builder().put(put).build());
         let Err(err) = self.transact(items).await else {
@@ -674,7 +1016,7 @@ impl PaymentStore for DynamoStore {
         shard: u32,
         now: Timestamp,
         limit: usize,
-    ) -> Result<Vec<PaymentId>, StoreError> {
+    ) -> Result<Vec<DueCheck>, StoreError> {
         let out = self
             .client
             .query()
@@ -689,10 +1031,20 @@ impl PaymentStore for DynamoStore {
             .context("query due checks")?;
         let mut due = Vec::new();
         for item in out.items() {
-            if let Some(AttributeValue::S(pk)) = item.get("pk")
-                && let Some(id) = pk.strip_prefix("PAY#")
-            {
-                due.push(PaymentId::parse(id).context("due index payment id")?);
+            let (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk))) =
+                (item.get("pk"), item.get("sk"))
+            else {
+                continue;
+            };
+            let Some(id) = pk.strip_prefix("PAY#") else {
+                continue;
+            };
+            let payment_id = PaymentId::parse(id).context("due index payment id")?;
+            if sk == "PAYMENT" {
+                due.push(DueCheck::Payment(payment_id));
+            } else if let Some(refund_id) = sk.strip_prefix("REFUND#") {
+                let refund_id = RefundId::parse(refund_id).context("due index refund id")?;
+                due.push(DueCheck::Refund(payment_id, refund_id));
             }
         }
         Ok(due)

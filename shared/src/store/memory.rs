@@ -8,9 +8,12 @@ use async_trait::async_trait;
 use crate::domain::idempotency::{IdempotencyRecord, RecordStatus, StoredResponse};
 use crate::domain::payment::{Transition, check_transition};
 use crate::domain::{HistoryEntry, OrderId, Payment, PaymentId, Timestamp};
+use crate::domain::refund::{Refund, RefundStatus};
+use crate::domain::{PaymentStatus, RefundId};
 use crate::ports::{
-    CheckRecord, ClaimOutcome, Compensation, CreateCompletion, IdempotencyStore, InsertOutcome,
-    NewPayment, PaymentRecord, PaymentStore, StoreError, TransitionOutcome, due_shard,
+    CheckRecord, ClaimOutcome, Compensation, CreateCompletion, DueCheck, IdempotencyStore,
+    InsertOutcome, NewPayment, PaymentRecord, PaymentStore, RefundCheck, RefundInsert,
+    RefundSettlement, StoreError, TransitionOutcome, due_shard,
 };
 
 #[derive(Debug, Default)]
@@ -20,6 +23,7 @@ struct State {
     orders: HashMap<OrderId, PaymentId>,
     idempotency: HashMap<String, IdempotencyRecord>,
     compensations: HashMap<String, Compensation>,
+    refunds: HashMap<(PaymentId, RefundId), Refund>,
 }
 
 #[derive(Debug, Default)]
@@ -90,15 +94,26 @@ impl PaymentStore for MemoryStore {
         now: Timestamp,
     ) -> Result<InsertOutcome, StoreError> {
         let mut state = self.lock();
+        let replaces = new.replaces.as_ref();
         if let Some(existing) = state.idempotency.get(&new.claim.key)
             && existing.blocks_claim(now)
+            && replaces.is_none_or(|p| existing.resource_id != p.as_str())
         {
             return Ok(InsertOutcome::KeyTaken(existing.clone()));
         }
-        if let Some(payment_id) = state.orders.get(&new.payment.order_id) {
+        let active = state.orders.get(&new.payment.order_id);
+        if let Some(payment_id) = active
+            && replaces != Some(payment_id)
+        {
             return Ok(InsertOutcome::OrderTaken {
                 payment_id: payment_id.clone(),
             });
+        }
+        if active.is_none() && replaces.is_some() {
+            return Err(StoreError::Unexpected(anyhow::anyhow!(
+                "order {} has no payment to replace",
+                new.payment.order_id
+            )));
         }
         let id = new.payment.payment_id.clone();
         if state.payments.contains_key(&id) {
@@ -183,17 +198,29 @@ impl PaymentStore for MemoryStore {
         shard: u32,
         now: Timestamp,
         limit: usize,
-    ) -> Result<Vec<PaymentId>, StoreError> {
+    ) -> Result<Vec<DueCheck>, StoreError> {
         let state = self.lock();
-        let mut due: Vec<(Timestamp, PaymentId)> = state
+        let payments = state
             .payments
             .values()
-            .filter(|p| p.status == crate::domain::PaymentStatus::Pending)
+            .filter(|p| p.status == PaymentStatus::Pending)
             .filter(|p| due_shard(&p.payment_id) == shard)
-            .filter_map(|p| p.next_check_at.filter(|at| *at <= now).map(|at| (at, p.payment_id.clone())))
-            .collect();
-        due.sort();
-        Ok(due.into_iter().take(limit).map(|(_, id)| id).collect())
+            .filter_map(|p| {
+                let at = p.next_check_at.filter(|at| *at <= now)?;
+                Some((at, DueCheck::Payment(p.payment_id.clone())))
+            });
+        let refunds = state
+            .refunds
+            .values()
+            .filter(|r| r.status == RefundStatus::Pending)
+            .filter(|r| due_shard(&r.payment_id) == shard)
+            .filter_map(|r| {
+                let at = r.next_check_at.filter(|at| *at <= now)?;
+                Some((at, DueCheck::Refund(r.payment_id.clone(), r.refund_id.clone())))
+            });
+        let mut due: Vec<(Timestamp, DueCheck)> = payments.chain(refunds).collect();
+        due.sort_by_key(|(at, _)| *at);
+        Ok(due.into_iter().take(limit).map(|(_, d)| d).collect())
     }
 
     async fn claim_check(
@@ -206,7 +233,7 @@ impl PaymentStore for MemoryStore {
         let Some(payment) = state.payments.get_mut(payment_id) else {
             return Ok(None);
         };
-        let due = payment.status == crate::domain::PaymentStatus::Pending
+        let due = payment.status == PaymentStatus::Pending
             && payment.next_check_at.is_some_and(|at| at <= now);
         if !due {
             return Ok(None);
@@ -225,7 +252,7 @@ impl PaymentStore for MemoryStore {
         let Some(payment) = state.payments.get_mut(payment_id) else {
             return Ok(false);
         };
-        if payment.status != crate::domain::PaymentStatus::Pending
+        if payment.status != PaymentStatus::Pending
             || payment.next_check_at != Some(lease_until)
         {
             return Ok(false);
@@ -241,6 +268,150 @@ impl PaymentStore for MemoryStore {
                 payment.provider_trade_no = Some(trade_no.clone());
             }
         }
+        Ok(true)
+    }
+
+    async fn insert_refund(
+        &self,
+        refund: &Refund,
+        payment_amount_minor: i64,
+        payment_statuses: &[PaymentStatus],
+    ) -> Result<RefundInsert, StoreError> {
+        let mut state = self.lock();
+        let key = (refund.payment_id.clone(), refund.refund_id.clone());
+        if let Some(existing) = state.refunds.get(&key) {
+            return Ok(RefundInsert::Exists(Box::new(existing.clone())));
+        }
+        let Some(payment) = state.payments.get_mut(&refund.payment_id) else {
+            return Ok(RefundInsert::PaymentNotFound);
+        };
+        let amount = refund.amount_minor.get();
+        let fits = payment.amount_minor.get() == payment_amount_minor
+            && payment.refund_reserved_minor <= payment_amount_minor - amount;
+        if !payment_statuses.contains(&payment.status) || !fits {
+            return Ok(RefundInsert::Refused(Box::new(payment.clone())));
+        }
+        payment.refund_reserved_minor += amount;
+        state.refunds.insert(key, refund.clone());
+        Ok(RefundInsert::Inserted)
+    }
+
+    async fn refund(
+        &self,
+        payment_id: &PaymentId,
+        refund_id: &RefundId,
+    ) -> Result<Option<Refund>, StoreError> {
+        let key = (payment_id.clone(), refund_id.clone());
+        Ok(self.lock().refunds.get(&key).cloned())
+    }
+
+    async fn refunds(&self, payment_id: &PaymentId) -> Result<Vec<Refund>, StoreError> {
+        let mut refunds: Vec<Refund> = self
+            .lock()
+            .refunds
+            .values()
+            .filter(|r| &r.payment_id == payment_id)
+            .cloned()
+            .collect();
+        refunds.sort_by(|a, b| (a.created_at, &a.refund_id).cmp(&(b.created_at, &b.refund_id)));
+        Ok(refunds)
+    }
+
+    async fn settle_refund(&self, s: &RefundSettlement) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let key = (s.payment_id.clone(), s.refund_id.clone());
+        let pending = state
+            .refunds
+            .get(&key)
+            .is_some_and(|r| r.status == RefundStatus::Pending);
+        let Some(payment) = state.payments.get_mut(&s.payment_id) else {
+            return Ok(false);
+        };
+        if !pending || payment.status != s.payment_status || payment.version != s.payment_version
+        {
+            return Ok(false);
+        }
+        if let Some(t) = &s.transition {
+            check_transition(t.from, t.to).map_err(anyhow::Error::new)?;
+            if !t.guard_holds(payment) {
+                return Ok(false);
+            }
+        }
+        match s.to {
+            RefundStatus::Succeeded => payment.refunded_minor += s.amount_minor,
+            RefundStatus::Failed => payment.refund_reserved_minor -= s.amount_minor,
+            RefundStatus::Pending => {
+                return Err(StoreError::Unexpected(anyhow::anyhow!(
+                    "a refund is settled to succeeded or failed"
+                )));
+            }
+        }
+        if let Some(t) = &s.transition {
+            t.apply_to(payment);
+            state
+                .history
+                .entry(s.payment_id.clone())
+                .or_default()
+                .push(t.history_entry());
+        }
+        if let Some(refund) = state.refunds.get_mut(&key) {
+            refund.status = s.to;
+            refund.updated_at = s.at;
+            refund.next_check_at = None;
+            refund.status_reason.clone_from(&s.reason);
+        }
+        Ok(true)
+    }
+
+    async fn claim_refund_check(
+        &self,
+        payment_id: &PaymentId,
+        refund_id: &RefundId,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Option<Refund>, StoreError> {
+        let mut state = self.lock();
+        let key = (payment_id.clone(), refund_id.clone());
+        let Some(refund) = state.refunds.get_mut(&key) else {
+            return Ok(None);
+        };
+        let due = refund.status == RefundStatus::Pending
+            && refund.next_check_at.is_some_and(|at| at <= now);
+        if !due {
+            return Ok(None);
+        }
+        refund.next_check_at = Some(lease_until);
+        Ok(Some(refund.clone()))
+    }
+
+    async fn put_compensation(&self, compensation: &Compensation) -> Result<(), StoreError> {
+        self.lock()
+            .compensations
+            .entry(compensation.id.clone())
+            .or_insert_with(|| compensation.clone());
+        Ok(())
+    }
+
+    async fn record_refund_check(
+        &self,
+        payment_id: &PaymentId,
+        refund_id: &RefundId,
+        lease_until: Timestamp,
+        check: &RefundCheck,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        let key = (payment_id.clone(), refund_id.clone());
+        let Some(refund) = state.refunds.get_mut(&key) else {
+            return Ok(false);
+        };
+        if refund.status != RefundStatus::Pending || refund.next_check_at != Some(lease_until) {
+            return Ok(false);
+        }
+        refund.next_check_at = Some(check.next_check_at);
+        refund.checks_done = check.checks_done;
+        refund.unknown_checks = check.unknown_checks;
+        refund.recent_checks.clone_from(&check.recent_checks);
         Ok(true)
     }
 

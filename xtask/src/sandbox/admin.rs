@@ -1,4 +1,5 @@
-//! `/admin/*`: fault knobs, counters, per-trade delivery log. Unsigned, unauthenticated.
+//! `/admin/*`: fault knobs, counters, per-trade delivery log and refunds. Unsigned,
+//! unauthenticated.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -55,12 +56,28 @@ pub(crate) async fn stats(State(shared): State<Arc<Shared>>) -> Json<Stats> {
     Json(shared.lock().stats)
 }
 
-/// `GET /admin/trades/{out_trade_no}`: the trade with its delivery log.
+/// A trade as the admin API shows it: every stored field, plus its refunds' sums.
+#[derive(Debug, Serialize)]
+pub(crate) struct TradeView {
+    #[serde(flatten)]
+    trade: Trade,
+    /// What its SUCCESS refunds add up to.
+    refunded_minor: i64,
+    /// What all its refunds add up to, PROCESSING ones included.
+    committed_minor: i64,
+}
+
+/// `GET /admin/trades/{out_trade_no}`: the trade with its delivery log and its refunds.
 pub(crate) async fn trade(
     State(shared): State<Arc<Shared>>,
     path: Result<Path<String>, PathRejection>,
-) -> Result<Json<Trade>, ApiError> {
+) -> Result<Json<TradeView>, ApiError> {
     let out_trade_no = path_param(path)?;
     let trade = shared.lock().trades.get(&out_trade_no).cloned();
-    trade.map(Json).ok_or_else(ApiError::not_exist)
+    let trade = trade.ok_or_else(ApiError::not_exist)?;
+    Ok(Json(TradeView {
+        refunded_minor: trade.refunded_minor(),
+        committed_minor: trade.committed_minor(),
+        trade,
+    }))
 }

@@ -10,7 +10,7 @@ const DEFAULT_HANG_MS: u64 = 10_000;
 /// Upper bound on `duplicate`, so a typo cannot flood the receiver.
 const MAX_DUPLICATES: u32 = 100;
 
-/// What a faulty create/query does.
+/// What a faulty create/query/refund does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum CallFault {
@@ -42,6 +42,12 @@ pub(crate) struct Faults {
     pub create: Option<CallFault>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<CallFault>,
+    /// The refund request (refund queries follow `query`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund: Option<CallFault>,
+    /// A new refund answers PROCESSING, and so does its first query; it is SUCCESS after that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_processing: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hang_ms: Option<u64>,
 }
@@ -70,6 +76,9 @@ impl Faults {
     }
     pub fn forge(&self) -> bool {
         self.forge.unwrap_or(false)
+    }
+    pub fn refund_processing(&self) -> bool {
+        self.refund_processing.unwrap_or(false)
     }
     pub fn hang(&self) -> Duration {
         Duration::from_millis(self.hang_ms.unwrap_or(DEFAULT_HANG_MS))

@@ -30,6 +30,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/trades", post(trades::create))
         .route("/v1/trades/{out_trade_no}", get(trades::query))
         .route("/v1/trades/{out_trade_no}/close", post(trades::close))
+        .route("/v1/trades/{out_trade_no}/refunds", post(trades::refund))
+        .route(
+            "/v1/trades/{out_trade_no}/refunds/{out_refund_no}",
+            get(trades::query_refund),
+        )
         .route("/pay/{trade_no}", post(trades::pay))
         .route("/gateway.do", post(alipay::gateway))
         .route("/alipay/bills/{token}", get(alipay::bill_file))

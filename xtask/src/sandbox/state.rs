@@ -10,6 +10,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::watch;
+use tracing::info;
 
 use super::alipay::AlipayConfig;
 use super::faults::{FaultTable, Faults};
@@ -32,13 +33,21 @@ pub(crate) enum Status {
 }
 
 /// Which protocol created a trade (decides the notification format).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Protocol {
     Native,
     Alipay,
     WechatPay,
     UnionPay,
+}
+
+impl Protocol {
+    /// WeChat Pay's `out_refund_no` and UnionPay's refund `orderId` are unique per merchant, and
+    /// a refund is queried by that number alone; elsewhere a refund number is unique per trade.
+    pub fn names_refunds_alone(self) -> bool {
+        matches!(self, Self::WechatPay | Self::UnionPay)
+    }
 }
 
 /// One delivery (one HTTP request, or one attempt lost by `drop_first`).
@@ -72,6 +81,111 @@ pub(crate) struct Trade {
     /// How many create requests named this trade (idempotent replays included).
     pub create_calls: u32,
     pub deliveries: Vec<DeliveryRecord>,
+    /// Oldest first; their amounts never add up to more than `amount_minor`.
+    pub refunds: Vec<Refund>,
+}
+
+impl Trade {
+    /// What every refund of the trade adds up to, PROCESSING ones included.
+    pub fn committed_minor(&self) -> i64 {
+        self.refunds.iter().map(|r| r.amount_minor).sum()
+    }
+
+    /// What the refunds that are SUCCESS add up to: the money that went back.
+    pub fn refunded_minor(&self) -> i64 {
+        self.refunds
+            .iter()
+            .filter(|r| r.status == RefundStatus::Success)
+            .map(|r| r.amount_minor)
+            .sum()
+    }
+}
+
+/// Most refunds one trade takes (WeChat Pay's limit), so the per-trade list is bounded.
+pub(crate) const REFUNDS_PER_TRADE_MAX: usize = 50;
+
+/// A refund's status as the provider reports it. The sandbox never fails a refund it accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub(crate) enum RefundStatus {
+    Processing,
+    Success,
+}
+
+/// One refund of a trade, as the admin view shows it.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Refund {
+    /// The merchant's number: unique per trade (per merchant and protocol, in fact).
+    pub refund_no: String,
+    /// The provider's own number for it, in the protocol's format.
+    pub provider_refund_no: String,
+    pub amount_minor: i64,
+    pub reason: String,
+    pub status: RefundStatus,
+    /// How many refund requests named it (idempotent repeats included); money moved once.
+    pub requests: u32,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub succeeded_at: Option<String>,
+    /// UnionPay: the refund's own `txnTime`, which a query of it must repeat; empty elsewhere.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub txn_time: String,
+}
+
+/// A refund as a protocol asks for it.
+pub(crate) struct RefundAsk {
+    pub refund_no: String,
+    /// Positive (each protocol checks its own field first).
+    pub amount_minor: i64,
+    pub reason: String,
+    /// UnionPay's `txnTime`; empty elsewhere. A repeat must carry the same.
+    pub txn_time: String,
+    /// Used only when this request creates the refund.
+    pub provider_refund_no: String,
+    /// The `refund_processing` knob.
+    pub processing: bool,
+}
+
+/// Why a refund is refused; each protocol words it in its own style.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RefundRefusal {
+    /// No trade of this protocol by that number.
+    NoTrade,
+    /// The trade is waiting for payment or closed.
+    NotPaid,
+    /// The refund number is taken by a refund with other terms, or of another trade.
+    OtherTerms,
+    /// The refunds would add up to more than the paid amount.
+    Exceeds { refundable_minor: i64 },
+    /// The trade has [`REFUNDS_PER_TRADE_MAX`] refunds already.
+    TooMany,
+}
+
+/// A refund with what the answers say about its trade.
+#[derive(Clone, Debug)]
+pub(crate) struct RefundView {
+    pub refund: Refund,
+    pub out_trade_no: String,
+    pub trade_no: String,
+    pub total_minor: i64,
+    /// [`Trade::refunded_minor`] when the view was taken.
+    pub refunded_minor: i64,
+    /// False for an idempotent repeat (or a query).
+    pub created: bool,
+}
+
+impl RefundView {
+    fn of(trade: &Trade, refund: &Refund, created: bool) -> Self {
+        Self {
+            refund: refund.clone(),
+            out_trade_no: trade.out_trade_no.clone(),
+            trade_no: trade.trade_no.clone(),
+            total_minor: trade.amount_minor,
+            refunded_minor: trade.refunded_minor(),
+            created,
+        }
+    }
 }
 
 /// Counters served by `GET /admin/stats`.
@@ -105,6 +219,9 @@ pub(crate) struct Inner {
     pub stats: Stats,
     /// UnionPay consumes: orderId -> the consume's `txnTime`, echoed by its notification.
     pub unionpay_txn_times: HashMap<String, String>,
+    /// (protocol, refund number) -> the out_trade_no of the trade it refunds, for the protocols
+    /// whose refund numbers are unique per merchant ([`Protocol::names_refunds_alone`]).
+    pub refund_nos: HashMap<(Protocol, String), String>,
 }
 
 impl Inner {
@@ -120,6 +237,113 @@ impl Inner {
             .get(out_trade_no)
             .map_or("", |t| t.subject.as_str());
         self.faults.for_subject(subject)
+    }
+
+    /// The out_trade_no of the trade whose refund this is, for protocols that name a refund by
+    /// its number alone.
+    pub fn refund_owner(&self, protocol: Protocol, refund_no: &str) -> Option<&str> {
+        self.refund_nos
+            .get(&(protocol, refund_no.to_owned()))
+            .map(String::as_str)
+    }
+
+    /// Records a refund of a paid trade, or finds the same refund again (same number, amount
+    /// and `txn_time`): money moves once per refund number.
+    pub fn refund(
+        &mut self,
+        protocol: Protocol,
+        out_trade_no: &str,
+        ask: RefundAsk,
+    ) -> Result<RefundView, RefundRefusal> {
+        if self
+            .refund_owner(protocol, &ask.refund_no)
+            .is_some_and(|owner| owner != out_trade_no)
+        {
+            return Err(RefundRefusal::OtherTerms);
+        }
+        let trade = self
+            .trades
+            .get_mut(out_trade_no)
+            .filter(|t| t.protocol == protocol)
+            .ok_or(RefundRefusal::NoTrade)?;
+        if let Some(i) = trade
+            .refunds
+            .iter()
+            .position(|r| r.refund_no == ask.refund_no)
+        {
+            let existing = &mut trade.refunds[i];
+            if existing.amount_minor != ask.amount_minor || existing.txn_time != ask.txn_time {
+                return Err(RefundRefusal::OtherTerms);
+            }
+            existing.requests += 1;
+            return Ok(RefundView::of(trade, &trade.refunds[i], false));
+        }
+        if trade.status != Status::Paid {
+            return Err(RefundRefusal::NotPaid);
+        }
+        if trade.refunds.len() >= REFUNDS_PER_TRADE_MAX {
+            return Err(RefundRefusal::TooMany);
+        }
+        let refundable_minor = trade.amount_minor - trade.committed_minor();
+        if ask.amount_minor > refundable_minor {
+            return Err(RefundRefusal::Exceeds { refundable_minor });
+        }
+        let now = rfc3339_now();
+        let refund = Refund {
+            refund_no: ask.refund_no,
+            provider_refund_no: ask.provider_refund_no,
+            amount_minor: ask.amount_minor,
+            reason: ask.reason,
+            status: if ask.processing {
+                RefundStatus::Processing
+            } else {
+                RefundStatus::Success
+            },
+            requests: 1,
+            succeeded_at: (!ask.processing).then(|| now.clone()),
+            created_at: now,
+            txn_time: ask.txn_time,
+        };
+        info!(%out_trade_no, refund_no = %refund.refund_no, amount_minor = refund.amount_minor, status = ?refund.status, "sandbox: refund recorded");
+        trade.refunds.push(refund);
+        let view = trade
+            .refunds
+            .last()
+            .map(|r| RefundView::of(trade, r, true))
+            .ok_or(RefundRefusal::NoTrade)?;
+        if protocol.names_refunds_alone() {
+            self.refund_nos.insert(
+                (protocol, view.refund.refund_no.clone()),
+                out_trade_no.to_owned(),
+            );
+        }
+        Ok(view)
+    }
+
+    /// A refund as a query sees it. A PROCESSING refund is answered as such once more, and is
+    /// SUCCESS from then on (the `refund_processing` knob resolves by polling).
+    pub fn query_refund(
+        &mut self,
+        protocol: Protocol,
+        out_trade_no: &str,
+        refund_no: &str,
+    ) -> Option<RefundView> {
+        let trade = self
+            .trades
+            .get_mut(out_trade_no)
+            .filter(|t| t.protocol == protocol)?;
+        let i = trade
+            .refunds
+            .iter()
+            .position(|r| r.refund_no == refund_no)?;
+        let view = RefundView::of(trade, &trade.refunds[i], false);
+        let refund = &mut trade.refunds[i];
+        if refund.status == RefundStatus::Processing {
+            refund.status = RefundStatus::Success;
+            refund.succeeded_at = Some(rfc3339_now());
+            info!(%out_trade_no, %refund_no, "sandbox: refund succeeded");
+        }
+        Some(view)
     }
 
     /// Appends to the trade's delivery log and bumps the counters.

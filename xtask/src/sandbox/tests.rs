@@ -689,3 +689,159 @@ fn resend_delays_are_scaled() {
     assert_eq!(notify::resend_delay(9, 1), Some(Duration::from_secs(7200)));
     assert_eq!(notify::resend_delay(10, 1), None);
 }
+
+impl Env {
+    async fn refund(&self, out_trade_no: &str, out_refund_no: &str, amount: i64) -> (u16, Value) {
+        let body = json!({ "out_refund_no": out_refund_no, "amount_minor": amount, "reason": "r" });
+        let path = format!("/v1/trades/{out_trade_no}/refunds");
+        self.call(Method::POST, &path, Some(&body)).await
+    }
+
+    async fn query_refund(&self, out_trade_no: &str, out_refund_no: &str) -> (u16, Value) {
+        let path = format!("/v1/trades/{out_trade_no}/refunds/{out_refund_no}");
+        self.call(Method::GET, &path, None).await
+    }
+
+    async fn admin_trade(&self, out_trade_no: &str) -> Value {
+        let path = format!("/admin/trades/{out_trade_no}");
+        self.admin(Method::GET, &path, None).await.1
+    }
+}
+
+#[tokio::test]
+async fn refunds_are_idempotent_and_bounded_by_the_paid_amount() {
+    let env = env().await;
+    env.create_and_pay("T1", "s", 1000).await;
+    let (status, first) = env.refund("T1", "R1", 300).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(
+        (
+            &first["status"],
+            &first["amount_minor"],
+            &first["refunded_minor"],
+            &first["out_trade_no"]
+        ),
+        (&json!("SUCCESS"), &json!(300), &json!(300), &json!("T1"))
+    );
+    assert!(
+        first["refund_no"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("SBXR"))
+    );
+
+    let (status, again) = env.refund("T1", "R1", 300).await;
+    assert_eq!((status, &again["refund_no"]), (200, &first["refund_no"]));
+    let trade = env.admin_trade("T1").await;
+    assert_eq!(
+        trade["refunds"].as_array().map(Vec::len),
+        Some(1),
+        "{trade}"
+    );
+    assert_eq!(
+        (&trade["refunds"][0]["requests"], &trade["refunded_minor"]),
+        (&json!(2), &json!(300)),
+        "a repeat moves no money: {trade}"
+    );
+
+    let (status, other) = env.refund("T1", "R1", 400).await;
+    assert_eq!(
+        (status, &other["code"]),
+        (409, &json!("OUT_REFUND_NO_USED"))
+    );
+    let (status, over) = env.refund("T1", "R2", 701).await;
+    assert_eq!(
+        (status, &over["code"]),
+        (409, &json!("REFUND_AMOUNT_EXCEEDED"))
+    );
+    assert_eq!(env.refund("T1", "R2", 700).await.0, 200);
+    let (status, over) = env.refund("T1", "R3", 1).await;
+    assert_eq!(
+        (status, &over["code"]),
+        (409, &json!("REFUND_AMOUNT_EXCEEDED"))
+    );
+    assert_eq!(env.admin_trade("T1").await["refunded_minor"], 1000);
+
+    let (status, queried) = env.query_refund("T1", "R2").await;
+    assert_eq!(
+        (status, &queried["status"], &queried["amount_minor"]),
+        (200, &json!("SUCCESS"), &json!(700))
+    );
+    for (trade, refund) in [("T1", "R9"), ("T9", "R1")] {
+        let (status, missing) = env.query_refund(trade, refund).await;
+        assert_eq!(
+            (status, &missing["code"]),
+            (404, &json!("REFUND_NOT_EXIST")),
+            "{trade} {refund}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn refunds_of_unpaid_unknown_or_malformed_are_refused() {
+    let env = env().await;
+    env.create("T1", "s", 1000).await;
+    let (status, unpaid) = env.refund("T1", "R1", 100).await;
+    assert_eq!((status, &unpaid["code"]), (409, &json!("TRADE_NOT_PAID")));
+    env.call(Method::POST, "/v1/trades/T1/close", None).await;
+    assert_eq!(
+        env.refund("T1", "R1", 100).await.1["code"],
+        "TRADE_NOT_PAID"
+    );
+    let (status, unknown) = env.refund("T9", "R1", 100).await;
+    assert_eq!((status, &unknown["code"]), (404, &json!("TRADE_NOT_EXIST")));
+    env.create_and_pay("T2", "s", 1000).await;
+    for (refund_no, amount) in [("R1", 0), ("R1", -5), ("", 10), ("R 1", 10)] {
+        let (status, bad) = env.refund("T2", refund_no, amount).await;
+        assert_eq!(
+            (status, &bad["code"]),
+            (400, &json!("INVALID_REQUEST")),
+            "{refund_no:?} {amount}"
+        );
+    }
+    assert_eq!(env.admin_trade("T2").await["refunds"], json!([]));
+}
+
+#[tokio::test]
+async fn refund_knobs_error_timeout_and_processing() {
+    let env = env().await;
+    env.create_and_pay("T1", "broken refund", 1000).await;
+    env.create_and_pay("T2", "slow refund", 1000).await;
+    env.create_and_pay("T3", "processing refund", 1000).await;
+    env.set_faults(json!({ "scope": "broken", "refund": "error" }))
+        .await;
+    env.set_faults(json!({ "scope": "slow", "refund": "timeout", "hang_ms": 2000 }))
+        .await;
+    env.set_faults(json!({ "scope": "processing", "refund_processing": true }))
+        .await;
+
+    let (status, broken) = env.refund("T1", "R1", 100).await;
+    assert_eq!((status, &broken["code"]), (500, &json!("SYSTEM_ERROR")));
+    assert_eq!(
+        env.admin_trade("T1").await["refunds"],
+        json!([]),
+        "an error refunds nothing"
+    );
+
+    let slow = env.refund("T2", "R1", 100);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), slow)
+            .await
+            .is_err(),
+        "answer hangs"
+    );
+    assert_eq!(
+        env.admin_trade("T2").await["refunds"][0]["status"],
+        "SUCCESS",
+        "done, answer late"
+    );
+
+    let (_, processing) = env.refund("T3", "R1", 100).await;
+    assert_eq!(processing["status"], "PROCESSING", "{processing}");
+    assert_eq!(env.admin_trade("T3").await["refunded_minor"], 0);
+    assert_eq!(env.admin_trade("T3").await["committed_minor"], 100);
+    assert_eq!(env.query_refund("T3", "R1").await.1["status"], "PROCESSING");
+    assert_eq!(env.query_refund("T3", "R1").await.1["status"], "SUCCESS");
+    assert_eq!(env.refund("T3", "R1", 100).await.1["status"], "SUCCESS");
+    assert_eq!(env.admin_trade("T3").await["refunded_minor"], 100);
+    env.sandbox.shutdown().await;
+}

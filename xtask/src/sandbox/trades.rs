@@ -1,4 +1,4 @@
-//! `/v1/trades*` (merchant API) and `/pay/{trade_no}` (the payer).
+//! `/v1/trades*` (merchant API: create, query, close, refunds) and `/pay/{trade_no}` (the payer).
 
 use std::sync::Arc;
 
@@ -14,7 +14,10 @@ use tracing::info;
 use super::faults::{CallFault, Faults};
 use super::notify::{self, Job};
 use super::server::{ApiError, parse_json, path_param};
-use super::state::{Inner, Protocol, Shared, Status, Trade, rfc3339_now};
+use super::state::{
+    Inner, Protocol, RefundAsk, RefundRefusal, RefundStatus, RefundView, Shared, Status, Trade,
+    rfc3339_now,
+};
 use super::{alipay, unionpay, wechatpay};
 
 /// A notification issued by a payment, in the format of the protocol that created the trade.
@@ -152,6 +155,7 @@ fn new_trade(base_url: &str, req: CreateRequest) -> Trade {
         protocol: Protocol::Native,
         create_calls: 1,
         deliveries: Vec::new(),
+        refunds: Vec::new(),
     }
 }
 
@@ -284,4 +288,135 @@ fn mark_paid(shared: &Shared, trade_no: &str) -> Result<Option<PaidJob>, ApiErro
         inner.stats.notifications += 1;
     }
     Ok(job)
+}
+
+/// Body of `POST /v1/trades/{out_trade_no}/refunds`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RefundRequest {
+    out_refund_no: String,
+    amount_minor: i64,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `out_refund_no`: 1 to 64 of `[0-9A-Za-z_-]`.
+fn is_refund_no(text: &str) -> bool {
+    (1..=64).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl RefundRequest {
+    fn validate(&self) -> Result<(), ApiError> {
+        if !is_refund_no(&self.out_refund_no) {
+            return Err(ApiError::invalid(
+                "out_refund_no must be 1..=64 of [0-9A-Za-z_-]",
+            ));
+        }
+        if self.amount_minor <= 0 {
+            return Err(ApiError::invalid("amount_minor must be positive"));
+        }
+        if self.reason.chars().count() > 256 {
+            return Err(ApiError::invalid("reason is at most 256 characters"));
+        }
+        Ok(())
+    }
+}
+
+/// Answer of the refund and of its query.
+#[derive(Debug, Serialize)]
+pub(crate) struct RefundAnswer {
+    out_refund_no: String,
+    refund_no: String,
+    out_trade_no: String,
+    trade_no: String,
+    status: RefundStatus,
+    amount_minor: i64,
+    /// What the trade's SUCCESS refunds add up to.
+    refunded_minor: i64,
+    created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    succeeded_at: Option<String>,
+}
+
+impl From<RefundView> for RefundAnswer {
+    fn from(view: RefundView) -> Self {
+        Self {
+            out_refund_no: view.refund.refund_no,
+            refund_no: view.refund.provider_refund_no,
+            out_trade_no: view.out_trade_no,
+            trade_no: view.trade_no,
+            status: view.refund.status,
+            amount_minor: view.refund.amount_minor,
+            refunded_minor: view.refunded_minor,
+            created_at: view.refund.created_at,
+            succeeded_at: view.refund.succeeded_at,
+        }
+    }
+}
+
+fn refund_refused(refusal: RefundRefusal) -> ApiError {
+    let conflict = |code, message: String| ApiError::new(StatusCode::CONFLICT, code, message);
+    match refusal {
+        RefundRefusal::NoTrade => ApiError::not_exist(),
+        RefundRefusal::NotPaid => conflict("TRADE_NOT_PAID", "trade is not paid".into()),
+        RefundRefusal::OtherTerms => conflict(
+            "OUT_REFUND_NO_USED",
+            "out_refund_no used with other terms".into(),
+        ),
+        RefundRefusal::Exceeds { refundable_minor } => conflict(
+            "REFUND_AMOUNT_EXCEEDED",
+            format!("at most {refundable_minor} is left to refund"),
+        ),
+        RefundRefusal::TooMany => conflict("TOO_MANY_REFUNDS", "the trade has 50 refunds".into()),
+    }
+}
+
+/// `POST /v1/trades/{out_trade_no}/refunds`: idempotent on `out_refund_no`.
+pub(crate) async fn refund(
+    State(shared): State<Arc<Shared>>,
+    path: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Result<Json<RefundAnswer>, ApiError> {
+    let out_trade_no = path_param(path)?;
+    let req: RefundRequest = parse_json(&body)?;
+    req.validate()?;
+    let faults = shared.lock().faults_for_trade(&out_trade_no);
+    if faults.refund == Some(CallFault::Error) {
+        return Err(ApiError::system_error());
+    }
+    let ask = RefundAsk {
+        refund_no: req.out_refund_no,
+        amount_minor: req.amount_minor,
+        reason: req.reason,
+        txn_time: String::new(),
+        provider_refund_no: format!("SBXR{}", ulid::Ulid::new()),
+        processing: faults.refund_processing(),
+    };
+    let view = shared
+        .lock()
+        .refund(Protocol::Native, &out_trade_no, ask)
+        .map_err(refund_refused)?;
+    hang_if(&shared, &faults, faults.refund).await;
+    Ok(Json(RefundAnswer::from(view)))
+}
+
+/// `GET /v1/trades/{out_trade_no}/refunds/{out_refund_no}`; 404 `REFUND_NOT_EXIST` when the
+/// trade or the refund is unknown.
+pub(crate) async fn query_refund(
+    State(shared): State<Arc<Shared>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<RefundAnswer>, ApiError> {
+    let Path((out_trade_no, out_refund_no)) = path.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let faults = shared.lock().faults_for_trade(&out_trade_no);
+    if faults.query == Some(CallFault::Error) {
+        return Err(ApiError::system_error());
+    }
+    let view = shared
+        .lock()
+        .query_refund(Protocol::Native, &out_trade_no, &out_refund_no);
+    hang_if(&shared, &faults, faults.query).await;
+    view.map(|v| Json(RefundAnswer::from(v)))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "REFUND_NOT_EXIST", "no such refund"))
 }

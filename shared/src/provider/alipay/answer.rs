@@ -8,7 +8,7 @@ use serde::de::IgnoredAny;
 
 use crate::crypto::RsaVerifier;
 use crate::domain::{Currency, PaymentId};
-use crate::ports::{NotifiedStatus, ProviderCreated, ProviderError, ProviderTrade};
+use crate::ports::{NotifiedStatus, ProviderCreated, ProviderError, ProviderTrade, RefundState};
 
 pub const SUCCESS_CODE: &str = "10000";
 pub const TRADE_NOT_EXIST: &str = "ACQ.TRADE_NOT_EXIST";
@@ -342,4 +342,58 @@ pub fn parse_refund(content: &[u8], payment_id: &PaymentId) -> Result<AlipayRefu
         fund_change: answer.fund_change == "Y",
         refunded_total_minor,
     })
+}
+
+#[derive(Deserialize)]
+struct RefundQueryAnswer {
+    #[serde(default)]
+    out_trade_no: String,
+    #[serde(default)]
+    out_request_no: String,
+    #[serde(default)]
+    refund_amount: String,
+    #[serde(default)]
+    refund_status: String,
+}
+
+/// The verified answer to `alipay.trade.fastpay.refund.query` for our refund `refund_id` of
+/// `amount_minor`. Alipay answers a refund it does not have with success and no
+/// `refund_amount`: that is `None`, as is a trade it does not have. `refund_status` is
+/// `REFUND_SUCCESS` once the money moved; Alipay leaves it out before that (a query soon after
+/// the refund), so a refund without it is still processing.
+pub fn parse_refund_query(
+    content: &[u8],
+    payment_id: &PaymentId,
+    refund_id: &str,
+    amount_minor: i64,
+) -> Result<Option<RefundState>, ProviderError> {
+    let status = AnswerStatus::parse(content)?;
+    if status.is_business(TRADE_NOT_EXIST) {
+        return Ok(None);
+    }
+    status.outcome()?;
+    let answer: RefundQueryAnswer = parse_answer(content)?;
+    if !answer.out_trade_no.is_empty() {
+        check_trade(&answer.out_trade_no, payment_id)?;
+    }
+    if !answer.out_request_no.is_empty() && answer.out_request_no != refund_id {
+        return Err(unknown(format!(
+            "answer is for out_request_no {:?}, not {refund_id:?}",
+            answer.out_request_no
+        )));
+    }
+    if answer.refund_amount.is_empty() {
+        return Ok(None);
+    }
+    let refunded = yuan_minor(&answer.refund_amount)?;
+    if refunded != amount_minor {
+        return Err(unknown(format!(
+            "refund {refund_id} is {refunded} at Alipay, not {amount_minor}"
+        )));
+    }
+    match answer.refund_status.as_str() {
+        "REFUND_SUCCESS" => Ok(Some(RefundState::Succeeded)),
+        "" => Ok(Some(RefundState::Processing)),
+        other => Err(unknown(format!("unknown refund_status {other:?}"))),
+    }
 }

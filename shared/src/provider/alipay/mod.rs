@@ -25,8 +25,9 @@ use async_trait::async_trait;
 use crate::crypto::{RsaSigner, RsaVerifier};
 use crate::domain::{Currency, PaymentId, ProviderName, Timestamp};
 use crate::ports::{
-    CallbackAnswer, CallbackRejection, CallbackReply, Clock, CloseOutcome, Notification, PaymentProvider,
-    ProviderCreate, ProviderCreated, ProviderError, ProviderTrade,
+    CallbackAnswer, CallbackRejection, CallbackReply, Clock, CloseOutcome, Notification,
+    PaymentProvider, ProviderCreate, ProviderCreated, ProviderError, ProviderRefund, ProviderTrade,
+    RefundState,
 };
 
 pub use answer::AlipayRefund;
@@ -41,6 +42,7 @@ const PRECREATE: &str = "alipay.trade.precreate";
 const QUERY: &str = "alipay.trade.query";
 const CLOSE: &str = "alipay.trade.close";
 const REFUND: &str = "alipay.trade.refund";
+const REFUND_QUERY: &str = "alipay.trade.fastpay.refund.query";
 
 /// Alipay's limit on `out_request_no`.
 const REFUND_ID_MAX_LEN: usize = 64;
@@ -274,6 +276,44 @@ impl PaymentProvider for AlipayProvider {
     async fn query(&self, payment_id: &PaymentId) -> Result<Option<ProviderTrade>, ProviderError> {
         let content = self.call(QUERY, &wire::trade_biz(payment_id), None).await?;
         answer::parse_query(&content, payment_id)
+    }
+
+    /// `alipay.trade.refund` with `out_request_no` = the refund number. `fund_change=Y` means
+    /// this request moved the money. Otherwise (a repeat, or a refund Alipay has not finished)
+    /// the refund query says where it stands, as Alipay asks; Alipay took the request, so a
+    /// query that cannot tell leaves it processing.
+    async fn refund(&self, refund: &ProviderRefund) -> Result<RefundState, ProviderError> {
+        let answer = AlipayProvider::refund(
+            self,
+            &refund.payment_id,
+            &refund.refund_no,
+            refund.amount_minor,
+            refund.total_minor,
+            &refund.reason,
+        )
+        .await?;
+        if answer.fund_change {
+            return Ok(RefundState::Succeeded);
+        }
+        match self.query_refund(refund).await {
+            Ok(Some(state)) => Ok(state),
+            Ok(None) | Err(_) => Ok(RefundState::Processing),
+        }
+    }
+
+    /// `alipay.trade.fastpay.refund.query` by `out_trade_no` and `out_request_no`.
+    async fn query_refund(
+        &self,
+        refund: &ProviderRefund,
+    ) -> Result<Option<RefundState>, ProviderError> {
+        let biz_content = wire::refund_query_biz(&refund.payment_id, &refund.refund_no);
+        let content = self.call(REFUND_QUERY, &biz_content, None).await?;
+        answer::parse_refund_query(
+            &content,
+            &refund.payment_id,
+            &refund.refund_no,
+            refund.amount_minor,
+        )
     }
 
     /// `ACQ.TRADE_STATUS_ERROR` is Alipay's answer for a paid (or finished) trade.

@@ -943,3 +943,158 @@ fn openssl_signed_notification_verifies_here() {
         Err(CallbackRejection::BadSignature(_))
     ));
 }
+
+// ---- refund queries ----
+
+#[test]
+fn refund_query_is_signed_with_the_trade_and_the_request_number() {
+    let biz = wire::refund_query_biz(&payment_id(), "R1");
+    let biz_json: serde_json::Value = serde_json::from_str(&biz).expect("json");
+    assert_eq!(
+        biz_json,
+        serde_json::json!({ "out_trade_no": PAYMENT_ID, "out_request_no": "R1" })
+    );
+    let form = provider()
+        .signed_form(REFUND_QUERY, &biz, None)
+        .expect("form");
+    let params = form_map(&form);
+    assert_eq!(
+        params.get("method").map(String::as_str),
+        Some("alipay.trade.fastpay.refund.query")
+    );
+    assert_eq!(
+        params.get("timestamp").map(String::as_str),
+        Some("2019-08-15 15:56:22")
+    );
+    assert!(!params.contains_key("notify_url"));
+    let sign = params.get("sign").expect("sign");
+    let content = wire::request_sign_content(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    assert!(verifier(app_keys()).verify_base64(content.as_bytes(), sign));
+    assert_eq!(
+        answer::response_key(REFUND_QUERY),
+        "alipay_trade_fastpay_refund_query_response"
+    );
+}
+
+fn refund_query_content(out_request_no: &str, refund_amount: &str, refund_status: &str) -> String {
+    let mut value = serde_json::json!({
+        "code": "10000", "msg": "Success", "trade_no": "2019081522001468450512505578",
+        "out_trade_no": PAYMENT_ID, "out_request_no": out_request_no, "total_amount": "10.00",
+    });
+    if !refund_amount.is_empty() {
+        value["refund_amount"] = refund_amount.into();
+    }
+    if !refund_status.is_empty() {
+        value["refund_status"] = refund_status.into();
+    }
+    value.to_string()
+}
+
+#[test]
+fn refund_query_answers_map_to_refund_states() {
+    let id = payment_id();
+    let check = |content: String, expected: Option<RefundState>| {
+        let got = answer::parse_refund_query(content.as_bytes(), &id, "R1", 300);
+        assert_eq!(got, Ok(expected.clone()), "{content}");
+    };
+    check(
+        refund_query_content("R1", "3.00", "REFUND_SUCCESS"),
+        Some(RefundState::Succeeded),
+    );
+    check(
+        refund_query_content("R1", "3.00", ""),
+        Some(RefundState::Processing),
+    );
+    // Alipay's "no such refund": a success without refund_amount (with or without echoes).
+    check(refund_query_content("R1", "", ""), None);
+    check(r#"{"code":"10000","msg":"Success"}"#.to_owned(), None);
+    check(status_json("40004", "ACQ.TRADE_NOT_EXIST"), None);
+}
+
+#[test]
+fn refund_query_answers_about_something_else_are_unknown() {
+    let id = payment_id();
+    let cases = [
+        (
+            "other refund",
+            refund_query_content("R2", "3.00", "REFUND_SUCCESS"),
+            Expect::Unknown,
+        ),
+        (
+            "other trade",
+            refund_query_content("R1", "3.00", "REFUND_SUCCESS").replace(PAYMENT_ID, "OTHER1"),
+            Expect::Unknown,
+        ),
+        (
+            "other amount",
+            refund_query_content("R1", "3.01", "REFUND_SUCCESS"),
+            Expect::Unknown,
+        ),
+        (
+            "inexact amount",
+            refund_query_content("R1", "3.001", "REFUND_SUCCESS"),
+            Expect::Unknown,
+        ),
+        (
+            "unknown status",
+            refund_query_content("R1", "3.00", "REFUND_MAYBE"),
+            Expect::Unknown,
+        ),
+        (
+            "system error",
+            status_json("40004", "ACQ.SYSTEM_ERROR"),
+            Expect::Unknown,
+        ),
+        (
+            "unavailable",
+            status_json("20000", "isp.unknow-error"),
+            Expect::Unknown,
+        ),
+        (
+            "bad params",
+            status_json("40002", "isv.invalid-parameter"),
+            rejected("isv.invalid-parameter"),
+        ),
+    ];
+    for (name, content, expected) in cases {
+        let got = answer::parse_refund_query(content.as_bytes(), &id, "R1", 300);
+        assert_eq!(expect_of(&got), expected, "{name}");
+    }
+}
+
+#[test]
+fn refund_answers_for_the_port() {
+    let id = payment_id();
+    let refund = |fund_change: &str| {
+        format!(
+            r#"{{"code":"10000","msg":"Success","out_trade_no":"{PAYMENT_ID}","trade_no":"T1","fund_change":"{fund_change}","refund_fee":"3.00"}}"#
+        )
+    };
+    assert!(
+        answer::parse_refund(refund("Y").as_bytes(), &id)
+            .expect("refund")
+            .fund_change
+    );
+    assert!(
+        !answer::parse_refund(refund("N").as_bytes(), &id)
+            .expect("refund")
+            .fund_change
+    );
+    for (sub_code, content) in [
+        (
+            "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL",
+            status_json("40004", "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL"),
+        ),
+        (
+            "ACQ.REFUND_FEE_ERROR",
+            status_json("40004", "ACQ.REFUND_FEE_ERROR"),
+        ),
+        (
+            "ACQ.TRADE_STATUS_ERROR",
+            status_json("40004", "ACQ.TRADE_STATUS_ERROR"),
+        ),
+    ] {
+        let got = answer::parse_refund(content.as_bytes(), &id);
+        assert_eq!(expect_of(&got), rejected(sub_code));
+    }
+}

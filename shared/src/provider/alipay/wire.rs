@@ -155,3 +155,13 @@ pub fn refund_biz(
     }
     biz.to_string()
 }
+
+/// `biz_content` of `alipay.trade.fastpay.refund.query`: the trade and the refund's
+/// `out_request_no`.
+pub fn refund_query_biz(payment_id: &PaymentId, refund_id: &str) -> String {
+    serde_json::json!({
+        "out_trade_no": payment_id.as_str(),
+        "out_request_no": refund_id,
+    })
+    .to_string()
+}

@@ -33,7 +33,7 @@ use async_trait::async_trait;
 use crate::crypto::RsaSigner;
 use crate::domain::{PaymentId, ProviderName, Timestamp};
 use crate::ports::{
-    CallbackAnswer, CallbackRejection, CallbackReply, Clock, CloseOutcome, Notification,
+    CallbackAnswer, CallbackRejection, CallbackReply, Clock, CloseOutcome, Notification, ProviderRefund, RefundState,
     PaymentProvider, ProviderCreate, ProviderCreated, ProviderError, ProviderTrade,
 };
 
@@ -369,6 +369,22 @@ impl PaymentProvider for UnionPayProvider {
         .map_err(not_sent)?;
         let answer = self.post(BACK_TRANS_PATH, fields).await?;
         wire::create_outcome(&answer, &self.config.mer_id, &request.payment_id)
+    }
+
+    // Placeholder until the refund calls are wired (in progress).
+    async fn refund(&self, _refund: &ProviderRefund) -> Result<RefundState, ProviderError> {
+        Err(ProviderError::Rejected {
+            code: "REFUND_UNSUPPORTED".into(),
+            message: "refunds are not wired for this provider yet".into(),
+        })
+    }
+
+    // Placeholder until the refund calls are wired (in progress).
+    async fn query_refund(
+        &self,
+        _refund: &ProviderRefund,
+    ) -> Result<Option<RefundState>, ProviderError> {
+        Ok(None)
     }
 
     /// UnionPay has no close for an unpaid QR order: it lapses at the `payTimeout` sent with

@@ -7,8 +7,9 @@
 //! AES-GCM-encrypted under the APIv3 key.
 //!
 //! Layout: `keys` (platform keys, the signature check, AES-GCM), `wire` (pure request building
-//! and answer/notification parsing), `statement` (the trade bill), this file (configuration,
-//! HTTP, the port).
+//! and answer/notification parsing), `bill` (the trade bill's address and its signed, SHA-1
+//! checked download), `statement` (parsing the trade bill), this file (configuration, HTTP, the
+//! port).
 
 mod bill;
 mod keys;
@@ -27,7 +28,7 @@ use async_trait::async_trait;
 use crate::crypto::{RsaSigner, RsaVerifier};
 use crate::domain::{AmountMinor, PaymentId, ProviderName, Timestamp};
 use crate::ports::{
-    CallbackAnswer, CallbackRejection, CallbackReply, Clock, CloseOutcome, Notification, PaymentProvider,
+    CallbackAnswer, CallbackRejection, CallbackReply, Clock, CloseOutcome, Notification, ProviderRefund, RefundState, PaymentProvider,
     ProviderCreate, ProviderCreated, ProviderError, ProviderTrade,
 };
 
@@ -272,6 +273,22 @@ impl PaymentProvider for WechatPayProvider {
             .call(&wire::create_request(&self.config, request)?)
             .await?;
         wire::interpret_create(&answer)
+    }
+
+    // Placeholder until the refund calls are wired (in progress).
+    async fn refund(&self, _refund: &ProviderRefund) -> Result<RefundState, ProviderError> {
+        Err(ProviderError::Rejected {
+            code: "REFUND_UNSUPPORTED".into(),
+            message: "refunds are not wired for this provider yet".into(),
+        })
+    }
+
+    // Placeholder until the refund calls are wired (in progress).
+    async fn query_refund(
+        &self,
+        _refund: &ProviderRefund,
+    ) -> Result<Option<RefundState>, ProviderError> {
+        Ok(None)
     }
 
     async fn close(&self, payment_id: &PaymentId) -> Result<CloseOutcome, ProviderError> {

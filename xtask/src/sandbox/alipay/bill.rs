@@ -21,9 +21,9 @@ use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipWriter};
 
 use super::super::state::{Protocol, Shared, Status, unix_now};
+use super::AlipayConfig;
 use super::amount::format_yuan;
 use super::gateway::{business, invalid, success};
-use super::AlipayConfig;
 
 /// How long a `bill_download_url` works, as Alipay documents it (real seconds, not scaled).
 const URL_VALID_SECS: i64 = 30;
@@ -33,14 +33,10 @@ const LINE_END: &str = "\r\n";
 
 const DETAIL_HEADER: &str = "支付宝交易号,商户订单号,业务类型,商品名称,创建时间,完成时间,门店编号,门店名称,操作员,终端号,对方账户,订单金额（元）,商家实收（元）,支付宝红包（元）,集分宝（元）,支付宝优惠（元）,商家优惠（元）,券核销金额（元）,券名称,商家红包消费金额（元）,卡消费金额（元）,退款批次号/请求号,服务费（元）,分润（元）,备注";
 const SUMMARY_HEADER: &str = "门店编号,门店名称,交易订单总笔数,退款订单总笔数,订单金额（元）,商家实收（元）,支付宝优惠（元）,商家优惠（元）,卡消费金额（元）,服务费（元）,分润（元）,实收净额（元）";
-const DETAIL_RULE: &str =
-    "#-----------------------------------------业务明细列表----------------------------------------";
-const DETAIL_RULE_END: &str =
-    "#-----------------------------------------业务明细列表结束------------------------------------";
-const SUMMARY_RULE: &str =
-    "#-----------------------------------------业务汇总列表----------------------------------------";
-const SUMMARY_RULE_END: &str =
-    "#-----------------------------------------业务汇总列表结束------------------------------------";
+const DETAIL_RULE: &str = "#-----------------------------------------业务明细列表----------------------------------------";
+const DETAIL_RULE_END: &str = "#-----------------------------------------业务明细列表结束------------------------------------";
+const SUMMARY_RULE: &str = "#-----------------------------------------业务汇总列表----------------------------------------";
+const SUMMARY_RULE_END: &str = "#-----------------------------------------业务汇总列表结束------------------------------------";
 
 /// A bill period: one China-time day (`yyyy-MM-dd`) or month (`yyyy-MM`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,7 +77,9 @@ impl Period {
     fn end_day(self) -> Option<Date> {
         match self {
             Self::Day(date) => date.next_day(),
-            Self::Month(year, Month::December) => Date::from_calendar_date(year + 1, Month::January, 1).ok(),
+            Self::Month(year, Month::December) => {
+                Date::from_calendar_date(year + 1, Month::January, 1).ok()
+            }
             Self::Month(year, month) => Date::from_calendar_date(year, month.next(), 1).ok(),
         }
     }
@@ -96,7 +94,12 @@ impl Period {
     /// `yyyyMMdd` or `yyyyMM`, as in the entry names.
     fn compact(self) -> String {
         match self {
-            Self::Day(date) => format!("{:04}{:02}{:02}", date.year(), u8::from(date.month()), date.day()),
+            Self::Day(date) => format!(
+                "{:04}{:02}{:02}",
+                date.year(),
+                u8::from(date.month()),
+                date.day()
+            ),
             Self::Month(year, month) => format!("{year:04}{:02}", u8::from(month)),
         }
     }
@@ -104,7 +107,12 @@ impl Period {
     /// Back to the `bill_date` text.
     fn text(self) -> String {
         match self {
-            Self::Day(date) => format!("{:04}-{:02}-{:02}", date.year(), u8::from(date.month()), date.day()),
+            Self::Day(date) => format!(
+                "{:04}-{:02}-{:02}",
+                date.year(),
+                u8::from(date.month()),
+                date.day()
+            ),
             Self::Month(year, month) => format!("{year:04}-{:02}", u8::from(month)),
         }
     }
@@ -120,9 +128,15 @@ pub(super) fn download_url(base_url: &str, biz: &Map<String, Value>) -> Value {
     if biz.get("bill_type").and_then(Value::as_str) != Some("trade") {
         return invalid("isv.invalid-arguments", "bill_type must be trade");
     }
-    let bill_date = biz.get("bill_date").and_then(Value::as_str).unwrap_or_default();
+    let bill_date = biz
+        .get("bill_date")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let Some(period) = Period::parse(bill_date) else {
-        return invalid("isv.invalid-arguments", "bill_date must be yyyy-MM-dd or yyyy-MM");
+        return invalid(
+            "isv.invalid-arguments",
+            "bill_date must be yyyy-MM-dd or yyyy-MM",
+        );
     };
     if period.first_day().is_none_or(|first| first > china_today()) {
         return business("isp.bill_not_exist", "bill not exist");
@@ -154,7 +168,10 @@ pub(crate) async fn bill_file(
                 (CONTENT_TYPE, "application/zip".to_owned()),
                 (
                     CONTENT_DISPOSITION,
-                    format!("attachment; filename=\"{pid}_{}.csv.zip\"", period.compact()),
+                    format!(
+                        "attachment; filename=\"{pid}_{}.csv.zip\"",
+                        period.compact()
+                    ),
                 ),
             ],
             zip,
@@ -192,7 +209,9 @@ fn paid_rows(shared: &Shared, cfg: &AlipayConfig, period: Period) -> Vec<Row> {
         .trades
         .values()
         .filter(|t| {
-            t.protocol == Protocol::Alipay && t.status == Status::Paid && t.merchant_id == cfg.app_id
+            t.protocol == Protocol::Alipay
+                && t.status == Status::Paid
+                && t.merchant_id == cfg.app_id
         })
         .filter_map(|t| {
             let paid = OffsetDateTime::parse(t.paid_at.as_deref()?, &Rfc3339)
@@ -216,15 +235,28 @@ fn paid_rows(shared: &Shared, cfg: &AlipayConfig, period: Period) -> Vec<Row> {
 fn text(value: &str) -> String {
     let clean: String = value
         .chars()
-        .map(|c| if matches!(c, ',' | '\r' | '\n') { ' ' } else { c })
+        .map(|c| {
+            if matches!(c, ',' | '\r' | '\n') {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect();
     format!("{clean}\t")
 }
 
 /// `2026年01月02日 00:00:00`.
 fn chinese_date(date: Option<Date>) -> String {
-    date.map(|d| format!("{:04}年{:02}月{:02}日 00:00:00", d.year(), u8::from(d.month()), d.day()))
-        .unwrap_or_default()
+    date.map(|d| {
+        format!(
+            "{:04}年{:02}月{:02}日 00:00:00",
+            d.year(),
+            u8::from(d.month()),
+            d.day()
+        )
+    })
+    .unwrap_or_default()
 }
 
 fn chinese_now() -> String {
@@ -296,7 +328,10 @@ fn detail_csv(pid: &str, period: Period, rows: &[Row]) -> String {
     let total = format_yuan(rows.iter().map(|r| r.amount_fen).sum());
     for line in [
         DETAIL_RULE_END.to_owned(),
-        format!("#交易合计：{}笔，商家实收共{total}元，商家优惠共0.00元", rows.len()),
+        format!(
+            "#交易合计：{}笔，商家实收共{total}元，商家优惠共0.00元",
+            rows.len()
+        ),
         "#退款合计：0笔，商家实收退款共0.00元，商家优惠退款共0.00元".to_owned(),
         format!("#导出时间：[{}]", chinese_now()),
     ] {
@@ -329,8 +364,14 @@ fn summary_csv(pid: &str, period: Period, rows: &[Row]) -> String {
 fn bill_zip(pid: &str, period: Period, rows: &[Row]) -> anyhow::Result<Vec<u8>> {
     let stem = format!("{pid}_{}", period.compact());
     let entries = [
-        (format!("{stem}_业务明细.csv"), detail_csv(pid, period, rows)),
-        (format!("{stem}_业务明细(汇总).csv"), summary_csv(pid, period, rows)),
+        (
+            format!("{stem}_业务明细.csv"),
+            detail_csv(pid, period, rows),
+        ),
+        (
+            format!("{stem}_业务明细(汇总).csv"),
+            summary_csv(pid, period, rows),
+        ),
     ];
     let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
     for (name, content) in &entries {
@@ -357,7 +398,14 @@ mod tests {
         let december = Period::parse("2025-12").expect("month");
         assert_eq!(december.compact(), "202512");
         assert_eq!(chinese_date(december.end_day()), "2026年01月01日 00:00:00");
-        for bad in ["2026-02-30", "2026-13", "2026-1-01", "20260101", "2026-01-01x", ""] {
+        for bad in [
+            "2026-02-30",
+            "2026-13",
+            "2026-1-01",
+            "20260101",
+            "2026-01-01x",
+            "",
+        ] {
             assert_eq!(Period::parse(bad), None, "{bad:?}");
         }
     }

@@ -1,5 +1,9 @@
-//! `POST /gateway.do`: public parameters, RSA2 verification, the three trade methods and the
-//! trade bill's download URL (`bill`).
+//! `POST /gateway.do`: public parameters, RSA2 verification, the three trade methods, refunds
+//! and their query (`refund`), and the trade bill's download URL (`bill`).
+
+mod refund;
+#[cfg(test)]
+mod refund_tests;
 
 use std::sync::Arc;
 
@@ -23,6 +27,8 @@ use super::{AlipayConfig, bill, decode_form, sign};
 const PRECREATE: &str = "alipay.trade.precreate";
 const QUERY: &str = "alipay.trade.query";
 const CLOSE: &str = "alipay.trade.close";
+const REFUND: &str = "alipay.trade.refund";
+const REFUND_QUERY: &str = "alipay.trade.fastpay.refund.query";
 const BILL_URL_QUERY: &str = "alipay.data.dataservice.bill.downloadurl.query";
 /// When `time_expire` is absent.
 const DEFAULT_EXPIRY_SECS: i64 = 7200;
@@ -81,7 +87,7 @@ fn response_key(params: &[(String, String)]) -> String {
 }
 
 fn known_method(method: &str) -> Option<&'static str> {
-    [PRECREATE, QUERY, CLOSE, BILL_URL_QUERY]
+    [PRECREATE, QUERY, CLOSE, REFUND, REFUND_QUERY, BILL_URL_QUERY]
         .into_iter()
         .find(|m| *m == method)
 }
@@ -167,6 +173,8 @@ async fn dispatch(shared: &Shared, call: Call) -> Reply {
     match call.method {
         PRECREATE => precreate(shared, call).await,
         QUERY => query(shared, &call.biz).await,
+        REFUND => refund::refund(shared, &call.biz).await,
+        REFUND_QUERY => refund::query(shared, &call.biz).await,
         BILL_URL_QUERY => Reply::Alipay(bill::download_url(&shared.config.base_url, &call.biz)),
         _ => close(shared, &call.biz),
     }
@@ -338,6 +346,7 @@ fn new_trade(base_url: &str, call: &Call, terms: Terms) -> Trade {
         protocol: Protocol::Alipay,
         create_calls: 1,
         deliveries: Vec::new(),
+        refunds: Vec::new(),
     }
 }
 

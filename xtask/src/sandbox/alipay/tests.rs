@@ -416,7 +416,10 @@ fn unzip(bytes: &[u8]) -> Vec<(String, String)> {
         .iter()
         .enumerate()
         .map(|(index, raw)| {
-            assert!(std::str::from_utf8(raw).is_err(), "names are GBK, not UTF-8");
+            assert!(
+                std::str::from_utf8(raw).is_err(),
+                "names are GBK, not UTF-8"
+            );
             let mut content = Vec::new();
             archive
                 .by_index(index)

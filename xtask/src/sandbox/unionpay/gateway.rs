@@ -1,5 +1,10 @@
-//! `backTransReq.do` (the QR consume) and `queryTrans.do`: the merchant's signature check and
-//! the answers, signed as UnionPay with `signPubKeyCert` among the signed fields.
+//! `backTransReq.do` (the QR consume; refunds in `refund`) and `queryTrans.do`: the merchant's
+//! signature check and the answers, signed as UnionPay with `signPubKeyCert` among the signed
+//! fields.
+
+mod refund;
+#[cfg(test)]
+mod refund_tests;
 
 use std::sync::Arc;
 
@@ -150,7 +155,7 @@ fn validate_consume(fields: &Fields) -> Result<(i64, i64), Refusal> {
     if get(fields, "txnType") != "01" || get(fields, "txnSubType") != "07" {
         return Err(refuse(
             "40",
-            "交易类型不支持: only the QR consume (01/07) is played",
+            "交易类型不支持: only the QR consume (01/07) and refunds (04) are played",
         ));
     }
     if !is_order_id(get(fields, "orderId")) {
@@ -190,6 +195,9 @@ pub(crate) async fn back_trans(State(shared): State<Arc<Shared>>, body: Bytes) -
         Ok(fields) => fields,
         Err((fields, refusal)) => return refusal_answer(cfg, &fields, &refusal),
     };
+    if get(&fields, "txnType") == "04" {
+        return refund::refund(&shared, cfg, &fields).await;
+    }
     let (amount, expires_at) = match validate_consume(&fields) {
         Ok(terms) => terms,
         Err(refusal) => return refusal_answer(cfg, &fields, &refusal),
@@ -246,6 +254,7 @@ fn create_or_replay(
         protocol: Protocol::UnionPay,
         create_calls: 1,
         deliveries: Vec::new(),
+        refunds: Vec::new(),
     };
     info!(order_id, query_id = %trade.trade_no, "sandbox: UnionPay consume created");
     let qr_code = trade.pay_url.clone();
@@ -272,7 +281,7 @@ fn orig_resp(status: Status) -> (&'static str, &'static str) {
 }
 
 /// `POST /gateway/api/queryTrans.do` (txnType 00): respCode 34 for an unknown order, else 00
-/// with the consume's `origRespCode`.
+/// with the consume's (or the refund's) `origRespCode`.
 pub(crate) async fn query_trans(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let Some(cfg) = unionpay(&shared) else {
         return not_found();
@@ -290,6 +299,9 @@ pub(crate) async fn query_trans(State(shared): State<Arc<Shared>>, body: Bytes) 
             &fields,
             &refuse("30", "txnTime must be yyyyMMddHHmmss"),
         );
+    }
+    if let Some(answer) = refund::query(&shared, cfg, &fields).await {
+        return answer;
     }
     let order_id = get(&fields, "orderId");
     let (faults, trade) = {

@@ -1,5 +1,9 @@
 //! `/v3/pay/transactions/*`: the merchant's Authorization check, the platform-signed answers,
-//! and Native create, query by out_trade_no, and close.
+//! and Native create, query by out_trade_no, and close; refunds in `refund`.
+
+pub(super) mod refund;
+#[cfg(test)]
+mod refund_tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -289,6 +293,7 @@ fn create_or_replay(
         protocol: Protocol::WechatPay,
         create_calls: 1,
         deliveries: Vec::new(),
+        refunds: Vec::new(),
     };
     info!(out_trade_no = %trade.out_trade_no, transaction_id = %trade.trade_no, "sandbox: WeChat Pay order created");
     let code_url = trade.pay_url.clone();

@@ -34,10 +34,17 @@ const HEADER: &str = "交易时间,公众账号ID,商户号,特约商户号,设�
 const SUMMARY_HEADER: &str =
     "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额";
 
-/// Bills handed out and not yet expired, by token.
+/// Bills handed out, oldest first.
 #[derive(Default)]
 pub(crate) struct Bills {
-    kept: Mutex<VecDeque<(String, i64, Arc<Vec<u8>>)>>,
+    kept: Mutex<VecDeque<Kept>>,
+}
+
+/// One bill file, served under `token` until `expires_at` (unix seconds).
+struct Kept {
+    token: String,
+    expires_at: i64,
+    file: Arc<Vec<u8>>,
 }
 
 impl Bills {
@@ -49,7 +56,11 @@ impl Bills {
         if kept.len() >= BILLS_KEPT_MAX {
             kept.pop_front();
         }
-        kept.push_back((token, expires_at, file));
+        kept.push_back(Kept {
+            token,
+            expires_at,
+            file,
+        });
     }
 
     fn get(&self, token: &str, now: i64) -> Option<Arc<Vec<u8>>> {
@@ -58,8 +69,8 @@ impl Bills {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         kept.iter()
-            .find(|(t, expires_at, _)| t == token && now < *expires_at)
-            .map(|(_, _, file)| Arc::clone(file))
+            .find(|k| k.token == token && now < k.expires_at)
+            .map(|k| Arc::clone(&k.file))
     }
 }
 
@@ -112,7 +123,9 @@ pub(crate) async fn trade_bill(
         return Err(param_error("the sandbox serves bill_type ALL only"));
     }
     if params.contains_key("tar_type") {
-        return Err(param_error("the sandbox serves plain CSV only (no tar_type)"));
+        return Err(param_error(
+            "the sandbox serves plain CSV only (no tar_type)",
+        ));
     }
     if date > OffsetDateTime::now_utc().to_offset(offset!(+8)).date() {
         return Err(ApiError::new(
@@ -328,7 +341,10 @@ mod tests {
     fn kept_bills_expire_and_are_bounded() {
         let bills = Bills::default();
         bills.keep("T0".into(), 100, Arc::new(b"first".to_vec()));
-        assert_eq!(bills.get("T0", 99).as_deref().map(Vec::as_slice), Some(&b"first"[..]));
+        assert_eq!(
+            bills.get("T0", 99).as_deref().map(Vec::as_slice),
+            Some(&b"first"[..])
+        );
         assert!(bills.get("T0", 100).is_none());
         assert!(bills.get("T1", 0).is_none());
         for i in 1..=BILLS_KEPT_MAX {

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use anyhow::{Context, ensure};
 use aws_lc_rs::rsa::KeyPair;
 use axum::middleware;
-use axum::{Extension, Router};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 
 use super::keys;
 use super::state::Shared;
@@ -110,6 +110,11 @@ pub(crate) fn routes(shared: Arc<Shared>) -> Router<Arc<Shared>> {
             post(api::close),
         )
         .route("/v3/bill/tradebill", get(bill::trade_bill))
+        .route("/v3/refund/domestic/refunds", post(api::refund::create))
+        .route(
+            "/v3/refund/domestic/refunds/{out_refund_no}",
+            get(api::refund::query),
+        )
         .layer(middleware::from_fn_with_state(shared, api::layer))
         .merge(download)
         .layer(Extension(Arc::new(bill::Bills::default())))

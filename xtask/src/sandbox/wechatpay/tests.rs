@@ -428,7 +428,9 @@ fn bill_rows(csv: &str) -> (Vec<std::collections::BTreeMap<String, String>>, Vec
     let mut lines = csv.split("\r\n");
     let names: Vec<&str> = lines.next().expect("header").split(',').collect();
     let values = |line: &str| -> Vec<String> {
-        let rest = line.strip_prefix('`').expect("fields start with a backtick");
+        let rest = line
+            .strip_prefix('`')
+            .expect("fields start with a backtick");
         rest.split(",`").map(str::to_owned).collect()
     };
     let mut rows = Vec::new();

@@ -1,0 +1,570 @@
+//! Refunds: `POST /payments/{payment_id}/refunds`, `GET /payments/{payment_id}/refunds`, the
+//! poller's checks of pending refunds, and the refund of a payment that landed after its close.
+//!
+//! A refund is written `pending` in the same transaction that reserves its amount on the
+//! payment, under a condition that keeps the reserved sum within the amount however many
+//! refunds race. Then the provider is asked (with a refund number derived from payment and
+//! refund id, so asking again is the same refund there). Its answer settles the refund in one
+//! transaction with the payment: succeeded adds to the refunded sum (and moves the payment to
+//! `partially_refunded` or `refunded`), failed releases the reservation. No answer leaves it
+//! `pending` for the poller, which queries before it asks again.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::api::{ApiError, check_json_body};
+use crate::app::Deps;
+use crate::app::poll::{CheckOutcome, PollRun};
+use crate::app::query::parse_payment_id;
+use crate::crypto::sha256_hex;
+use crate::domain::payment::Transition;
+use crate::domain::refund::{Refund, RefundKind, RefundStatus, status_after_refunds};
+use crate::domain::{AmountMinor, Payment, PaymentId, PaymentStatus, RefundId, Timestamp};
+use crate::ports::{
+    Compensation, ProviderError, ProviderRefund, RefundCheck, RefundInsert, RefundSettlement,
+    RefundState,
+};
+use crate::telemetry::alarm;
+
+pub const REASON_MAX_CHARS: usize = 256;
+/// Attempts at settling a refund when the payment moved under us (another refund settled).
+const SETTLE_ATTEMPTS: u32 = 4;
+/// How many provider answers a refund keeps for whoever investigates it.
+const RECENT_CHECKS_KEPT: usize = 5;
+
+const FIELDS: [&str; 3] = ["refund_id", "amount_minor", "reason"];
+
+/// A refund request that has passed every check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundRequest {
+    pub refund_id: RefundId,
+    pub amount: AmountMinor,
+    pub reason: String,
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::field(400, "invalid_field", field, message)
+}
+
+fn required<'a>(object: &'a Map<String, Value>, field: &str) -> Result<&'a Value, ApiError> {
+    object
+        .get(field)
+        .ok_or_else(|| ApiError::field(400, "missing_field", field, format!("{field} is required")))
+}
+
+impl RefundRequest {
+    /// Parses and checks the raw request. Nothing is written before this succeeds.
+    pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Self, ApiError> {
+        check_json_body(content_type, body)?;
+        let value: Value = serde_json::from_slice(body).map_err(|e| {
+            ApiError::new(400, "invalid_json", format!("body is not valid JSON: {e}"))
+        })?;
+        let Value::Object(object) = value else {
+            return Err(ApiError::new(400, "invalid_json", "body must be a JSON object"));
+        };
+        let mut unknown: Vec<&String> = object
+            .keys()
+            .filter(|k| !FIELDS.contains(&k.as_str()))
+            .collect();
+        unknown.sort();
+        if let Some(field) = unknown.first() {
+            return Err(ApiError::field(
+                400,
+                "unknown_field",
+                field,
+                format!("unknown field {field}"),
+            ));
+        }
+        let refund_id = required(&object, "refund_id")?
+            .as_str()
+            .ok_or_else(|| invalid("refund_id", "refund_id must be a string"))
+            .and_then(|s| {
+                RefundId::parse(s).map_err(|e| invalid("refund_id", format!("refund_id {e}")))
+            })?;
+        let raw_amount = required(&object, "amount_minor")?;
+        let amount = raw_amount
+            .as_i64()
+            .filter(|_| raw_amount.is_i64() || raw_amount.is_u64())
+            .ok_or_else(|| {
+                invalid(
+                    "amount_minor",
+                    "amount_minor must be an integer number of minor units",
+                )
+            })
+            .and_then(|a| AmountMinor::new(a).map_err(|e| invalid("amount_minor", e.to_string())))?;
+        let reason = required(&object, "reason")?
+            .as_str()
+            .ok_or_else(|| invalid("reason", "reason must be a string"))?;
+        if reason.trim().is_empty()
+            || reason.chars().count() > REASON_MAX_CHARS
+            || reason.chars().any(char::is_control)
+        {
+            return Err(invalid(
+                "reason",
+                format!("reason must be 1 to {REASON_MAX_CHARS} printable characters"),
+            ));
+        }
+        Ok(Self {
+            refund_id,
+            amount,
+            reason: reason.to_owned(),
+        })
+    }
+}
+
+/// A refund as the API shows it.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct RefundView {
+    pub refund_id: String,
+    pub payment_id: String,
+    pub amount_minor: i64,
+    pub currency: &'static str,
+    pub reason: String,
+    pub kind: RefundKind,
+    pub status: &'static str,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+}
+
+impl From<&Refund> for RefundView {
+    fn from(r: &Refund) -> Self {
+        Self {
+            refund_id: r.refund_id.to_string(),
+            payment_id: r.payment_id.to_string(),
+            amount_minor: r.amount_minor.get(),
+            currency: r.currency.code(),
+            reason: r.reason.clone(),
+            kind: r.kind,
+            status: r.status.as_str(),
+            created_at: r.created_at.to_rfc3339(),
+            updated_at: r.updated_at.to_rfc3339(),
+            status_reason: r.status_reason.clone(),
+        }
+    }
+}
+
+/// The provider-side refund number: `R` and 31 hex digits of SHA-256 over payment and refund
+/// id. Letters and digits, 32 long: within every provider's rules (UnionPay's `orderId` is 8 to
+/// 40 of them), whatever the merchant's refund id looks like.
+pub fn refund_no(payment_id: &PaymentId, refund_id: &RefundId) -> String {
+    let digest = sha256_hex(format!("{payment_id}\n{refund_id}").as_bytes());
+    format!("R{}", &digest[..31])
+}
+
+fn unavailable(e: &crate::ports::StoreError) -> ApiError {
+    tracing::error!(error = format!("{e:#}"), "refund store failed");
+    ApiError::unavailable("could not record the refund; retry with the same request")
+}
+
+async fn read_payment(deps: &Deps, id: &PaymentId) -> Result<Payment, ApiError> {
+    deps.store
+        .payment(id)
+        .await
+        .map_err(|e| unavailable(&e))?
+        .map(|r| r.payment)
+        .ok_or_else(|| ApiError::not_found(format!("no payment {id}")))
+}
+
+/// Creates the refund (201), or answers the one this `refund_id` already names (200); the
+/// refund's status then is what the provider has said so far.
+pub async fn create_refund(
+    deps: &Deps,
+    raw_payment_id: &str,
+    request: &RefundRequest,
+) -> Result<(u16, RefundView), ApiError> {
+    let payment_id = parse_payment_id(raw_payment_id)?;
+    let payment = read_payment(deps, &payment_id).await?;
+    let now = deps.clock.now();
+    let refund = Refund {
+        refund_id: request.refund_id.clone(),
+        payment_id: payment_id.clone(),
+        amount_minor: request.amount,
+        currency: payment.currency,
+        reason: request.reason.clone(),
+        kind: RefundKind::Merchant,
+        status: RefundStatus::Pending,
+        refund_no: refund_no(&payment_id, &request.refund_id),
+        provider_trade_no: payment.provider_trade_no.clone(),
+        created_at: now,
+        updated_at: now,
+        // Checked later only if the provider's answer does not settle it now.
+        next_check_at: Some(now.plus_s(deps.poll.delay_s(0))),
+        checks_done: 0,
+        unknown_checks: 0,
+        recent_checks: Vec::new(),
+        status_reason: None,
+    };
+    let refundable = [PaymentStatus::Paid, PaymentStatus::PartiallyRefunded];
+    let inserted = deps
+        .store
+        .insert_refund(&refund, payment.amount_minor.get(), &refundable)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    match inserted {
+        RefundInsert::Inserted => {}
+        RefundInsert::Exists(existing) => {
+            let same = existing.amount_minor == request.amount && existing.reason == request.reason;
+            if !same {
+                return Err(ApiError::new(
+                    409,
+                    "idempotency_mismatch",
+                    format!(
+                        "refund {} was already asked for with different details",
+                        request.refund_id
+                    ),
+                ));
+            }
+            return Ok((200, RefundView::from(existing.as_ref())));
+        }
+        RefundInsert::Refused(current) if !refundable.contains(&current.status) => {
+            return Err(ApiError::new(
+                409,
+                "not_refundable",
+                format!("payment {payment_id} is {}", current.status),
+            ));
+        }
+        RefundInsert::Refused(current) => {
+            let left = current.amount_minor.get() - current.refund_reserved_minor;
+            return Err(ApiError::field(
+                409,
+                "refund_exceeds_payment",
+                "amount_minor",
+                format!(
+                    "{} of {} is left to refund on payment {payment_id}",
+                    left.max(0),
+                    current.amount_minor.get()
+                ),
+            ));
+        }
+        RefundInsert::PaymentNotFound => {
+            return Err(ApiError::not_found(format!("no payment {payment_id}")));
+        }
+    }
+    send_refund(deps, &payment, &refund).await;
+    let stored = deps
+        .store
+        .refund(&payment_id, &request.refund_id)
+        .await
+        .map_err(|e| unavailable(&e))?
+        .unwrap_or(refund);
+    Ok((201, RefundView::from(&stored)))
+}
+
+pub async fn list_refunds(deps: &Deps, raw_payment_id: &str) -> Result<Vec<RefundView>, ApiError> {
+    let payment_id = parse_payment_id(raw_payment_id)?;
+    read_payment(deps, &payment_id).await?;
+    let refunds = deps
+        .store
+        .refunds(&payment_id)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    Ok(refunds.iter().map(RefundView::from).collect())
+}
+
+fn provider_refund(payment: &Payment, refund: &Refund) -> ProviderRefund {
+    ProviderRefund {
+        payment_id: payment.payment_id.clone(),
+        refund_no: refund.refund_no.clone(),
+        amount_minor: refund.amount_minor.get(),
+        total_minor: payment.amount_minor.get(),
+        currency: payment.currency,
+        reason: refund.reason.clone(),
+        provider_trade_no: refund
+            .provider_trade_no
+            .clone()
+            .or_else(|| payment.provider_trade_no.clone()),
+        requested_at: refund.created_at,
+    }
+}
+
+/// What a provider's answer means for a pending refund.
+enum Answer {
+    Settle(RefundStatus, Option<String>),
+    Wait { note: String, unknown: bool },
+}
+
+fn answer_of(result: Result<RefundState, ProviderError>, asked: &str) -> Answer {
+    match result {
+        Ok(RefundState::Succeeded) => Answer::Settle(RefundStatus::Succeeded, None),
+        Ok(RefundState::Failed(why)) => Answer::Settle(RefundStatus::Failed, Some(why)),
+        Ok(RefundState::Processing) => Answer::Wait {
+            note: "the provider is processing it".into(),
+            unknown: false,
+        },
+        Err(ProviderError::Rejected { code, message }) => {
+            Answer::Settle(RefundStatus::Failed, Some(format!("{code}: {message}")))
+        }
+        Err(ProviderError::Unknown(why)) => Answer::Wait {
+            note: format!("{asked}: {why}"),
+            unknown: true,
+        },
+    }
+}
+
+/// Asks the provider and settles on a definite answer; anything else leaves it to the poller.
+async fn send_refund(deps: &Deps, payment: &Payment, refund: &Refund) -> Option<Answer> {
+    let adapter = deps.providers.get(payment.provider)?.clone();
+    let answer = answer_of(
+        adapter.refund(&provider_refund(payment, refund)).await,
+        "refund",
+    );
+    match answer {
+        Answer::Settle(to, reason) => {
+            settle(deps, refund, to, reason).await;
+            None
+        }
+        wait => Some(wait),
+    }
+}
+
+/// Settles a pending refund together with its payment; retried when another refund of the
+/// same payment settled in between. Returns whether this call settled it.
+async fn settle(deps: &Deps, refund: &Refund, to: RefundStatus, reason: Option<String>) -> bool {
+    for _ in 0..SETTLE_ATTEMPTS {
+        let now = deps.clock.now();
+        let payment = match deps.store.payment(&refund.payment_id).await {
+            Ok(Some(record)) => record.payment,
+            Ok(None) => return false,
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "reading payment to settle a refund");
+                return false;
+            }
+        };
+        let amount = refund.amount_minor.get();
+        let transition = (to == RefundStatus::Succeeded)
+            .then(|| refund_transition(&payment, refund, amount, now))
+            .flatten();
+        let settlement = RefundSettlement {
+            payment_id: refund.payment_id.clone(),
+            refund_id: refund.refund_id.clone(),
+            amount_minor: amount,
+            to,
+            reason: reason.clone(),
+            at: now,
+            payment_status: payment.status,
+            payment_version: payment.version,
+            transition,
+        };
+        match deps.store.settle_refund(&settlement).await {
+            Ok(true) => {
+                tracing::info!(payment_id = %refund.payment_id, refund_id = %refund.refund_id, status = %to, "refund settled");
+                return true;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "settling a refund failed");
+                return false;
+            }
+        }
+        match deps.store.refund(&refund.payment_id, &refund.refund_id).await {
+            Ok(Some(current)) if current.status == RefundStatus::Pending => continue,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// The payment's transition when this refund's success changes its status.
+fn refund_transition(
+    payment: &Payment,
+    refund: &Refund,
+    amount: i64,
+    now: Timestamp,
+) -> Option<Transition> {
+    let refunded = payment.refunded_minor + amount;
+    let (to, reason) = match payment.status {
+        PaymentStatus::Paid | PaymentStatus::PartiallyRefunded => (
+            status_after_refunds(payment.amount_minor.get(), refunded),
+            format!("refund {} of {amount}", refund.refund_id),
+        ),
+        PaymentStatus::Closed => (
+            PaymentStatus::Refunded,
+            "paid after its close; the payment was given back".to_owned(),
+        ),
+        _ => return None,
+    };
+    (to != payment.status).then(|| Transition {
+        payment_id: payment.payment_id.clone(),
+        from: payment.status,
+        to,
+        expected_version: payment.version,
+        amount_guard: None,
+        expiry_guard: None,
+        provider_guard: None,
+        at: now,
+        source: "refund",
+        reason: Some(reason),
+        provider_trade_no: None,
+    })
+}
+
+/// The poller's check of one pending refund: query first; a refund the provider has never
+/// heard of is asked for again (same refund number); no answer waits along the schedule.
+pub async fn check_refund(
+    deps: &Deps,
+    run: &PollRun,
+    payment_id: &PaymentId,
+    refund_id: &RefundId,
+    now: Timestamp,
+) -> CheckOutcome {
+    let lease_until = now.plus_s(run.lease_s);
+    let refund = match deps
+        .store
+        .claim_refund_check(payment_id, refund_id, now, lease_until)
+        .await
+    {
+        Ok(Some(refund)) => refund,
+        Ok(None) => return CheckOutcome::NotClaimed,
+        Err(e) => {
+            tracing::error!(%payment_id, %refund_id, error = format!("{e:#}"), "claiming a refund check failed");
+            return CheckOutcome::StoreError;
+        }
+    };
+    let payment = match deps.store.payment(payment_id).await {
+        Ok(Some(record)) => record.payment,
+        Ok(None) => return CheckOutcome::Moved,
+        Err(_) => return CheckOutcome::StoreError,
+    };
+    let Some(adapter) = deps.providers.get(payment.provider).cloned() else {
+        return wait(deps, &refund, lease_until, now, "provider not configured".into(), true).await;
+    };
+    let request = provider_refund(&payment, &refund);
+    let answer = match adapter.query_refund(&request).await {
+        Ok(Some(state)) => answer_of(Ok(state), "query"),
+        Ok(None) => answer_of(adapter.refund(&request).await, "refund"),
+        Err(e) => answer_of(Err(e), "query"),
+    };
+    match answer {
+        Answer::Settle(to, reason) => {
+            if settle(deps, &refund, to, reason).await {
+                CheckOutcome::Refund(to)
+            } else {
+                CheckOutcome::Moved
+            }
+        }
+        Answer::Wait { note, unknown } => wait(deps, &refund, lease_until, now, note, unknown).await,
+    }
+}
+
+async fn wait(
+    deps: &Deps,
+    refund: &Refund,
+    lease_until: Timestamp,
+    now: Timestamp,
+    note: String,
+    unknown: bool,
+) -> CheckOutcome {
+    let checks_done = refund.checks_done.saturating_add(1);
+    let unknown_checks = if unknown {
+        refund.unknown_checks.saturating_add(1)
+    } else {
+        0
+    };
+    let mut recent_checks = refund.recent_checks.clone();
+    recent_checks.push(format!("{} {note}", now.to_rfc3339()));
+    let excess = recent_checks.len().saturating_sub(RECENT_CHECKS_KEPT);
+    recent_checks.drain(..excess);
+    if unknown_checks == deps.poll.max_unknown_checks() {
+        // A refund is never given up: it stays pending and keeps being checked, and a human is
+        // told once.
+        let compensation = Compensation {
+            id: format!("refund-unresolved#{}#{}", refund.payment_id, refund.refund_id),
+            kind: "refund_unresolved",
+            payment_id: refund.payment_id.clone(),
+            reason: format!(
+                "refund {} of {}: the provider's state stayed unknown through {unknown_checks} checks",
+                refund.refund_id,
+                refund.amount_minor.get()
+            ),
+            evidence: recent_checks.clone(),
+            created_at: now,
+        };
+        match deps.store.put_compensation(&compensation).await {
+            Ok(()) => alarm(
+                "refund_unresolved",
+                &format!(
+                    "refund {} of payment {} unresolved",
+                    refund.refund_id, refund.payment_id
+                ),
+            ),
+            Err(e) => tracing::error!(error = format!("{e:#}"), "compensation not recorded"),
+        }
+    }
+    let check = RefundCheck {
+        checks_done,
+        unknown_checks,
+        next_check_at: now.plus_s(deps.poll.delay_s(checks_done)),
+        recent_checks,
+    };
+    match deps
+        .store
+        .record_refund_check(&refund.payment_id, &refund.refund_id, lease_until, &check)
+        .await
+    {
+        Ok(true) => CheckOutcome::Waiting,
+        Ok(false) => CheckOutcome::Moved,
+        Err(_) => CheckOutcome::StoreError,
+    }
+}
+
+/// A payment reported paid after it was closed: money moved that no order wants. Records a
+/// refund of it, derived from the payment so it happens once however often this is reported;
+/// the poller asks the provider at once. Returns whether this report started it.
+pub async fn refund_late_payment(
+    deps: &Deps,
+    payment: &Payment,
+    reported_amount_minor: i64,
+    provider_trade_no: Option<String>,
+) -> Result<bool, crate::ports::StoreError> {
+    let now = deps.clock.now();
+    if reported_amount_minor != payment.amount_minor.get() {
+        crate::telemetry::alert(
+            "late_payment_amount_mismatch",
+            &format!(
+                "payment {} was closed, then reported paid {} (it is {}): refund it by hand",
+                payment.payment_id,
+                reported_amount_minor,
+                payment.amount_minor.get()
+            ),
+        );
+        return Ok(false);
+    }
+    let refund_id = RefundId::late_payment(&payment.payment_id);
+    let refund = Refund {
+        refund_no: refund_no(&payment.payment_id, &refund_id),
+        refund_id,
+        payment_id: payment.payment_id.clone(),
+        amount_minor: payment.amount_minor,
+        currency: payment.currency,
+        reason: "paid after the payment was closed".into(),
+        kind: RefundKind::LatePayment,
+        status: RefundStatus::Pending,
+        provider_trade_no,
+        created_at: now,
+        updated_at: now,
+        next_check_at: Some(now),
+        checks_done: 0,
+        unknown_checks: 0,
+        recent_checks: Vec::new(),
+        status_reason: None,
+    };
+    match deps
+        .store
+        .insert_refund(&refund, payment.amount_minor.get(), &[PaymentStatus::Closed])
+        .await?
+    {
+        RefundInsert::Inserted => {
+            crate::telemetry::alert(
+                "late_payment_refunded",
+                &format!(
+                    "payment {} was paid after its close; refund {} started",
+                    payment.payment_id, refund.refund_id
+                ),
+            );
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
