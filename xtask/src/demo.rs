@@ -20,15 +20,17 @@ enum Fault {
     Delayed,
     Tampered,
     Forged,
+    Silent,
 }
 
 impl Fault {
     /// A fixed spread: about a fifth dropped, a seventh duplicated, a sixth delayed, one tampered,
-    /// one forged.
+    /// one forged, and one in ten never notified at all.
     fn for_index(i: usize) -> Self {
         match i {
             3 => Self::Tampered,
             8 => Self::Forged,
+            _ if i % 10 == 9 => Self::Silent,
             _ if i % 5 == 1 => Self::Dropped,
             _ if i % 7 == 2 => Self::Duplicated,
             _ if i % 6 == 4 => Self::Delayed,
@@ -44,6 +46,7 @@ impl Fault {
             Self::Delayed => json!({ "delay_ms": 800 }),
             Self::Tampered => json!({ "tamper_amount": true }),
             Self::Forged => json!({ "forge": true }),
+            Self::Silent => json!({ "never_notify": true }),
         }
     }
 
@@ -55,6 +58,7 @@ impl Fault {
             Self::Delayed => "delivery delayed 800 ms",
             Self::Tampered => "amount tampered (re-signed)",
             Self::Forged => "signature forged",
+            Self::Silent => "never notified",
         }
     }
 }
@@ -133,14 +137,18 @@ impl Demo {
         Ok(())
     }
 
-    async fn status(&self, payment_id: &str) -> anyhow::Result<String> {
-        let reply: Value = self
+    async fn payment(&self, payment_id: &str) -> anyhow::Result<Value> {
+        Ok(self
             .http
             .get(format!("{}/payments/{payment_id}", self.api))
             .send()
             .await?
             .json()
-            .await?;
+            .await?)
+    }
+
+    async fn status(&self, payment_id: &str) -> anyhow::Result<String> {
+        let reply = self.payment(payment_id).await?;
         Ok(reply["status"].as_str().unwrap_or("unknown").to_owned())
     }
 
@@ -160,6 +168,7 @@ struct Summary {
     statuses: BTreeMap<String, usize>,
     duplicates_absorbed: usize,
     rejected_callbacks: usize,
+    found_by_poller: usize,
     by_fault: BTreeMap<Fault, BTreeMap<String, usize>>,
 }
 
@@ -223,7 +232,7 @@ async fn push_batch(demo: &Demo, payments: usize) -> anyhow::Result<Summary> {
 }
 
 /// Waits until every payment has left `pending` or nothing has changed for a while: a payment
-/// whose every notification is refused stays pending until the poller (a later issue) finds it.
+/// whose every notification is refused stays pending until the poller's query finds it.
 async fn settle(demo: &Demo, created: &[Created]) -> anyhow::Result<()> {
     let settling = bar(created.len(), "settled");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -257,8 +266,16 @@ async fn settle(demo: &Demo, created: &[Created]) -> anyhow::Result<()> {
 async fn summarize(demo: &Demo, created: &[Created]) -> anyhow::Result<Summary> {
     let mut summary = Summary::default();
     for payment in created {
-        let status = demo.status(&payment.payment_id).await?;
+        let view = demo.payment(&payment.payment_id).await?;
+        let status = view["status"].as_str().unwrap_or("unknown").to_owned();
         *summary.statuses.entry(status.clone()).or_default() += 1;
+        let last_source = view["history"]
+            .as_array()
+            .and_then(|h| h.last())
+            .and_then(|h| h["source"].as_str());
+        if last_source == Some("poll") {
+            summary.found_by_poller += 1;
+        }
         *summary
             .by_fault
             .entry(payment.fault)
@@ -301,7 +318,11 @@ fn print_summary(summary: &Summary, payments: usize, provider: &str, elapsed: Du
         count("exception")
     );
     println!(
-        "  still pending           {}  (no acceptable notification yet: the poller's job)",
+        "  settled by the poller   {}  (no usable notification: it asked the provider)",
+        summary.found_by_poller
+    );
+    println!(
+        "  still pending           {}  (not resolved yet)",
         count("pending")
     );
     println!("  time taken              {:.1?}", elapsed);
