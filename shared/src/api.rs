@@ -102,6 +102,97 @@ pub fn check_json_body(content_type: Option<&str>, body: &[u8]) -> Result<(), Ap
     Ok(())
 }
 
+/// A 400 `invalid_field` naming `field`.
+pub fn invalid_field(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::field(400, "invalid_field", field, message)
+}
+
+/// A request body that is a JSON object of known fields: size, media type, syntax, shape and
+/// field names checked, in that order, before any value is looked at.
+pub struct JsonBody(serde_json::Map<String, serde_json::Value>);
+
+impl JsonBody {
+    pub fn parse(
+        content_type: Option<&str>,
+        body: &[u8],
+        known_fields: &[&str],
+    ) -> Result<Self, ApiError> {
+        check_json_body(content_type, body)?;
+        let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+            ApiError::new(400, "invalid_json", format!("body is not valid JSON: {e}"))
+        })?;
+        let serde_json::Value::Object(object) = value else {
+            return Err(ApiError::new(
+                400,
+                "invalid_json",
+                "body must be a JSON object",
+            ));
+        };
+        let mut unknown: Vec<&String> = object
+            .keys()
+            .filter(|k| !known_fields.contains(&k.as_str()))
+            .collect();
+        unknown.sort();
+        if let Some(field) = unknown.first() {
+            return Err(ApiError::field(
+                400,
+                "unknown_field",
+                field,
+                format!("unknown field {field}"),
+            ));
+        }
+        Ok(Self(object))
+    }
+
+    pub fn get(&self, field: &str) -> Option<&serde_json::Value> {
+        self.0.get(field)
+    }
+
+    pub fn required(&self, field: &str) -> Result<&serde_json::Value, ApiError> {
+        self.0.get(field).ok_or_else(|| {
+            ApiError::field(400, "missing_field", field, format!("{field} is required"))
+        })
+    }
+
+    pub fn required_str(&self, field: &str) -> Result<&str, ApiError> {
+        self.required(field)?
+            .as_str()
+            .ok_or_else(|| invalid_field(field, format!("{field} must be a string")))
+    }
+
+    /// An amount in minor units: a JSON integer (never `1.0` or `1e2`) in the domain's range.
+    pub fn amount_minor(&self, field: &str) -> Result<crate::domain::AmountMinor, ApiError> {
+        let value = self.required(field)?;
+        value
+            .as_i64()
+            .filter(|_| value.is_i64() || value.is_u64())
+            .ok_or_else(|| {
+                invalid_field(
+                    field,
+                    format!("{field} must be an integer number of minor units"),
+                )
+            })
+            .and_then(|a| {
+                crate::domain::AmountMinor::new(a).map_err(|e| invalid_field(field, e.to_string()))
+            })
+    }
+
+    /// Free text: 1 to `max_chars` characters, not all blank, no control characters.
+    pub fn printable(&self, field: &str, max_chars: usize) -> Result<String, ApiError> {
+        let text = self.required_str(field)?;
+        if text.trim().is_empty()
+            || text.chars().count() > max_chars
+            || text.chars().any(char::is_control)
+        {
+            return Err(invalid_field(
+                field,
+                format!("{field} must be 1 to {max_chars} printable characters"),
+            ));
+        }
+        Ok(text.to_owned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

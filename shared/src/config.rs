@@ -448,11 +448,16 @@ pub fn poll_run_from_env() -> anyhow::Result<PollRun> {
 /// either unset means the default.
 pub fn poll_schedule(env: &Env<'_>) -> anyhow::Result<PollSchedule> {
     let default = PollSchedule::default();
-    match (env.get("POLL_SCHEDULE_S"), env.get("POLL_MAX_UNKNOWN_CHECKS")) {
+    match (
+        env.get("POLL_SCHEDULE_S"),
+        env.get("POLL_MAX_UNKNOWN_CHECKS"),
+    ) {
         (None, None) => Ok(default),
         (steps, max) => {
             let steps = steps.unwrap_or_else(|| {
-                crate::domain::polling::DEFAULT_STEPS_S.map(|s| s.to_string()).join(",")
+                crate::domain::polling::DEFAULT_STEPS_S
+                    .map(|s| s.to_string())
+                    .join(",")
             });
             let max = max.unwrap_or_else(|| default.max_unknown_checks().to_string());
             Ok(PollSchedule::parse(&steps, &max)?)

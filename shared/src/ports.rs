@@ -309,6 +309,23 @@ pub struct ProviderCreate {
     pub expires_at: Timestamp,
 }
 
+impl ProviderCreate {
+    /// The create of this payment: its id is the provider's order number, so asking again is
+    /// the same trade there.
+    pub fn for_payment(payment: &Payment) -> Self {
+        Self {
+            payment_id: payment.payment_id.clone(),
+            order_id: payment.order_id.clone(),
+            money: Money {
+                amount: payment.amount_minor,
+                currency: payment.currency,
+            },
+            subject: payment.subject.clone(),
+            expires_at: payment.expires_at,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderCreated {
     pub pay_url: String,
@@ -411,6 +428,31 @@ pub trait PaymentProvider: Send + Sync {
         now: Timestamp,
     ) -> Result<Notification, CallbackRejection>;
     fn reply(&self, answer: CallbackAnswer, detail: &str) -> CallbackReply;
+
+    /// A refund notification, for providers that send them to the same callback route (WeChat
+    /// Pay `REFUND.*` events, UnionPay's refund `backUrl`): `None` when `body` is not one (it is
+    /// then verified as a payment notification), otherwise verified like
+    /// [`Self::verify_callback`]. Pure: no I/O.
+    fn verify_refund_callback(
+        &self,
+        _headers: &http::HeaderMap,
+        _body: &[u8],
+        _now: Timestamp,
+    ) -> Option<Result<RefundNotice, CallbackRejection>> {
+        None
+    }
+}
+
+/// A verified refund notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundNotice {
+    pub notify_id: String,
+    pub payment_id: PaymentId,
+    /// Our refund number at the provider ([`ProviderRefund::refund_no`]).
+    pub refund_no: String,
+    /// `Processing` changes nothing.
+    pub state: RefundState,
+    pub amount_minor: i64,
 }
 
 /// What the provider said to a close.

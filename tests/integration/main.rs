@@ -11,6 +11,7 @@ mod e2e;
 mod faults;
 mod idempotency;
 mod polling;
+mod provider_refunds;
 mod providers;
 mod refunds;
 mod secrets;

@@ -13,8 +13,8 @@ use shared::domain::polling::PollSchedule;
 use shared::domain::{PaymentId, PaymentStatus};
 use shared::ports::Clock;
 use tests::{
-    RequestCounter, create, create_body, dynamo, get_payment, http, in_process, sandbox,
-    scan_all, stack, unique, wait_for_payment,
+    RequestCounter, create, create_body, dynamo, get_payment, http, in_process, sandbox, scan_all,
+    stack, unique, wait_for_payment,
 };
 
 /// In-process deps on fresh moto tables, with a manual clock starting now.
@@ -87,7 +87,11 @@ async fn the_due_index_on_moto_finds_claims_and_settles_due_payments() {
             );
         }
     }
-    assert_eq!(run_poller(&deps, &run).await.due, 0, "none due until the next step");
+    assert_eq!(
+        run_poller(&deps, &run).await.due,
+        0,
+        "none due until the next step"
+    );
 }
 
 #[tokio::test]
@@ -112,7 +116,10 @@ async fn exhaustion_writes_exception_and_the_compensation_record_together() {
     assert_eq!(text("status"), "open");
     let evidence = item["evidence"].as_l().unwrap();
     assert_eq!(evidence.len(), 1);
-    assert!(evidence[0].as_s().unwrap().contains("query"), "{evidence:?}");
+    assert!(
+        evidence[0].as_s().unwrap().contains("query"),
+        "{evidence:?}"
+    );
 }
 
 async fn create_silent(prefix: &str, expires_in_s: Option<i64>) -> (String, String) {
@@ -139,7 +146,13 @@ fn sources(payment: &Value) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|h| format!("{}:{}", h["source"].as_str().unwrap(), h["to"].as_str().unwrap()))
+        .map(|h| {
+            format!(
+                "{}:{}",
+                h["source"].as_str().unwrap(),
+                h["to"].as_str().unwrap()
+            )
+        })
         .collect()
 }
 
@@ -196,7 +209,10 @@ async fn the_merchant_closes_a_payment_through_the_api() {
     let late = sandbox::pay(&pay_url).await;
     assert!(late.status >= 400, "{}", late.text);
     let again = close(id.clone()).await;
-    assert_eq!((again.status, again.body["status"].as_str()), (200, Some("closed")));
+    assert_eq!(
+        (again.status, again.body["status"].as_str()),
+        (200, Some("closed"))
+    );
     let payment = get_payment(&id).await;
     assert_eq!(sources(&payment.body), ["create:pending", "close:closed"]);
 
@@ -220,12 +236,18 @@ async fn a_closed_order_gets_a_second_attempt_through_the_api() {
     let order_id = unique("attempt");
     let mut body = create_body(&order_id, 990);
     let first = create(&body).await;
-    assert_eq!((first.status, first.body["attempt"].as_u64()), (201, Some(1)));
+    assert_eq!(
+        (first.status, first.body["attempt"].as_u64()),
+        (201, Some(1))
+    );
     let first_id = first.body["payment_id"].as_str().unwrap().to_owned();
 
     body["subject"] = json!(format!("{} again", body["subject"].as_str().unwrap()));
     let busy = create(&body).await;
-    assert_eq!((busy.status, busy.error_code()), (409, "idempotency_mismatch"));
+    assert_eq!(
+        (busy.status, busy.error_code()),
+        (409, "idempotency_mismatch")
+    );
 
     let closed = http()
         .post(format!("{}/payments/{first_id}/close", stack().api_url))
@@ -234,18 +256,33 @@ async fn a_closed_order_gets_a_second_attempt_through_the_api() {
         .unwrap();
     assert_eq!(closed.status(), 200);
     let second = create(&body).await;
-    assert_eq!((second.status, second.body["attempt"].as_u64()), (201, Some(2)), "{}", second.text);
+    assert_eq!(
+        (second.status, second.body["attempt"].as_u64()),
+        (201, Some(2)),
+        "{}",
+        second.text
+    );
     let second_id = second.body["payment_id"].as_str().unwrap().to_owned();
     assert_ne!(second_id, first_id);
-    assert_eq!(create(&body).await.body, second.body, "a replay answers attempt 2");
+    assert_eq!(
+        create(&body).await.body,
+        second.body,
+        "a replay answers attempt 2"
+    );
 
     // The order item points at the active attempt.
     let client = dynamo(None).await;
     let order = client
         .get_item()
         .table_name(&stack().payments_table)
-        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("ORDER#{order_id}")))
-        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("ORDER".into()))
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("ORDER#{order_id}")),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S("ORDER".into()),
+        )
         .consistent_read(true)
         .send()
         .await

@@ -114,7 +114,11 @@ async fn forged(provider: Provider) {
     // The refused callback changed nothing; the poller may since have found the payment paid by
     // asking the provider, which is the right outcome of a notification we could not trust.
     let payment = get_payment(&id).await.body;
-    assert_eq!(refused_callback_changed_nothing(&payment), Ok(()), "{payment}");
+    assert_eq!(
+        refused_callback_changed_nothing(&payment),
+        Ok(()),
+        "{payment}"
+    );
 }
 
 #[tokio::test]
@@ -215,7 +219,10 @@ async fn forged_callbacks_get_each_providers_failure_answer() {
 /// Nothing but the poller moved the payment: pending at version 1, or one `poll` transition.
 fn refused_callback_changed_nothing(payment: &Value) -> Result<(), String> {
     let history = payment["history"].as_array().cloned().unwrap_or_default();
-    let sources: Vec<&str> = history.iter().filter_map(|h| h["source"].as_str()).collect();
+    let sources: Vec<&str> = history
+        .iter()
+        .filter_map(|h| h["source"].as_str())
+        .collect();
     match (payment["status"].as_str(), sources.as_slice()) {
         (Some("pending"), ["create"]) | (Some("paid"), ["create", "poll"]) => Ok(()),
         (status, sources) => Err(format!("{status:?} after {sources:?}")),

@@ -1,13 +1,16 @@
 //! Refunds on the real stack: the reservation's condition on moto under concurrent refunds, the
 //! settlement transaction, and the refunds API through the functions and the sandbox.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use shared::app::callback::{CallbackResult, handle_callback};
 use shared::app::create::{CreatePaymentRequest, create_payment};
 use shared::domain::refund::{Refund, RefundKind, RefundStatus};
 use shared::domain::{AmountMinor, Currency, PaymentId, PaymentStatus, ProviderName, RefundId};
 use shared::ports::{RefundInsert, RefundSettlement};
-use tests::{RequestCounter, create_body, in_process_deps, signed_notice, unique};
+use tests::{
+    Reply, RequestCounter, create, create_body, get_payment, http, in_process_deps, sandbox,
+    signed_notice, stack, unique, wait_for_payment,
+};
 
 const AMOUNT: i64 = 1234;
 
@@ -63,7 +66,11 @@ async fn the_reservation_holds_under_concurrent_refunds_on_moto() {
         let refund = refund(&id, &format!("race-{n}"), 300);
         tokio::spawn(async move {
             deps.store
-                .insert_refund(&refund, AMOUNT, &[PaymentStatus::Paid, PaymentStatus::PartiallyRefunded])
+                .insert_refund(
+                    &refund,
+                    AMOUNT,
+                    &[PaymentStatus::Paid, PaymentStatus::PartiallyRefunded],
+                )
                 .await
                 .unwrap()
         })
@@ -91,20 +98,32 @@ async fn the_reservation_holds_under_concurrent_refunds_on_moto() {
     assert!(matches!(again, RefundInsert::Exists(ref r) if r.refund_id == first.refund_id));
 
     // Settling: a failure frees its amount, a success moves the payment; each once.
-    let settle = |refund: &Refund, to: RefundStatus, payment: &shared::domain::Payment| RefundSettlement {
-        payment_id: id.clone(),
-        refund_id: refund.refund_id.clone(),
-        amount_minor: refund.amount_minor.get(),
-        to,
-        reason: None,
-        at: shared::domain::Timestamp::from_unix_s(1_800_000_100),
-        payment_status: payment.status,
-        payment_version: payment.version,
-        transition: None,
-    };
+    let settle =
+        |refund: &Refund, to: RefundStatus, payment: &shared::domain::Payment| RefundSettlement {
+            payment_id: id.clone(),
+            refund_id: refund.refund_id.clone(),
+            amount_minor: refund.amount_minor.get(),
+            to,
+            reason: None,
+            at: shared::domain::Timestamp::from_unix_s(1_800_000_100),
+            payment_status: payment.status,
+            payment_version: payment.version,
+            transition: None,
+        };
     let payment = record.payment.clone();
-    assert!(deps.store.settle_refund(&settle(&first, RefundStatus::Failed, &payment)).await.unwrap());
-    assert!(!deps.store.settle_refund(&settle(&first, RefundStatus::Failed, &payment)).await.unwrap());
+    assert!(
+        deps.store
+            .settle_refund(&settle(&first, RefundStatus::Failed, &payment))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !deps
+            .store
+            .settle_refund(&settle(&first, RefundStatus::Failed, &payment))
+            .await
+            .unwrap()
+    );
     let payment = deps.store.payment(&id).await.unwrap().unwrap().payment;
     assert_eq!(payment.refund_reserved_minor, 900);
     let second = deps.store.refunds(&id).await.unwrap().remove(1);
@@ -128,10 +147,128 @@ async fn the_reservation_holds_under_concurrent_refunds_on_moto() {
     assert!(deps.store.settle_refund(&succeeded).await.unwrap());
     let record = deps.store.payment(&id).await.unwrap().unwrap();
     assert_eq!(record.payment.status, PaymentStatus::PartiallyRefunded);
-    assert_eq!((record.payment.refunded_minor, record.payment.refund_reserved_minor), (300, 900));
+    assert_eq!(
+        (
+            record.payment.refunded_minor,
+            record.payment.refund_reserved_minor
+        ),
+        (300, 900)
+    );
     assert_eq!(record.history.last().unwrap().source, "refund");
-    let stored = deps.store.refund(&id, &second.refund_id).await.unwrap().unwrap();
-    assert_eq!((stored.status, stored.next_check_at), (RefundStatus::Succeeded, None));
+    let stored = deps
+        .store
+        .refund(&id, &second.refund_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (stored.status, stored.next_check_at),
+        (RefundStatus::Succeeded, None)
+    );
     // A stale version is refused: the caller must re-read.
     assert!(!deps.store.settle_refund(&succeeded).await.unwrap());
+}
+
+async fn post_refund(payment_id: &str, body: &Value) -> Reply {
+    Reply::from(
+        http()
+            .post(format!("{}/payments/{payment_id}/refunds", stack().api_url))
+            .json(body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+async fn list(payment_id: &str) -> Reply {
+    Reply::from(
+        http()
+            .get(format!("{}/payments/{payment_id}/refunds", stack().api_url))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_refunds_api_refunds_through_the_sandbox() {
+    let order_id = unique("refund-api");
+    let reply = create(&create_body(&order_id, AMOUNT)).await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let id = reply.body["payment_id"].as_str().unwrap().to_owned();
+    let early = post_refund(
+        &id,
+        &json!({"refund_id": "r1", "amount_minor": 100, "reason": "x"}),
+    )
+    .await;
+    assert_eq!((early.status, early.error_code()), (409, "not_refundable"));
+
+    sandbox::pay(reply.body["pay_url"].as_str().unwrap()).await;
+    let paid = wait_for_payment(&id, 10_000, |p| p["status"] == "paid").await;
+    assert_eq!(paid.body["status"], "paid", "{}", paid.text);
+
+    let first = post_refund(
+        &id,
+        &json!({"refund_id": "r1", "amount_minor": 234, "reason": "one cup returned"}),
+    )
+    .await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    assert_eq!(first.body["status"], "succeeded", "{}", first.text);
+    let replay = post_refund(
+        &id,
+        &json!({"refund_id": "r1", "amount_minor": 234, "reason": "one cup returned"}),
+    )
+    .await;
+    assert_eq!((replay.status, &replay.body), (200, &first.body));
+    let mismatch = post_refund(
+        &id,
+        &json!({"refund_id": "r1", "amount_minor": 235, "reason": "one cup returned"}),
+    )
+    .await;
+    assert_eq!(
+        (mismatch.status, mismatch.error_code()),
+        (409, "idempotency_mismatch")
+    );
+    let too_much = post_refund(
+        &id,
+        &json!({"refund_id": "r2", "amount_minor": 1001, "reason": "x"}),
+    )
+    .await;
+    assert_eq!(
+        (too_much.status, too_much.error_code()),
+        (409, "refund_exceeds_payment")
+    );
+    let bad = post_refund(
+        &id,
+        &json!({"refund_id": "r2", "amount_minor": "10", "reason": "x"}),
+    )
+    .await;
+    assert_eq!((bad.status, bad.error_code()), (400, "invalid_field"));
+
+    let payment = get_payment(&id).await;
+    assert_eq!(
+        payment.body["status"], "partially_refunded",
+        "{}",
+        payment.text
+    );
+    let rest = post_refund(
+        &id,
+        &json!({"refund_id": "r2", "amount_minor": 1000, "reason": "the rest"}),
+    )
+    .await;
+    assert_eq!(rest.body["status"], "succeeded", "{}", rest.text);
+    assert_eq!(get_payment(&id).await.body["status"], "refunded");
+
+    let listed = list(&id).await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    let ids: Vec<&str> = listed.body["refunds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["refund_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["r1", "r2"]);
+    assert_eq!(list("01J00000000000000000000000").await.status, 404);
 }

@@ -107,10 +107,19 @@ mod tests {
 
     #[test]
     fn the_event_is_eventbridges_scheduled_event() {
-        let event = scheduled_event("arn:aws:events:us-east-1:000000000000:rule/P-EveryMinute", "us-east-1");
+        let event = scheduled_event(
+            "arn:aws:events:us-east-1:000000000000:rule/P-EveryMinute",
+            "us-east-1",
+        );
         assert_eq!(event["detail-type"], "Scheduled Event");
         assert_eq!(event["source"], "aws.events");
-        assert_eq!(event["resources"][0], "arn:aws:events:us-east-1:000000000000:rule/P-EveryMinute");
-        assert!(event["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{event}");
+        assert_eq!(
+            event["resources"][0],
+            "arn:aws:events:us-east-1:000000000000:rule/P-EveryMinute"
+        );
+        assert!(
+            event["time"].as_str().is_some_and(|t| t.ends_with('Z')),
+            "{event}"
+        );
     }
 }

@@ -9,12 +9,12 @@ use anyhow::Context as _;
 
 use crate::front::FrontRoute;
 use crate::lambda::{Emulator, FunctionSpec};
-use crate::schedules::Schedules;
 use crate::moto::Moto;
 use crate::sandbox::{
     AlipayOptions, KeyPairPem, ProviderSandboxes, SandboxHandle, SandboxOptions, UnionPayOptions,
     WechatPayOptions, generate_rsa_2048,
 };
+use crate::schedules::Schedules;
 use crate::template::{Resolver, Template};
 use crate::{
     ALIPAY_APP_ID, REGION, SANDBOX_MERCHANT_ID, UNIONPAY_MER_ID, UNIONPAY_MERCHANT_CERT_ID,
@@ -448,12 +448,8 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
         &aws_env(&moto.endpoint),
     )
     .await?;
-    let schedules = crate::schedules::start(
-        &emulator.invoke_url,
-        &functions,
-        options.time_scale,
-        REGION,
-    );
+    let schedules =
+        crate::schedules::start(&emulator.invoke_url, &functions, options.time_scale, REGION);
     let front = crate::front::serve(listener, routes, emulator.invoke_url.clone())?;
     Ok(Stack {
         api_url,

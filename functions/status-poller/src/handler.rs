@@ -10,6 +10,10 @@ pub async fn handle(
     event: LambdaEvent<serde_json::Value>,
 ) -> Result<serde_json::Value, Error> {
     let summary = run_poller(deps, poll_run).await;
-    tracing::info!(request_id = event.context.request_id, ?summary, "poller run done");
+    tracing::info!(
+        request_id = event.context.request_id,
+        ?summary,
+        "poller run done"
+    );
     Ok(serde_json::to_value(&summary)?)
 }

@@ -5,11 +5,12 @@
 //! a duplicate (already paid) from a mismatch (amount differs) without a read.
 
 use crate::app::Deps;
-use crate::app::refunds::refund_late_payment;
+use crate::app::refunds::{refund_late_payment, settle_notified_refund};
 use crate::domain::payment::{INITIAL_VERSION, Transition};
 use crate::domain::{Payment, PaymentStatus, ProviderName};
 use crate::ports::{
-    CallbackAnswer, CallbackReply, Notification, NotifiedStatus, StoreError, TransitionOutcome,
+    CallbackAnswer, CallbackReply, Notification, NotifiedStatus, RefundNotice, StoreError,
+    TransitionOutcome,
 };
 use crate::telemetry::alert;
 
@@ -44,6 +45,19 @@ pub async fn handle_callback(
 ) -> Option<CallbackOutcome> {
     let adapter = deps.providers.get(provider)?.clone();
     let now = deps.clock.now();
+    if let Some(verified) = adapter.verify_refund_callback(headers, body, now) {
+        let result = match verified {
+            Ok(notice) => apply_refund_notice(deps, provider, &notice).await,
+            Err(rejection) => {
+                tracing::warn!(%provider, reason = %rejection, "refund callback refused before any write");
+                CallbackResult::Rejected
+            }
+        };
+        return Some(CallbackOutcome {
+            result,
+            reply: adapter.reply(answer_for(result), detail_for(result)),
+        });
+    }
     let notification = match adapter.verify_callback(headers, body, now) {
         Ok(n) => n,
         Err(rejection) => {
@@ -57,18 +71,39 @@ pub async fn handle_callback(
     };
     let result = apply_notification(deps, provider, &notification, "callback").await;
     tracing::info!(%provider, payment_id = %notification.payment_id, notify_id = notification.notify_id, ?result, "callback handled");
-    let (answer, detail) = match result {
-        CallbackResult::UnknownPayment => (CallbackAnswer::Rejected, "unknown payment"),
-        CallbackResult::RetryLater => (
-            CallbackAnswer::RetryLater,
-            "temporarily unable to record; retry",
-        ),
-        _ => (CallbackAnswer::Success, ""),
-    };
     Some(CallbackOutcome {
         result,
-        reply: adapter.reply(answer, detail),
+        reply: adapter.reply(answer_for(result), detail_for(result)),
     })
+}
+
+fn answer_for(result: CallbackResult) -> CallbackAnswer {
+    match result {
+        CallbackResult::UnknownPayment | CallbackResult::Rejected => CallbackAnswer::Rejected,
+        CallbackResult::RetryLater => CallbackAnswer::RetryLater,
+        _ => CallbackAnswer::Success,
+    }
+}
+
+fn detail_for(result: CallbackResult) -> &'static str {
+    match result {
+        CallbackResult::UnknownPayment => "unknown payment",
+        CallbackResult::Rejected => "refused",
+        CallbackResult::RetryLater => "temporarily unable to record; retry",
+        _ => "",
+    }
+}
+
+/// A refund notification settles the pending refund it names, as a poll's answer would; a
+/// repeat, or one about a settled refund, changes nothing and is acknowledged.
+async fn apply_refund_notice(
+    deps: &Deps,
+    provider: ProviderName,
+    notice: &RefundNotice,
+) -> CallbackResult {
+    let outcome = settle_notified_refund(deps, provider, notice).await;
+    tracing::info!(%provider, payment_id = %notice.payment_id, refund_no = notice.refund_no, notify_id = notice.notify_id, ?outcome, "refund callback handled");
+    outcome
 }
 
 /// Applies what the provider reports (a callback, or the answer to a query: `source` says which)

@@ -34,13 +34,17 @@ pub async fn close_payment(deps: &Deps, raw_id: &str) -> Result<PaymentView, Api
             ));
         }
     }
-    let adapter = deps.providers.get(payment.provider).cloned().ok_or_else(|| {
-        ApiError::new(
-            422,
-            "provider_not_configured",
-            format!("{} is not configured here", payment.provider),
-        )
-    })?;
+    let adapter = deps
+        .providers
+        .get(payment.provider)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::new(
+                422,
+                "provider_not_configured",
+                format!("{} is not configured here", payment.provider),
+            )
+        })?;
     let now = deps.clock.now();
     let verdict = match adapter.query(&payment.payment_id).await {
         Ok(Some(trade)) if trade.status != NotifiedStatus::Pending => Verdict::Report(trade),
@@ -56,10 +60,28 @@ pub async fn close_payment(deps: &Deps, raw_id: &str) -> Result<PaymentView, Api
         Verdict::Report(trade) => report(deps, &payment, &trade, "close").await,
         Verdict::Close(reason) => {
             let reason = format!("closed by the merchant: {reason}");
-            transition(deps, &payment, PaymentStatus::Closed, None, "close", reason, now).await
+            transition(
+                deps,
+                &payment,
+                PaymentStatus::Closed,
+                None,
+                "close",
+                reason,
+                now,
+            )
+            .await
         }
         Verdict::Fail(reason) => {
-            transition(deps, &payment, PaymentStatus::Failed, None, "close", reason, now).await
+            transition(
+                deps,
+                &payment,
+                PaymentStatus::Failed,
+                None,
+                "close",
+                reason,
+                now,
+            )
+            .await
         }
         Verdict::Wait(wait) if wait.unknown => {
             tracing::warn!(payment_id = %id, answer = wait.answer, "close: outcome unknown");
@@ -89,7 +111,10 @@ pub async fn close_payment(deps: &Deps, raw_id: &str) -> Result<PaymentView, Api
             "already_paid",
             format!("payment {id} was paid before it could be closed"),
         )),
-        status => Err(conflict("not_closable", format!("payment {id} is {status}"))),
+        status => Err(conflict(
+            "not_closable",
+            format!("payment {id} is {status}"),
+        )),
     }
 }
 

@@ -12,16 +12,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::{Map, Value};
 
-use crate::api::{ApiError, check_json_body};
+use crate::api::{ApiError, JsonBody, invalid_field};
 use crate::app::Deps;
 use crate::crypto::sha256_hex;
 use crate::domain::idempotency::{IdempotencyRecord, NextAction, StoredResponse, decide};
 use crate::domain::payment::{INITIAL_VERSION, Transition};
 use crate::domain::{
-    AmountMinor, Currency, HistoryEntry, Money, OrderId, Payment, PaymentId, PaymentStatus,
-    ProviderName, Timestamp,
+    Currency, HistoryEntry, Money, OrderId, Payment, PaymentId, PaymentStatus, ProviderName,
+    Timestamp,
 };
 use crate::ports::{
     ClaimOutcome, CreateCompletion, InsertOutcome, NewPayment, PaymentProvider, ProviderCreate,
@@ -58,89 +57,25 @@ pub struct CreatePaymentRequest {
     pub expires_in_s: i64,
 }
 
-fn invalid(field: &str, message: impl Into<String>) -> ApiError {
-    ApiError::field(400, "invalid_field", field, message)
-}
-
-fn required<'a>(object: &'a Map<String, Value>, field: &str) -> Result<&'a Value, ApiError> {
-    object
-        .get(field)
-        .ok_or_else(|| ApiError::field(400, "missing_field", field, format!("{field} is required")))
-}
-
-fn required_str<'a>(object: &'a Map<String, Value>, field: &str) -> Result<&'a str, ApiError> {
-    required(object, field)?
-        .as_str()
-        .ok_or_else(|| invalid(field, format!("{field} must be a string")))
-}
-
 impl CreatePaymentRequest {
     /// Parses and checks the raw request. Nothing is written before this succeeds.
     pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Self, ApiError> {
-        check_json_body(content_type, body)?;
-        let value: Value = serde_json::from_slice(body).map_err(|e| {
-            ApiError::new(400, "invalid_json", format!("body is not valid JSON: {e}"))
-        })?;
-        let Value::Object(object) = value else {
-            return Err(ApiError::new(
-                400,
-                "invalid_json",
-                "body must be a JSON object",
-            ));
-        };
-        let mut unknown: Vec<&String> = object
-            .keys()
-            .filter(|k| !FIELDS.contains(&k.as_str()))
-            .collect();
-        unknown.sort();
-        if let Some(field) = unknown.first() {
-            return Err(ApiError::field(
-                400,
-                "unknown_field",
-                field,
-                format!("unknown field {field}"),
-            ));
-        }
-        let order_id = OrderId::parse(required_str(&object, "order_id")?)
-            .map_err(|e| invalid("order_id", format!("order_id {e}")))?;
-        let amount = required(&object, "amount_minor")?
-            .as_i64()
-            .filter(|_| {
-                object
-                    .get("amount_minor")
-                    .is_some_and(|v| v.is_i64() || v.is_u64())
-            })
-            .ok_or_else(|| {
-                invalid(
-                    "amount_minor",
-                    "amount_minor must be an integer number of minor units",
-                )
-            })
-            .and_then(|a| {
-                AmountMinor::new(a).map_err(|e| invalid("amount_minor", e.to_string()))
-            })?;
-        let currency = Currency::parse(required_str(&object, "currency")?)
-            .map_err(|e| invalid("currency", e.to_string()))?;
-        let provider = ProviderName::parse(required_str(&object, "provider")?)
-            .map_err(|e| invalid("provider", e.to_string()))?;
-        let subject = required_str(&object, "subject")?;
-        let subject_chars = subject.chars().count();
-        if subject.trim().is_empty()
-            || subject_chars > SUBJECT_MAX_CHARS
-            || subject.chars().any(char::is_control)
-        {
-            return Err(invalid(
-                "subject",
-                format!("subject must be 1 to {SUBJECT_MAX_CHARS} printable characters"),
-            ));
-        }
-        let expires_in_s = match object.get("expires_in_s") {
+        let body = JsonBody::parse(content_type, body, &FIELDS)?;
+        let order_id = OrderId::parse(body.required_str("order_id")?)
+            .map_err(|e| invalid_field("order_id", format!("order_id {e}")))?;
+        let amount = body.amount_minor("amount_minor")?;
+        let currency = Currency::parse(body.required_str("currency")?)
+            .map_err(|e| invalid_field("currency", e.to_string()))?;
+        let provider = ProviderName::parse(body.required_str("provider")?)
+            .map_err(|e| invalid_field("provider", e.to_string()))?;
+        let subject = body.printable("subject", SUBJECT_MAX_CHARS)?;
+        let expires_in_s = match body.get("expires_in_s") {
             None => DEFAULT_EXPIRES_IN_S,
             Some(v) => v
                 .as_i64()
                 .filter(|s| EXPIRES_IN_S_RANGE.contains(s))
                 .ok_or_else(|| {
-                    invalid(
+                    invalid_field(
                         "expires_in_s",
                         format!(
                             "expires_in_s must be an integer from {} to {}",
@@ -154,7 +89,7 @@ impl CreatePaymentRequest {
             order_id,
             money: Money { amount, currency },
             provider,
-            subject: subject.to_owned(),
+            subject,
             expires_in_s,
         })
     }
@@ -337,7 +272,10 @@ pub async fn create_payment(
 
 /// An order's active payment is over when it can never be paid: then the order may try again.
 fn is_over(payment: &Payment) -> bool {
-    matches!(payment.status, PaymentStatus::Closed | PaymentStatus::Failed)
+    matches!(
+        payment.status,
+        PaymentStatus::Closed | PaymentStatus::Failed
+    )
 }
 
 fn payment_id_of(record: &IdempotencyRecord) -> Result<PaymentId, ApiError> {
@@ -515,17 +453,9 @@ async fn call_provider(
     mut payment: Payment,
     key: &str,
 ) -> Result<StoredResponse, ApiError> {
-    let request = ProviderCreate {
-        payment_id: payment.payment_id.clone(),
-        order_id: payment.order_id.clone(),
-        money: Money {
-            amount: payment.amount_minor,
-            currency: payment.currency,
-        },
-        subject: payment.subject.clone(),
-        expires_at: payment.expires_at,
-    };
-    let result = provider.create(&request).await;
+    let result = provider
+        .create(&ProviderCreate::for_payment(&payment))
+        .await;
     let now = deps.clock.now();
     let (completion, response) = match result {
         Ok(created) => {
@@ -563,10 +493,7 @@ async fn call_provider(
         Err(ProviderError::Unknown(why)) => {
             // Never re-create blindly: the payment stays pending and a check is due.
             tracing::warn!(payment_id = %payment.payment_id, why, "provider create outcome unknown");
-            (
-                CreateCompletion::Unknown,
-                created_response(202, &payment),
-            )
+            (CreateCompletion::Unknown, created_response(202, &payment))
         }
     };
     complete(deps, &payment, &completion, key, &response).await?;

@@ -28,6 +28,6 @@ pub struct Deps {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod poll_tests;
+#[cfg(test)]
+mod tests;

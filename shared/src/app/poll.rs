@@ -24,16 +24,14 @@ use crate::app::Deps;
 use crate::app::callback::{CallbackResult, apply_notification};
 use crate::app::refunds::check_refund;
 use crate::domain::payment::{ExpiryGuard, Transition};
-use crate::domain::{Money, Payment, PaymentId, PaymentStatus, Timestamp};
+use crate::domain::polling::remember;
+use crate::domain::{Payment, PaymentId, PaymentStatus, Timestamp};
 use crate::ports::{
     CheckRecord, CloseOutcome, Compensation, DUE_SHARDS, DueCheck, Notification, NotifiedStatus,
     PaymentProvider, ProviderCreate, ProviderCreated, ProviderError, ProviderTrade,
     TransitionOutcome,
 };
 use crate::telemetry::alarm;
-
-/// How many provider answers a payment keeps for whoever investigates it.
-const RECENT_CHECKS_KEPT: usize = 5;
 
 /// One poller run's bounds.
 #[derive(Debug, Clone)]
@@ -242,17 +240,7 @@ async fn examine(adapter: &dyn PaymentProvider, payment: &Payment, now: Timestam
 }
 
 async fn recreate(adapter: &dyn PaymentProvider, payment: &Payment) -> Verdict {
-    let request = ProviderCreate {
-        payment_id: payment.payment_id.clone(),
-        order_id: payment.order_id.clone(),
-        money: Money {
-            amount: payment.amount_minor,
-            currency: payment.currency,
-        },
-        subject: payment.subject.clone(),
-        expires_at: payment.expires_at,
-    };
-    match adapter.create(&request).await {
+    match adapter.create(&ProviderCreate::for_payment(payment)).await {
         Ok(created) => Verdict::Wait(Wait {
             created: Some(created),
             create_unknown: Some(false),
@@ -277,9 +265,9 @@ pub(crate) async fn close_at_provider(
     match adapter.close(&payment.payment_id).await {
         Ok(CloseOutcome::Closed) => Verdict::Close("closed at the provider".into()),
         Ok(CloseOutcome::NoTrade) => Verdict::Close("the provider has no trade to pay".into()),
-        Ok(CloseOutcome::LapsesAtExpiry) if payment.expires_at <= now => Verdict::Close(
-            "lapsed at its expiry (the provider closes unpaid orders itself)".into(),
-        ),
+        Ok(CloseOutcome::LapsesAtExpiry) if payment.expires_at <= now => {
+            Verdict::Close("lapsed at its expiry (the provider closes unpaid orders itself)".into())
+        }
         Ok(CloseOutcome::LapsesAtExpiry) => Verdict::Wait(Wait::answered(
             "the provider cannot close it before its expiry",
         )),
@@ -306,10 +294,28 @@ async fn settle(
         Verdict::Close(reason) => {
             // Only an expired payment is closed by the poller; the guard re-checks it.
             let guard = Some(ExpiryGuard::ExpiredBy(now));
-            transition(deps, payment, PaymentStatus::Closed, guard, "poll", reason, now).await
+            transition(
+                deps,
+                payment,
+                PaymentStatus::Closed,
+                guard,
+                "poll",
+                reason,
+                now,
+            )
+            .await
         }
         Verdict::Fail(reason) => {
-            transition(deps, payment, PaymentStatus::Failed, None, "poll", reason, now).await
+            transition(
+                deps,
+                payment,
+                PaymentStatus::Failed,
+                None,
+                "poll",
+                reason,
+                now,
+            )
+            .await
         }
         Verdict::Wait(wait) => schedule_next(deps, payment, wait, now, lease_until).await,
     }
@@ -391,17 +397,16 @@ async fn schedule_next(
     } else {
         0
     };
-    let mut recent_checks = payment.recent_checks.clone();
-    recent_checks.push(format!("{} {}", now.to_rfc3339(), wait.answer));
-    let excess = recent_checks.len().saturating_sub(RECENT_CHECKS_KEPT);
-    recent_checks.drain(..excess);
+    let recent_checks = remember(&payment.recent_checks, now, &wait.answer);
     if unknown_checks >= deps.poll.max_unknown_checks() {
         return escalate(deps, payment, unknown_checks, recent_checks, now).await;
     }
     let check = CheckRecord {
         checks_done,
         unknown_checks,
-        next_check_at: deps.poll.next_check_at(checks_done, now, payment.expires_at),
+        next_check_at: deps
+            .poll
+            .next_check_at(checks_done, now, payment.expires_at),
         recent_checks,
         created: wait.created,
         create_unknown: wait.create_unknown.unwrap_or(payment.create_unknown),

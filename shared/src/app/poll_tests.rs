@@ -18,11 +18,14 @@ use crate::clock::{ManualClock, SequentialIds};
 use crate::domain::polling::PollSchedule;
 use crate::domain::{Currency, PaymentId, PaymentStatus, ProviderName, Timestamp};
 use crate::ports::{
-    CallbackAnswer, CallbackRejection, CallbackReply, CloseOutcome, Notification,
-    NotifiedStatus, PaymentProvider, PaymentStore, ProviderCreate, ProviderCreated,
-    ProviderError, ProviderRefund, ProviderTrade, Providers, RefundState,
+    CallbackAnswer, CallbackRejection, CallbackReply, CloseOutcome, Notification, NotifiedStatus,
+    PaymentProvider, PaymentStore, ProviderCreate, ProviderCreated, ProviderError, ProviderRefund,
+    ProviderTrade, Providers, RefundState,
 };
 use crate::store::MemoryStore;
+
+/// Code a test runs inside a provider call, to race it.
+type Hook = Box<dyn Fn(PaymentId) + Send + Sync>;
 
 const T0: Timestamp = Timestamp::from_unix_s(1_800_000_000);
 
@@ -75,7 +78,7 @@ struct FakeProvider {
     /// Refund requests, by refund number, in order.
     refund_calls: Mutex<Vec<String>>,
     /// Runs inside `query` before it answers: a callback racing the poll.
-    during_query: Mutex<Option<Box<dyn Fn(PaymentId) + Send + Sync>>>,
+    during_query: Mutex<Option<Hook>>,
     amount_minor: i64,
 }
 
@@ -95,7 +98,11 @@ impl FakeProvider {
     }
 
     fn set(&self, id: &PaymentId, status: NotifiedStatus) {
-        self.remote.lock().unwrap().trades.insert(id.clone(), status);
+        self.remote
+            .lock()
+            .unwrap()
+            .trades
+            .insert(id.clone(), status);
     }
 
     fn down(&self, down: bool) {
@@ -123,7 +130,10 @@ impl PaymentProvider for FakeProvider {
     }
 
     async fn create(&self, request: &ProviderCreate) -> Result<ProviderCreated, ProviderError> {
-        self.creates.lock().unwrap().push(request.payment_id.clone());
+        self.creates
+            .lock()
+            .unwrap()
+            .push(request.payment_id.clone());
         let mode = *self.create_mode.lock().unwrap();
         let mut remote = self.remote.lock().unwrap();
         if remote.down || mode == CreateMode::TimeoutBeforeCreating {
@@ -170,20 +180,27 @@ impl PaymentProvider for FakeProvider {
             return Ok(CloseOutcome::LapsesAtExpiry);
         }
         if remote.pay_on_close {
-            remote.trades.insert(payment_id.clone(), NotifiedStatus::Paid);
+            remote
+                .trades
+                .insert(payment_id.clone(), NotifiedStatus::Paid);
         }
         match remote.trades.get(payment_id).copied() {
             None => Ok(CloseOutcome::NoTrade),
             Some(NotifiedStatus::Paid) => Ok(CloseOutcome::AlreadyPaid),
             Some(_) => {
-                remote.trades.insert(payment_id.clone(), NotifiedStatus::Closed);
+                remote
+                    .trades
+                    .insert(payment_id.clone(), NotifiedStatus::Closed);
                 Ok(CloseOutcome::Closed)
             }
         }
     }
 
     async fn refund(&self, refund: &ProviderRefund) -> Result<RefundState, ProviderError> {
-        self.refund_calls.lock().unwrap().push(refund.refund_no.clone());
+        self.refund_calls
+            .lock()
+            .unwrap()
+            .push(refund.refund_no.clone());
         let mode = *self.refund_mode.lock().unwrap();
         let mut remote = self.remote.lock().unwrap();
         if mode == RefundMode::TimeoutBeforeRecording {
@@ -221,7 +238,33 @@ impl PaymentProvider for FakeProvider {
         if remote.down {
             return Err(timeout());
         }
-        Ok(remote.refunds.get(&refund.refund_no).map(|entry| entry.1.clone()))
+        Ok(remote
+            .refunds
+            .get(&refund.refund_no)
+            .map(|entry| entry.1.clone()))
+    }
+
+    /// `refund:<payment_id>:<refund_no>:<amount>:<SUCCESS|FAIL|PROCESSING>`.
+    fn verify_refund_callback(
+        &self,
+        _h: &http::HeaderMap,
+        body: &[u8],
+        _now: Timestamp,
+    ) -> Option<Result<crate::ports::RefundNotice, CallbackRejection>> {
+        let text = std::str::from_utf8(body).ok()?.strip_prefix("refund:")?;
+        let parts: Vec<&str> = text.split(':').collect();
+        let state = match parts.get(3).copied() {
+            Some("SUCCESS") => RefundState::Succeeded,
+            Some("PROCESSING") => RefundState::Processing,
+            _ => RefundState::Failed("closed".into()),
+        };
+        Some(Ok(crate::ports::RefundNotice {
+            notify_id: "rn1".into(),
+            payment_id: PaymentId::parse(parts[0]).unwrap(),
+            refund_no: parts[1].to_owned(),
+            state,
+            amount_minor: parts[2].parse().unwrap(),
+        }))
     }
 
     fn verify_callback(
@@ -243,7 +286,11 @@ impl PaymentProvider for FakeProvider {
 
     fn reply(&self, answer: CallbackAnswer, _detail: &str) -> CallbackReply {
         CallbackReply {
-            status: if answer == CallbackAnswer::Success { 200 } else { 500 },
+            status: if answer == CallbackAnswer::Success {
+                200
+            } else {
+                500
+            },
             content_type: "text/plain",
             body: String::new(),
         }
@@ -361,7 +408,12 @@ async fn a_provider_that_stays_down_is_backed_off_then_escalated() {
     let record = w.payment(&id).await;
     assert_eq!(record.payment.status, PaymentStatus::Exception);
     assert!(
-        record.payment.status_reason.as_deref().unwrap().contains("4 checks"),
+        record
+            .payment
+            .status_reason
+            .as_deref()
+            .unwrap()
+            .contains("4 checks"),
         "{:?}",
         record.payment.status_reason
     );
@@ -371,7 +423,11 @@ async fn a_provider_that_stays_down_is_backed_off_then_escalated() {
     assert_eq!((c.kind, &c.payment_id), ("poll_exhausted", &id));
     assert_eq!(c.evidence.len(), 4, "the last answers: {:?}", c.evidence);
     assert!(c.evidence.iter().all(|e| e.contains("timed out")));
-    assert_eq!(w.provider.closes.load(Ordering::SeqCst), 0, "never closed blind");
+    assert_eq!(
+        w.provider.closes.load(Ordering::SeqCst),
+        0,
+        "never closed blind"
+    );
     assert_eq!(w.provider.creates.lock().unwrap().len(), 1);
 }
 
@@ -381,11 +437,16 @@ async fn an_answer_between_timeouts_resets_the_unknown_count() {
     let id = w.create("flaky", 86_400).await;
     for down in [true, true, false, true, true, true] {
         w.provider.down(down);
-        w.clock.set(w.payment(&id).await.payment.next_check_at.unwrap());
+        w.clock
+            .set(w.payment(&id).await.payment.next_check_at.unwrap());
         w.run().await;
     }
     let payment = w.payment(&id).await.payment;
-    assert_eq!(payment.status, PaymentStatus::Pending, "3 unknown in a row < 4");
+    assert_eq!(
+        payment.status,
+        PaymentStatus::Pending,
+        "3 unknown in a row < 4"
+    );
     assert_eq!((payment.checks_done, payment.unknown_checks), (6, 3));
 }
 
@@ -401,7 +462,11 @@ async fn a_create_timeout_is_resolved_by_query_without_a_second_charge() {
     w.advance_s(60);
     assert_eq!(w.run().await.paid, 1);
     assert_eq!(w.status(&id).await, PaymentStatus::Paid);
-    assert_eq!(*w.provider.creates.lock().unwrap(), vec![id.clone()], "created once");
+    assert_eq!(
+        *w.provider.creates.lock().unwrap(),
+        vec![id.clone()],
+        "created once"
+    );
 }
 
 #[tokio::test]
@@ -413,9 +478,15 @@ async fn a_create_that_never_reached_the_provider_is_created_again_with_the_same
     w.advance_s(60);
     assert_eq!(w.run().await.waiting, 1);
     let payment = w.payment(&id).await.payment;
-    assert_eq!(payment.pay_url.as_deref(), Some(format!("https://pay.example/{id}").as_str()));
+    assert_eq!(
+        payment.pay_url.as_deref(),
+        Some(format!("https://pay.example/{id}").as_str())
+    );
     assert!(!payment.create_unknown);
-    assert_eq!(*w.provider.creates.lock().unwrap(), vec![id.clone(), id.clone()]);
+    assert_eq!(
+        *w.provider.creates.lock().unwrap(),
+        vec![id.clone(), id.clone()]
+    );
 
     // From then on "no trade" is the payer not having scanned yet: never created a third time.
     w.provider.remote.lock().unwrap().trades.clear();
@@ -423,7 +494,10 @@ async fn a_create_that_never_reached_the_provider_is_created_again_with_the_same
     assert_eq!(w.run().await.waiting, 1);
     assert_eq!(w.provider.creates.lock().unwrap().len(), 2);
     let payment = w.payment(&id).await.payment;
-    assert_eq!(payment.unknown_checks, 0, "no trade before the scan is an answer");
+    assert_eq!(
+        payment.unknown_checks, 0,
+        "no trade before the scan is an answer"
+    );
 }
 
 #[tokio::test]
@@ -440,10 +514,15 @@ async fn a_poll_racing_a_callback_makes_one_transition() {
         // The callback lands while the poll waits for its query's answer.
         let outcome = std::thread::spawn(move || {
             tokio::runtime::Runtime::new().unwrap().block_on(async {
-                handle_callback(&deps, ProviderName::Sandbox, &http::HeaderMap::new(), id.as_str().as_bytes())
-                    .await
-                    .unwrap()
-                    .result
+                handle_callback(
+                    &deps,
+                    ProviderName::Sandbox,
+                    &http::HeaderMap::new(),
+                    id.as_str().as_bytes(),
+                )
+                .await
+                .unwrap()
+                .result
             })
         })
         .join()
@@ -457,7 +536,12 @@ async fn a_poll_racing_a_callback_makes_one_transition() {
     let record = w.payment(&id).await;
     assert_eq!(record.payment.status, PaymentStatus::Paid);
     assert_eq!(record.payment.version, 2);
-    assert_eq!(record.history.len(), 2, "one transition: {:?}", record.history);
+    assert_eq!(
+        record.history.len(),
+        2,
+        "one transition: {:?}",
+        record.history
+    );
     assert_eq!(record.history[1].source, "callback");
 }
 
@@ -511,7 +595,13 @@ async fn a_crashed_runs_claim_lapses_and_the_check_comes_round_again() {
     w.advance_s(60);
     let lease_until = crate::ports::Clock::now(w.clock.as_ref()).plus_s(PollRun::default().lease_s);
     // A run claims, then dies before answering.
-    assert!(w.store.claim_check(&id, crate::ports::Clock::now(w.clock.as_ref()), lease_until).await.unwrap().is_some());
+    assert!(
+        w.store
+            .claim_check(&id, crate::ports::Clock::now(w.clock.as_ref()), lease_until)
+            .await
+            .unwrap()
+            .is_some()
+    );
     assert_eq!(w.run().await.due, 0, "held by the lease");
     w.clock.set(lease_until);
     assert_eq!(w.run().await.waiting, 1);
@@ -524,14 +614,22 @@ async fn at_expiry_the_poller_queries_then_closes() {
     w.advance_s(60);
     assert_eq!(w.run().await.waiting, 1);
     let next = w.payment(&id).await.payment.next_check_at.unwrap();
-    assert_eq!(next, T0.plus_s(120), "the 5 min step is capped at the expiry");
+    assert_eq!(
+        next,
+        T0.plus_s(120),
+        "the 5 min step is capped at the expiry"
+    );
     w.clock.set(next);
     let summary = w.run().await;
     assert_eq!(summary.closed, 1, "{summary:?}");
     let record = w.payment(&id).await;
     assert_eq!(record.payment.status, PaymentStatus::Closed);
     assert_eq!(record.history.last().unwrap().source, "poll");
-    assert_eq!(w.provider.queries.load(Ordering::SeqCst), 2, "queried before closing");
+    assert_eq!(
+        w.provider.queries.load(Ordering::SeqCst),
+        2,
+        "queried before closing"
+    );
     assert_eq!(w.provider.closes.load(Ordering::SeqCst), 1);
     assert_eq!(
         w.provider.remote.lock().unwrap().trades.get(&id),
@@ -547,7 +645,11 @@ async fn a_close_answered_already_paid_is_recorded_paid() {
     w.advance_s(120);
     assert_eq!(w.run().await.paid, 1);
     assert_eq!(w.status(&id).await, PaymentStatus::Paid);
-    assert_eq!(w.provider.queries.load(Ordering::SeqCst), 2, "query, close, query");
+    assert_eq!(
+        w.provider.queries.load(Ordering::SeqCst),
+        2,
+        "query, close, query"
+    );
 }
 
 #[tokio::test]
@@ -568,11 +670,13 @@ async fn an_expired_payment_the_provider_cannot_be_asked_about_is_never_closed()
     let id = w.create("expired-down", 60).await;
     w.provider.down(true);
     for _ in 0..3 {
-        w.clock.set(w.payment(&id).await.payment.next_check_at.unwrap());
+        w.clock
+            .set(w.payment(&id).await.payment.next_check_at.unwrap());
         w.run().await;
         assert_eq!(w.status(&id).await, PaymentStatus::Pending);
     }
-    w.clock.set(w.payment(&id).await.payment.next_check_at.unwrap());
+    w.clock
+        .set(w.payment(&id).await.payment.next_check_at.unwrap());
     w.run().await;
     assert_eq!(w.status(&id).await, PaymentStatus::Exception);
     assert_eq!(w.provider.closes.load(Ordering::SeqCst), 0);
@@ -586,9 +690,16 @@ async fn the_merchant_closes_early_by_the_same_path() {
     assert_eq!(view.status, "closed");
     let record = w.payment(&id).await;
     assert_eq!(record.history.last().unwrap().source, "close");
-    assert_eq!(w.provider.queries.load(Ordering::SeqCst), 1, "queried first");
+    assert_eq!(
+        w.provider.queries.load(Ordering::SeqCst),
+        1,
+        "queried first"
+    );
     // Again: the same answer, nothing more at the provider.
-    assert_eq!(close_payment(&w.deps, id.as_str()).await.unwrap().status, "closed");
+    assert_eq!(
+        close_payment(&w.deps, id.as_str()).await.unwrap().status,
+        "closed"
+    );
     assert_eq!(w.provider.closes.load(Ordering::SeqCst), 1);
     // A closed payment is no longer due.
     w.advance_s(60);
@@ -603,7 +714,11 @@ async fn closing_a_paid_payment_is_refused_and_records_the_payment() {
     let err = close_payment(&w.deps, id.as_str()).await.unwrap_err();
     assert_eq!((err.status, err.code), (409, "already_paid"));
     assert_eq!(w.status(&id).await, PaymentStatus::Paid);
-    assert_eq!(w.provider.closes.load(Ordering::SeqCst), 0, "the query said paid");
+    assert_eq!(
+        w.provider.closes.load(Ordering::SeqCst),
+        0,
+        "the query said paid"
+    );
 
     let id = w.create("close-paid-late", 900).await;
     w.provider.remote.lock().unwrap().pay_on_close = true;
@@ -621,7 +736,11 @@ async fn a_close_the_provider_does_not_answer_is_a_retryable_error_and_changes_n
     assert_eq!(err.status, 503);
     assert_eq!(w.status(&id).await, PaymentStatus::Pending);
     for (raw, status) in [("not an id!", 400), ("01J00000000000000000000000", 404)] {
-        assert_eq!(close_payment(&w.deps, raw).await.unwrap_err().status, status, "{raw}");
+        assert_eq!(
+            close_payment(&w.deps, raw).await.unwrap_err().status,
+            status,
+            "{raw}"
+        );
     }
 }
 
@@ -651,7 +770,12 @@ impl World {
         id
     }
 
-    async fn refund(&self, id: &PaymentId, refund_id: &str, amount: i64) -> Result<(u16, super::refunds::RefundView), crate::api::ApiError> {
+    async fn refund(
+        &self,
+        id: &PaymentId,
+        refund_id: &str,
+        amount: i64,
+    ) -> Result<(u16, super::refunds::RefundView), crate::api::ApiError> {
         create_refund(&self.deps, id.as_str(), &refund_request(refund_id, amount)).await
     }
 }
@@ -661,27 +785,42 @@ async fn partial_then_full_refunds_move_the_payment_and_replays_answer_the_same(
     let w = world();
     let id = w.paid("refund-partial").await;
     let (status, view) = w.refund(&id, "r1", 400).await.unwrap();
-    assert_eq!((status, view.status, view.amount_minor), (201, "succeeded", 400));
+    assert_eq!(
+        (status, view.status, view.amount_minor),
+        (201, "succeeded", 400)
+    );
     let payment = w.payment(&id).await.payment;
     assert_eq!(payment.status, PaymentStatus::PartiallyRefunded);
-    assert_eq!((payment.refunded_minor, payment.refund_reserved_minor), (400, 400));
+    assert_eq!(
+        (payment.refunded_minor, payment.refund_reserved_minor),
+        (400, 400)
+    );
 
     // Replay: the same refund, no second request to the provider.
     let (status, again) = w.refund(&id, "r1", 400).await.unwrap();
     assert_eq!((status, again), (200, view));
     assert_eq!(w.provider.refund_calls.lock().unwrap().len(), 1);
     let mismatch = w.refund(&id, "r1", 401).await.unwrap_err();
-    assert_eq!((mismatch.status, mismatch.code), (409, "idempotency_mismatch"));
+    assert_eq!(
+        (mismatch.status, mismatch.code),
+        (409, "idempotency_mismatch")
+    );
 
     let too_much = w.refund(&id, "r2", AMOUNT - 399).await.unwrap_err();
-    assert_eq!((too_much.status, too_much.code), (409, "refund_exceeds_payment"));
+    assert_eq!(
+        (too_much.status, too_much.code),
+        (409, "refund_exceeds_payment")
+    );
     let (_, rest) = w.refund(&id, "r2", AMOUNT - 400).await.unwrap();
     assert_eq!(rest.status, "succeeded");
     let record = w.payment(&id).await;
     assert_eq!(record.payment.status, PaymentStatus::Refunded);
     assert_eq!(record.payment.refunded_minor, AMOUNT);
     let statuses: Vec<&str> = record.history.iter().map(|h| h.to.as_str()).collect();
-    assert_eq!(statuses, ["pending", "paid", "partially_refunded", "refunded"]);
+    assert_eq!(
+        statuses,
+        ["pending", "paid", "partially_refunded", "refunded"]
+    );
     let refused = w.refund(&id, "r3", 1).await.unwrap_err();
     assert_eq!((refused.status, refused.code), (409, "not_refundable"));
 
@@ -689,9 +828,14 @@ async fn partial_then_full_refunds_move_the_payment_and_replays_answer_the_same(
     let ids: Vec<&str> = listed.iter().map(|r| r.refund_id.as_str()).collect();
     assert_eq!(ids, ["r1", "r2"]);
     // A payment refunded in full still acknowledges a repeated "paid".
-    let repeat = handle_callback(&w.deps, ProviderName::Sandbox, &http::HeaderMap::new(), id.as_str().as_bytes())
-        .await
-        .unwrap();
+    let repeat = handle_callback(
+        &w.deps,
+        ProviderName::Sandbox,
+        &http::HeaderMap::new(),
+        id.as_str().as_bytes(),
+    )
+    .await
+    .unwrap();
     assert_eq!(repeat.result, CallbackResult::Duplicate);
 }
 
@@ -731,12 +875,17 @@ async fn concurrent_refunds_never_exceed_the_paid_amount() {
     let results = futures::future::join_all(attempts).await;
     let accepted = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(accepted, 4, "4 x 300 <= 1234 < 5 x 300");
-    assert!(results
-        .iter()
-        .filter_map(|r| r.as_ref().err())
-        .all(|e| e.code == "refund_exceeds_payment"));
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| e.code == "refund_exceeds_payment")
+    );
     let payment = w.payment(&id).await.payment;
-    assert_eq!((payment.refunded_minor, payment.refund_reserved_minor), (1200, 1200));
+    assert_eq!(
+        (payment.refunded_minor, payment.refund_reserved_minor),
+        (1200, 1200)
+    );
 }
 
 #[tokio::test]
@@ -751,9 +900,16 @@ async fn a_refund_without_an_answer_is_queried_before_it_is_asked_again() {
     w.advance_s(60);
     let summary = w.run().await;
     assert_eq!(summary.refunds_succeeded, 1, "{summary:?}");
-    assert_eq!(w.provider.refund_calls.lock().unwrap().len(), 1, "queried, never asked twice");
+    assert_eq!(
+        w.provider.refund_calls.lock().unwrap().len(),
+        1,
+        "queried, never asked twice"
+    );
     let payment = w.payment(&id).await.payment;
-    assert_eq!((payment.status, payment.refunded_minor), (PaymentStatus::PartiallyRefunded, 500));
+    assert_eq!(
+        (payment.status, payment.refunded_minor),
+        (PaymentStatus::PartiallyRefunded, 500)
+    );
 
     // Lost before it reached the provider: the query finds nothing, so it is asked again with
     // the same refund number.
@@ -789,7 +945,10 @@ async fn a_refused_refund_fails_and_frees_its_amount() {
     assert_eq!(view.status, "failed");
     assert!(view.status_reason.unwrap().contains("NOT_ENOUGH"));
     let payment = w.payment(&id).await.payment;
-    assert_eq!((payment.status, payment.refund_reserved_minor), (PaymentStatus::Paid, 0));
+    assert_eq!(
+        (payment.status, payment.refund_reserved_minor),
+        (PaymentStatus::Paid, 0)
+    );
     *w.provider.refund_mode.lock().unwrap() = RefundMode::Succeed;
     let (_, view) = w.refund(&id, "r2", AMOUNT).await.unwrap();
     assert_eq!(view.status, "succeeded");
@@ -799,20 +958,32 @@ async fn a_refused_refund_fails_and_frees_its_amount() {
 async fn a_payment_paid_after_its_close_is_refunded_exactly_once() {
     let w = world();
     let id = w.create("late", 900).await;
-    assert_eq!(close_payment(&w.deps, id.as_str()).await.unwrap().status, "closed");
+    assert_eq!(
+        close_payment(&w.deps, id.as_str()).await.unwrap().status,
+        "closed"
+    );
     // The payer paid anyway (a provider that let it through); the provider reports it twice.
     w.provider.set(&id, NotifiedStatus::Paid);
     let mut results = Vec::new();
     for _ in 0..3 {
-        let outcome = handle_callback(&w.deps, ProviderName::Sandbox, &http::HeaderMap::new(), id.as_str().as_bytes())
-            .await
-            .unwrap();
+        let outcome = handle_callback(
+            &w.deps,
+            ProviderName::Sandbox,
+            &http::HeaderMap::new(),
+            id.as_str().as_bytes(),
+        )
+        .await
+        .unwrap();
         assert_eq!(outcome.reply.status, 200, "acknowledged");
         results.push(outcome.result);
     }
     assert_eq!(
         results,
-        [CallbackResult::LatePaymentRefunded, CallbackResult::Duplicate, CallbackResult::Duplicate]
+        [
+            CallbackResult::LatePaymentRefunded,
+            CallbackResult::Duplicate,
+            CallbackResult::Duplicate
+        ]
     );
     let refunds = list_refunds(&w.deps, id.as_str()).await.unwrap();
     assert_eq!(refunds.len(), 1);
@@ -829,13 +1000,23 @@ async fn a_payment_paid_after_its_close_is_refunded_exactly_once() {
     assert_eq!(record.payment.status, PaymentStatus::Refunded);
     let statuses: Vec<&str> = record.history.iter().map(|h| h.to.as_str()).collect();
     assert_eq!(statuses, ["pending", "closed", "refunded"]);
-    assert!(record.history[2].reason.as_deref().unwrap().contains("paid after its close"));
+    assert!(
+        record.history[2]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("paid after its close")
+    );
 }
 
 // ---- another attempt for the same order ----
 
 impl World {
-    async fn create_with(&self, order_id: &str, subject: &str) -> Result<serde_json::Value, crate::api::ApiError> {
+    async fn create_with(
+        &self,
+        order_id: &str,
+        subject: &str,
+    ) -> Result<serde_json::Value, crate::api::ApiError> {
         let body = serde_json::json!({
             "order_id": order_id, "amount_minor": AMOUNT, "currency": "CNY", "provider": "sandbox",
             "subject": subject,
@@ -860,21 +1041,34 @@ async fn an_order_gets_another_attempt_only_once_its_payment_is_over() {
     let first = w.create_with("retry-order", "tea").await.unwrap();
     assert_eq!(first["attempt"], 1);
     // Still open: another request for the order is a mismatch.
-    let busy = w.create_with("retry-order", "tea, other provider").await.unwrap_err();
+    let busy = w
+        .create_with("retry-order", "tea, other provider")
+        .await
+        .unwrap_err();
     assert_eq!((busy.status, busy.code), (409, "idempotency_mismatch"));
 
-    close_payment(&w.deps, first["payment_id"].as_str().unwrap()).await.unwrap();
-    let second = w.create_with("retry-order", "tea, other provider").await.unwrap();
-    assert_eq!((second["http_status"].as_u64(), second["attempt"].as_u64()), (Some(201), Some(2)));
+    close_payment(&w.deps, first["payment_id"].as_str().unwrap())
+        .await
+        .unwrap();
+    let second = w
+        .create_with("retry-order", "tea, other provider")
+        .await
+        .unwrap();
+    assert_eq!(
+        (second["http_status"].as_u64(), second["attempt"].as_u64()),
+        (Some(201), Some(2))
+    );
     assert_ne!(second["payment_id"], first["payment_id"]);
     // Its replay answers attempt 2; the first request replayed is now a mismatch, since the
     // order's active attempt is open again.
-    let replay = w.create_with("retry-order", "tea, other provider").await.unwrap();
+    let replay = w
+        .create_with("retry-order", "tea, other provider")
+        .await
+        .unwrap();
     assert_eq!(replay["payment_id"], second["payment_id"]);
     let old = w.create_with("retry-order", "tea").await.unwrap_err();
     assert_eq!(old.code, "idempotency_mismatch");
     assert_eq!(w.provider.creates.lock().unwrap().len(), 2);
-
 }
 
 #[tokio::test]
@@ -885,9 +1079,15 @@ async fn a_failed_attempt_is_over_too() {
     assert_eq!(refused["http_status"], 502);
     *w.provider.create_mode.lock().unwrap() = CreateMode::Accept;
     // The same request replays the refusal; a changed one is the next attempt.
-    assert_eq!(w.create_with("retry-failed", "tea").await.unwrap()["http_status"], 502);
+    assert_eq!(
+        w.create_with("retry-failed", "tea").await.unwrap()["http_status"],
+        502
+    );
     let second = w.create_with("retry-failed", "tea, fixed").await.unwrap();
-    assert_eq!((second["http_status"].as_u64(), second["attempt"].as_u64()), (Some(201), Some(2)));
+    assert_eq!(
+        (second["http_status"].as_u64(), second["attempt"].as_u64()),
+        (Some(201), Some(2))
+    );
     assert_eq!(w.status(&id_of(&second)).await, PaymentStatus::Pending);
 }
 
@@ -900,18 +1100,67 @@ async fn the_first_attempt_paid_late_is_refunded_and_the_second_stays_paid() {
     let second = w.create_with("late-attempt", "tea again").await.unwrap();
     let id2 = id_of(&second);
     w.provider.set(&id2, NotifiedStatus::Paid);
-    let paid = handle_callback(&w.deps, ProviderName::Sandbox, &http::HeaderMap::new(), id2.as_str().as_bytes())
-        .await
-        .unwrap();
+    let paid = handle_callback(
+        &w.deps,
+        ProviderName::Sandbox,
+        &http::HeaderMap::new(),
+        id2.as_str().as_bytes(),
+    )
+    .await
+    .unwrap();
     assert_eq!(paid.result, CallbackResult::Applied);
     // The first attempt's payer paid after all.
     w.provider.set(&id1, NotifiedStatus::Paid);
-    let late = handle_callback(&w.deps, ProviderName::Sandbox, &http::HeaderMap::new(), id1.as_str().as_bytes())
-        .await
-        .unwrap();
+    let late = handle_callback(
+        &w.deps,
+        ProviderName::Sandbox,
+        &http::HeaderMap::new(),
+        id1.as_str().as_bytes(),
+    )
+    .await
+    .unwrap();
     assert_eq!(late.result, CallbackResult::LatePaymentRefunded);
     w.run().await;
     assert_eq!(w.status(&id1).await, PaymentStatus::Refunded);
-    assert_eq!(w.status(&id2).await, PaymentStatus::Paid, "the order's payment is intact");
+    assert_eq!(
+        w.status(&id2).await,
+        PaymentStatus::Paid,
+        "the order's payment is intact"
+    );
     assert_eq!(w.provider.refund_calls.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_refund_notification_settles_its_refund_once() {
+    let w = world();
+    let id = w.paid("refund-notice").await;
+    *w.provider.refund_mode.lock().unwrap() = RefundMode::Processing;
+    let (_, view) = w.refund(&id, "r1", 300).await.unwrap();
+    assert_eq!(view.status, "pending");
+    let refund_no = super::refunds::refund_no(&id, &crate::domain::RefundId::parse("r1").unwrap());
+    let notify = |body: String| {
+        let deps = w.deps.clone();
+        async move {
+            handle_callback(&deps, ProviderName::Sandbox, &http::HeaderMap::new(), body.as_bytes())
+                .await
+                .unwrap()
+        }
+    };
+    let processing = notify(format!("refund:{id}:{refund_no}:300:PROCESSING")).await;
+    assert_eq!(processing.result, CallbackResult::Ignored);
+    let wrong = notify(format!("refund:{id}:{refund_no}:301:SUCCESS")).await;
+    assert_eq!(wrong.result, CallbackResult::AmountMismatch);
+    assert_eq!(w.payment(&id).await.payment.status, PaymentStatus::Paid);
+
+    let first = notify(format!("refund:{id}:{refund_no}:300:SUCCESS")).await;
+    assert_eq!((first.result, first.reply.status), (CallbackResult::Applied, 200));
+    let again = notify(format!("refund:{id}:{refund_no}:300:SUCCESS")).await;
+    assert_eq!((again.result, again.reply.status), (CallbackResult::Duplicate, 200));
+    let payment = w.payment(&id).await.payment;
+    assert_eq!((payment.status, payment.refunded_minor), (PaymentStatus::PartiallyRefunded, 300));
+    let unknown = notify(format!("refund:{id}:RUNKNOWN:300:SUCCESS")).await;
+    assert_eq!((unknown.result, unknown.reply.status), (CallbackResult::UnknownPayment, 500));
+    // Nothing left for the poller.
+    w.advance_s(60);
+    assert_eq!(w.run().await.due, 0);
 }

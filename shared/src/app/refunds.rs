@@ -10,14 +10,14 @@
 //! `pending` for the poller, which queries before it asks again.
 
 use serde::Serialize;
-use serde_json::{Map, Value};
 
-use crate::api::{ApiError, check_json_body};
+use crate::api::{ApiError, JsonBody, invalid_field};
 use crate::app::Deps;
 use crate::app::poll::{CheckOutcome, PollRun};
 use crate::app::query::parse_payment_id;
 use crate::crypto::sha256_hex;
 use crate::domain::payment::Transition;
+use crate::domain::polling::remember;
 use crate::domain::refund::{Refund, RefundKind, RefundStatus, status_after_refunds};
 use crate::domain::{AmountMinor, Payment, PaymentId, PaymentStatus, RefundId, Timestamp};
 use crate::ports::{
@@ -29,8 +29,6 @@ use crate::telemetry::alarm;
 pub const REASON_MAX_CHARS: usize = 256;
 /// Attempts at settling a refund when the payment moved under us (another refund settled).
 const SETTLE_ATTEMPTS: u32 = 4;
-/// How many provider answers a refund keeps for whoever investigates it.
-const RECENT_CHECKS_KEPT: usize = 5;
 
 const FIELDS: [&str; 3] = ["refund_id", "amount_minor", "reason"];
 
@@ -42,72 +40,18 @@ pub struct RefundRequest {
     pub reason: String,
 }
 
-fn invalid(field: &str, message: impl Into<String>) -> ApiError {
-    ApiError::field(400, "invalid_field", field, message)
-}
-
-fn required<'a>(object: &'a Map<String, Value>, field: &str) -> Result<&'a Value, ApiError> {
-    object
-        .get(field)
-        .ok_or_else(|| ApiError::field(400, "missing_field", field, format!("{field} is required")))
-}
-
 impl RefundRequest {
     /// Parses and checks the raw request. Nothing is written before this succeeds.
     pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Self, ApiError> {
-        check_json_body(content_type, body)?;
-        let value: Value = serde_json::from_slice(body).map_err(|e| {
-            ApiError::new(400, "invalid_json", format!("body is not valid JSON: {e}"))
-        })?;
-        let Value::Object(object) = value else {
-            return Err(ApiError::new(400, "invalid_json", "body must be a JSON object"));
-        };
-        let mut unknown: Vec<&String> = object
-            .keys()
-            .filter(|k| !FIELDS.contains(&k.as_str()))
-            .collect();
-        unknown.sort();
-        if let Some(field) = unknown.first() {
-            return Err(ApiError::field(
-                400,
-                "unknown_field",
-                field,
-                format!("unknown field {field}"),
-            ));
-        }
-        let refund_id = required(&object, "refund_id")?
-            .as_str()
-            .ok_or_else(|| invalid("refund_id", "refund_id must be a string"))
-            .and_then(|s| {
-                RefundId::parse(s).map_err(|e| invalid("refund_id", format!("refund_id {e}")))
-            })?;
-        let raw_amount = required(&object, "amount_minor")?;
-        let amount = raw_amount
-            .as_i64()
-            .filter(|_| raw_amount.is_i64() || raw_amount.is_u64())
-            .ok_or_else(|| {
-                invalid(
-                    "amount_minor",
-                    "amount_minor must be an integer number of minor units",
-                )
-            })
-            .and_then(|a| AmountMinor::new(a).map_err(|e| invalid("amount_minor", e.to_string())))?;
-        let reason = required(&object, "reason")?
-            .as_str()
-            .ok_or_else(|| invalid("reason", "reason must be a string"))?;
-        if reason.trim().is_empty()
-            || reason.chars().count() > REASON_MAX_CHARS
-            || reason.chars().any(char::is_control)
-        {
-            return Err(invalid(
-                "reason",
-                format!("reason must be 1 to {REASON_MAX_CHARS} printable characters"),
-            ));
-        }
+        let body = JsonBody::parse(content_type, body, &FIELDS)?;
+        let refund_id = RefundId::parse(body.required_str("refund_id")?)
+            .map_err(|e| invalid_field("refund_id", format!("refund_id {e}")))?;
+        let amount = body.amount_minor("amount_minor")?;
+        let reason = body.printable("reason", REASON_MAX_CHARS)?;
         Ok(Self {
             refund_id,
             amount,
-            reason: reason.to_owned(),
+            reason,
         })
     }
 }
@@ -158,11 +102,16 @@ fn unavailable(e: &crate::ports::StoreError) -> ApiError {
     ApiError::unavailable("could not record the refund; retry with the same request")
 }
 
+fn unreadable(e: &crate::ports::StoreError) -> ApiError {
+    tracing::error!(error = format!("{e:#}"), "reading refunds failed");
+    ApiError::unavailable("could not read the refunds; retry")
+}
+
 async fn read_payment(deps: &Deps, id: &PaymentId) -> Result<Payment, ApiError> {
     deps.store
         .payment(id)
         .await
-        .map_err(|e| unavailable(&e))?
+        .map_err(|e| unreadable(&e))?
         .map(|r| r.payment)
         .ok_or_else(|| ApiError::not_found(format!("no payment {id}")))
 }
@@ -259,7 +208,7 @@ pub async fn list_refunds(deps: &Deps, raw_payment_id: &str) -> Result<Vec<Refun
         .store
         .refunds(&payment_id)
         .await
-        .map_err(|e| unavailable(&e))?;
+        .map_err(|e| unreadable(&e))?;
     Ok(refunds.iter().map(RefundView::from).collect())
 }
 
@@ -328,7 +277,10 @@ async fn settle(deps: &Deps, refund: &Refund, to: RefundStatus, reason: Option<S
             Ok(Some(record)) => record.payment,
             Ok(None) => return false,
             Err(e) => {
-                tracing::error!(error = format!("{e:#}"), "reading payment to settle a refund");
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "reading payment to settle a refund"
+                );
                 return false;
             }
         };
@@ -358,7 +310,11 @@ async fn settle(deps: &Deps, refund: &Refund, to: RefundStatus, reason: Option<S
                 return false;
             }
         }
-        match deps.store.refund(&refund.payment_id, &refund.refund_id).await {
+        match deps
+            .store
+            .refund(&refund.payment_id, &refund.refund_id)
+            .await
+        {
             Ok(Some(current)) if current.status == RefundStatus::Pending => continue,
             _ => return false,
         }
@@ -428,7 +384,15 @@ pub async fn check_refund(
         Err(_) => return CheckOutcome::StoreError,
     };
     let Some(adapter) = deps.providers.get(payment.provider).cloned() else {
-        return wait(deps, &refund, lease_until, now, "provider not configured".into(), true).await;
+        return wait(
+            deps,
+            &refund,
+            lease_until,
+            now,
+            "provider not configured".into(),
+            true,
+        )
+        .await;
     };
     let request = provider_refund(&payment, &refund);
     let answer = match adapter.query_refund(&request).await {
@@ -444,7 +408,9 @@ pub async fn check_refund(
                 CheckOutcome::Moved
             }
         }
-        Answer::Wait { note, unknown } => wait(deps, &refund, lease_until, now, note, unknown).await,
+        Answer::Wait { note, unknown } => {
+            wait(deps, &refund, lease_until, now, note, unknown).await
+        }
     }
 }
 
@@ -462,15 +428,15 @@ async fn wait(
     } else {
         0
     };
-    let mut recent_checks = refund.recent_checks.clone();
-    recent_checks.push(format!("{} {note}", now.to_rfc3339()));
-    let excess = recent_checks.len().saturating_sub(RECENT_CHECKS_KEPT);
-    recent_checks.drain(..excess);
+    let recent_checks = remember(&refund.recent_checks, now, &note);
     if unknown_checks == deps.poll.max_unknown_checks() {
         // A refund is never given up: it stays pending and keeps being checked, and a human is
         // told once.
         let compensation = Compensation {
-            id: format!("refund-unresolved#{}#{}", refund.payment_id, refund.refund_id),
+            id: format!(
+                "refund-unresolved#{}#{}",
+                refund.payment_id, refund.refund_id
+            ),
             kind: "refund_unresolved",
             payment_id: refund.payment_id.clone(),
             reason: format!(
@@ -552,7 +518,11 @@ pub async fn refund_late_payment(
     };
     match deps
         .store
-        .insert_refund(&refund, payment.amount_minor.get(), &[PaymentStatus::Closed])
+        .insert_refund(
+            &refund,
+            payment.amount_minor.get(),
+            &[PaymentStatus::Closed],
+        )
         .await?
     {
         RefundInsert::Inserted => {
@@ -566,5 +536,75 @@ pub async fn refund_late_payment(
             Ok(true)
         }
         _ => Ok(false),
+    }
+}
+
+/// What a verified refund notification does: settles the refund it names if it is still
+/// pending. A refund we do not know (by payment and refund number) is refused, like an unknown
+/// payment; one already settled is a duplicate.
+pub async fn settle_notified_refund(
+    deps: &Deps,
+    provider: crate::domain::ProviderName,
+    notice: &crate::ports::RefundNotice,
+) -> crate::app::callback::CallbackResult {
+    use crate::app::callback::CallbackResult;
+    let (payment, refunds) = match (
+        deps.store.payment(&notice.payment_id).await,
+        deps.store.refunds(&notice.payment_id).await,
+    ) {
+        (Ok(Some(record)), Ok(refunds)) => (record.payment, refunds),
+        (Ok(None), _) => return CallbackResult::UnknownPayment,
+        _ => return CallbackResult::RetryLater,
+    };
+    if payment.provider != provider {
+        crate::telemetry::alert(
+            "callback_wrong_provider",
+            &format!(
+                "{provider} notified a refund of payment {} which belongs to {}",
+                payment.payment_id, payment.provider
+            ),
+        );
+        return CallbackResult::UnknownPayment;
+    }
+    let Some(refund) = refunds.into_iter().find(|r| r.refund_no == notice.refund_no) else {
+        crate::telemetry::alert(
+            "callback_unknown_refund",
+            &format!(
+                "verified refund notification for unknown refund {} of payment {}",
+                notice.refund_no, notice.payment_id
+            ),
+        );
+        return CallbackResult::UnknownPayment;
+    };
+    if refund.status != RefundStatus::Pending {
+        return CallbackResult::Duplicate;
+    }
+    let (to, reason) = match &notice.state {
+        RefundState::Succeeded => (RefundStatus::Succeeded, None),
+        RefundState::Failed(why) => (RefundStatus::Failed, Some(why.clone())),
+        RefundState::Processing => return CallbackResult::Ignored,
+    };
+    if notice.amount_minor != refund.amount_minor.get() {
+        crate::telemetry::alert(
+            "refund_amount_mismatch",
+            &format!(
+                "refund {} of payment {}: notified {} but asked for {}",
+                refund.refund_id,
+                refund.payment_id,
+                notice.amount_minor,
+                refund.amount_minor.get()
+            ),
+        );
+        return CallbackResult::AmountMismatch;
+    }
+    if settle(deps, &refund, to, reason).await {
+        CallbackResult::Applied
+    } else {
+        match deps.store.refund(&refund.payment_id, &refund.refund_id).await {
+            Ok(Some(current)) if current.status != RefundStatus::Pending => {
+                CallbackResult::Duplicate
+            }
+            _ => CallbackResult::RetryLater,
+        }
     }
 }

@@ -24,6 +24,9 @@ use crate::ports::{
 };
 use crate::store::MemoryStore;
 
+/// Code a test runs inside a provider call, to race it.
+type Hook = Box<dyn Fn(PaymentId) + Send + Sync>;
+
 const T0: Timestamp = Timestamp::from_unix_s(1_800_000_000);
 
 /// A provider whose create answers are scripted, and whose notifications are plain JSON
@@ -33,7 +36,7 @@ struct ScriptedProvider {
     answer: Mutex<Result<(), ProviderError>>,
     creates: AtomicUsize,
     /// Runs inside `create`, after the provider "accepted": simulates a callback racing the create.
-    during_create: Mutex<Option<Box<dyn Fn(PaymentId) + Send + Sync>>>,
+    during_create: Mutex<Option<Hook>>,
 }
 
 impl ScriptedProvider {

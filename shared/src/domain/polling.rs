@@ -15,6 +15,19 @@ pub const DEFAULT_STEPS_S: [i64; 6] = [60, 300, 900, 1800, 3600, 7200];
 /// the provider has been unreachable for about 17 hours by then.
 pub const DEFAULT_MAX_UNKNOWN_CHECKS: u32 = 12;
 
+/// How many provider answers a payment or refund keeps for whoever investigates it.
+pub const RECENT_CHECKS_KEPT: usize = 5;
+
+/// The last answers with this one added (stamped with `at`), the oldest dropped past
+/// [`RECENT_CHECKS_KEPT`].
+pub fn remember(recent: &[String], at: Timestamp, answer: &str) -> Vec<String> {
+    let mut kept: Vec<String> = recent.to_vec();
+    kept.push(format!("{} {answer}", at.to_rfc3339()));
+    let excess = kept.len().saturating_sub(RECENT_CHECKS_KEPT);
+    kept.drain(..excess);
+    kept
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("poll schedule {0}")]
 pub struct ScheduleError(String);
@@ -47,7 +60,9 @@ impl PollSchedule {
             )));
         }
         if max_unknown_checks == 0 {
-            return Err(ScheduleError("max unknown checks must be at least 1".into()));
+            return Err(ScheduleError(
+                "max unknown checks must be at least 1".into(),
+            ));
         }
         Ok(Self {
             steps_s,
@@ -87,7 +102,12 @@ impl PollSchedule {
 
     /// When the next check is due: one step from `now`, but never after the expiry while the
     /// payment is still open.
-    pub fn next_check_at(&self, checks_done: u32, now: Timestamp, expires_at: Timestamp) -> Timestamp {
+    pub fn next_check_at(
+        &self,
+        checks_done: u32,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Timestamp {
         let by_schedule = now.plus_s(self.delay_s(checks_done));
         if now < expires_at {
             by_schedule.min(expires_at)
@@ -136,12 +156,36 @@ mod tests {
     }
 
     #[test]
+    fn only_the_last_answers_are_kept() {
+        let mut recent = Vec::new();
+        for n in 0..7 {
+            recent = remember(&recent, Timestamp::from_unix_s(n), &format!("answer {n}"));
+        }
+        assert_eq!(recent.len(), RECENT_CHECKS_KEPT);
+        assert!(
+            recent[0].ends_with("answer 2") && recent[4].ends_with("answer 6"),
+            "{recent:?}"
+        );
+    }
+
+    #[test]
     fn parses_and_refuses() {
         let s = PollSchedule::parse("1, 5,15", "3").expect("schedule");
         assert_eq!((s.delay_s(0), s.delay_s(2), s.delay_s(7)), (1, 15, 15));
         assert_eq!(s.max_unknown_checks(), 3);
-        for (steps, max) in [("", "3"), ("1,-5", "3"), ("1,x", "3"), ("0", "3"), ("1", "0"), ("1", "x"), ("1.5", "2")] {
-            assert!(PollSchedule::parse(steps, max).is_err(), "{steps:?} {max:?}");
+        for (steps, max) in [
+            ("", "3"),
+            ("1,-5", "3"),
+            ("1,x", "3"),
+            ("0", "3"),
+            ("1", "0"),
+            ("1", "x"),
+            ("1.5", "2"),
+        ] {
+            assert!(
+                PollSchedule::parse(steps, max).is_err(),
+                "{steps:?} {max:?}"
+            );
         }
     }
 }

@@ -8,11 +8,11 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{RsaSigner, RsaVerifier};
-use crate::domain::{Currency, PaymentId, ProviderName, Timestamp};
+use crate::domain::{AmountMinor, Currency, PaymentId, ProviderName, Timestamp};
 use crate::ports::{
     CallbackAnswer, CallbackRejection, CallbackReply, Clock, CloseOutcome, Notification,
     NotifiedStatus, PaymentProvider, ProviderCreate, ProviderCreated, ProviderError,
-    ProviderRefund, ProviderTrade, RefundState,
+    ProviderRefund, ProviderTrade, RefundNotice, RefundState,
 };
 
 /// Notifications whose signed timestamp is this far off our clock (or further) are refused.
@@ -89,6 +89,31 @@ struct NotifyBody {
     status: String,
     amount_minor: i64,
     currency: String,
+}
+
+/// A refund notification: `"event":"REFUND"` and the refund's fields.
+#[derive(Deserialize)]
+struct RefundNotifyBody {
+    notify_id: String,
+    merchant_id: String,
+    out_trade_no: String,
+    out_refund_no: String,
+    refund_status: String,
+    amount_minor: i64,
+}
+
+/// Only `event` is read, and only to pick the rule that verifies the body.
+#[derive(Deserialize)]
+struct EventField {
+    #[serde(default)]
+    event: Option<String>,
+}
+
+/// Whether `body` claims to be a refund notification (`"event":"REFUND"`). Read before any
+/// verification, so it only picks which verification applies; everything else (including
+/// bodies that are not JSON) is verified as a payment notification.
+fn is_refund_event(body: &[u8]) -> bool {
+    serde_json::from_slice::<EventField>(body).is_ok_and(|e| e.event.as_deref() == Some("REFUND"))
 }
 
 fn header<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
@@ -182,6 +207,55 @@ pub fn verify_notification(
     })
 }
 
+/// Verifies a refund notification and parses it: signature, replay window, merchant, fields.
+/// `refund_status` is `SUCCESS` or `FAILED`; `amount_minor` is the refund's.
+pub fn verify_refund_notification(
+    provider_key: &RsaVerifier,
+    merchant_id: &str,
+    headers: &http::HeaderMap,
+    body: &[u8],
+    now: Timestamp,
+) -> Result<RefundNotice, CallbackRejection> {
+    verify_signed(provider_key, headers, body, now)?;
+    let notify: RefundNotifyBody = serde_json::from_slice(body)
+        .map_err(|e| CallbackRejection::Malformed(format!("refund notification: {e}")))?;
+    if notify.merchant_id != merchant_id {
+        return Err(CallbackRejection::WrongMerchant(notify.merchant_id));
+    }
+    if notify.notify_id.is_empty() {
+        return Err(CallbackRejection::Malformed("empty notify_id".into()));
+    }
+    let payment_id = PaymentId::parse(&notify.out_trade_no)
+        .map_err(|e| CallbackRejection::Malformed(format!("out_trade_no: {e}")))?;
+    if !is_refund_no(&notify.out_refund_no) {
+        return Err(CallbackRejection::Malformed(
+            "out_refund_no must be 1 to 64 of [0-9A-Za-z_-]".into(),
+        ));
+    }
+    let amount_minor = AmountMinor::new(notify.amount_minor)
+        .map_err(|e| CallbackRejection::Malformed(format!("amount_minor: {e}")))?
+        .get();
+    let state = match notify.refund_status.as_str() {
+        "SUCCESS" => RefundState::Succeeded,
+        "FAILED" => RefundState::Failed(format!(
+            "the sandbox failed refund {}",
+            notify.out_refund_no
+        )),
+        other => {
+            return Err(CallbackRejection::Malformed(format!(
+                "unknown refund_status {other:?}"
+            )));
+        }
+    };
+    Ok(RefundNotice {
+        notify_id: notify.notify_id,
+        payment_id,
+        refund_no: notify.out_refund_no,
+        state,
+        amount_minor,
+    })
+}
+
 impl SandboxProvider {
     pub fn new(config: SandboxConfig, clock: std::sync::Arc<dyn Clock>) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder().timeout(config.timeout).build()?;
@@ -230,13 +304,16 @@ fn refused(code: &str, message: impl Into<String>) -> ProviderError {
 
 /// The refund's path and body. A refund the sandbox would refuse anyway is refused here, never
 /// sent: `out_refund_no` 1 to 64 of `[0-9A-Za-z_-]`, an amount within the payment's.
-fn refund_request(refund: &ProviderRefund) -> Result<(String, String), ProviderError> {
-    let no_ok = (1..=64).contains(&refund.refund_no.len())
-        && refund
-            .refund_no
+/// `out_refund_no`: 1 to 64 of `[0-9A-Za-z_-]`.
+fn is_refund_no(text: &str) -> bool {
+    (1..=64).contains(&text.len())
+        && text
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if !no_ok {
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn refund_request(refund: &ProviderRefund) -> Result<(String, String), ProviderError> {
+    if !is_refund_no(&refund.refund_no) {
         return Err(refused(
             "INVALID_REFUND_ID",
             "refund number must be 1 to 64 of [0-9A-Za-z_-]",
@@ -429,7 +506,7 @@ impl PaymentProvider for SandboxProvider {
         match error.code.as_str() {
             "TRADE_NOT_EXIST" => Ok(CloseOutcome::NoTrade),
             "TRADE_ALREADY_PAID" => Ok(CloseOutcome::AlreadyPaid),
-            _ if status >= 400 && status < 500 => Err(ProviderError::Rejected {
+            _ if (400..500).contains(&status) => Err(ProviderError::Rejected {
                 code: error.code,
                 message: error.message,
             }),
@@ -483,6 +560,25 @@ impl PaymentProvider for SandboxProvider {
             body,
             now,
         )
+    }
+
+    /// The sandbox sends refund notifications to the trade's `notify_url`, the same route as
+    /// payment notifications; they carry `"event":"REFUND"`.
+    fn verify_refund_callback(
+        &self,
+        headers: &http::HeaderMap,
+        body: &[u8],
+        now: Timestamp,
+    ) -> Option<Result<RefundNotice, CallbackRejection>> {
+        is_refund_event(body).then(|| {
+            verify_refund_notification(
+                &self.config.provider_key,
+                &self.config.merchant_id,
+                headers,
+                body,
+                now,
+            )
+        })
     }
 
     fn reply(&self, answer: CallbackAnswer, detail: &str) -> CallbackReply {

@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, Put, ReturnValuesOnConditionCheckFailure,
     TransactWriteItem, Update,
@@ -29,8 +30,8 @@ use serde_dynamo::aws_sdk_dynamodb_1::{from_item, to_item};
 
 use crate::domain::idempotency::{IdempotencyRecord, RecordStatus, StoredResponse};
 use crate::domain::payment::{ExpiryGuard, Transition, check_transition};
-use crate::domain::{HistoryEntry, OrderId, Payment, PaymentId, Timestamp};
 use crate::domain::refund::{Refund, RefundStatus};
+use crate::domain::{HistoryEntry, OrderId, Payment, PaymentId, Timestamp};
 use crate::domain::{PaymentStatus, RefundId};
 use crate::ports::{
     CheckRecord, ClaimOutcome, Compensation, CreateCompletion, DueCheck, IdempotencyStore,
@@ -192,6 +193,32 @@ fn transition_outcome(
         Cancelled::Other(codes) => Err(StoreError::Unexpected(anyhow::anyhow!(
             "transition cancelled: {codes}"
         ))),
+    }
+}
+
+/// What every check that leaves an item pending writes.
+struct Counters<'a> {
+    next_check_at: Timestamp,
+    checks_done: u32,
+    unknown_checks: u32,
+    recent_checks: &'a [String],
+}
+
+/// Sends a check's update; `false` when the item moved on (left `pending`, or another claim).
+async fn send_check_update(
+    update: UpdateItemFluentBuilder,
+    set: &[&str],
+) -> Result<bool, StoreError> {
+    match update
+        .update_expression(format!("SET {}", set.join(", ")))
+        .send()
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(err) if is_condition_failure(&err) => Ok(false),
+        Err(err) => Err(StoreError::Unexpected(
+            anyhow::Error::new(err).context("record check"),
+        )),
     }
 }
 
@@ -433,6 +460,78 @@ impl DynamoStore {
         }
     }
 
+    /// Claims a due check on item `sk` of the payment's partition: one conditional write that
+    /// moves `next_check_at` to the lease's end if the item is pending and due, returning it.
+    async fn claim_due(
+        &self,
+        payment_id: &PaymentId,
+        sk: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Option<Item>, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(payment_pk(payment_id)))
+            .key("sk", s(sk))
+            .update_expression("SET next_check_at = :lease")
+            .condition_expression("#status = :pending AND next_check_at <= :now")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":now", n(now.unix_ms()))
+            .expression_attribute_values(":lease", n(lease_until.unix_ms()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(Some(
+                out.attributes.context("claim answered without the item")?,
+            )),
+            Err(err) if is_condition_failure(&err) => Ok(None),
+            Err(err) => Err(StoreError::Unexpected(
+                anyhow::Error::new(err).context("claim check"),
+            )),
+        }
+    }
+
+    /// The update of a check that left item `sk` pending, still held by this claim: the
+    /// counters every check writes, and the `SET` clauses so far (callers may add).
+    fn check_update(
+        &self,
+        payment_id: &PaymentId,
+        sk: &str,
+        lease_until: Timestamp,
+        counters: &Counters<'_>,
+    ) -> (UpdateItemFluentBuilder, Vec<&'static str>) {
+        let recent = counters
+            .recent_checks
+            .iter()
+            .map(|c| s(c.as_str()))
+            .collect();
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(payment_pk(payment_id)))
+            .key("sk", s(sk))
+            .condition_expression("#status = :pending AND next_check_at = :lease")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":lease", n(lease_until.unix_ms()))
+            .expression_attribute_values(":next", n(counters.next_check_at.unix_ms()))
+            .expression_attribute_values(":done", n(counters.checks_done))
+            .expression_attribute_values(":unknown", n(counters.unknown_checks))
+            .expression_attribute_values(":recent", AttributeValue::L(recent));
+        let set = vec![
+            "next_check_at = :next",
+            "checks_done = :done",
+            "unknown_checks = :unknown",
+            "recent_checks = :recent",
+        ];
+        (update, set)
+    }
+
     /// A compensation record, as a put for a transaction or alone.
     fn compensation_put(&self, compensation: &Compensation) -> anyhow::Result<Put> {
         let table = self
@@ -460,7 +559,6 @@ impl DynamoStore {
         self.compensations = Some(table.into());
         self
     }
-
 
     /// The guarded update of a transition. Its condition carries status, version and, when the
     /// trigger reported them, amount and currency.
@@ -615,7 +713,9 @@ impl PaymentStore for DynamoStore {
                     .table_name(&self.table)
                     .key("pk", s(order_pk(&payment.order_id)))
                     .key("sk", s("ORDER"))
-                    .update_expression("SET payment_id = :new, created_at = :created, attempt = :attempt")
+                    .update_expression(
+                        "SET payment_id = :new, created_at = :created, attempt = :attempt",
+                    )
                     .condition_expression("payment_id = :previous")
                     .expression_attribute_values(":new", s(payment.payment_id.as_str()))
                     .expression_attribute_values(":created", n(payment.created_at.unix_ms()))
@@ -730,7 +830,9 @@ impl PaymentStore for DynamoStore {
             .table_name(&self.table)
             .key("pk", s(payment_pk(&refund.payment_id)))
             .key("sk", s("PAYMENT"))
-            .update_expression("SET refund_reserved_minor = if_not_exists(refund_reserved_minor, :zero) + :amount")
+            .update_expression(
+                "SET refund_reserved_minor = if_not_exists(refund_reserved_minor, :zero) + :amount",
+            )
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":amount", n(amount))
@@ -884,7 +986,11 @@ impl PaymentStore for DynamoStore {
         let mut items = vec![TransactWriteItem::builder().update(refund).build()];
         if let Some(t) = &settle.transition {
             check_transition(t.from, t.to).map_err(anyhow::Error::new)?;
-            set.extend(["#status = :to", "#version = :new_version", "updated_at = :at"]);
+            set.extend([
+                "#status = :to",
+                "#version = :new_version",
+                "updated_at = :at",
+            ]);
             payment = payment
                 .expression_attribute_values(":to", s(t.to.as_str()))
                 .expression_attribute_values(":new_version", n(t.new_version()))
@@ -924,31 +1030,12 @@ impl PaymentStore for DynamoStore {
         now: Timestamp,
         lease_until: Timestamp,
     ) -> Result<Option<Refund>, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(payment_pk(payment_id)))
-            .key("sk", s(refund_sk(refund_id)))
-            .update_expression("SET next_check_at = :lease")
-            .condition_expression("#status = :pending AND next_check_at <= :now")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":pending", s("pending"))
-            .expression_attribute_values(":now", n(now.unix_ms()))
-            .expression_attribute_values(":lease", n(lease_until.unix_ms()))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
-            .send()
-            .await;
-        match result {
-            Ok(out) => {
-                let item = out.attributes.context("claim answered without the refund")?;
-                Ok(Some(from_item(item).context("deserialize refund")?))
-            }
-            Err(err) if is_condition_failure(&err) => Ok(None),
-            Err(err) => Err(StoreError::Unexpected(
-                anyhow::Error::new(err).context("claim refund check"),
-            )),
-        }
+        let item = self
+            .claim_due(payment_id, &refund_sk(refund_id), now, lease_until)
+            .await?;
+        Ok(item
+            .map(|item| from_item(item).context("deserialize refund"))
+            .transpose()?)
     }
 
     async fn put_compensation(&self, compensation: &Compensation) -> Result<(), StoreError> {
@@ -970,31 +1057,15 @@ impl PaymentStore for DynamoStore {
         lease_until: Timestamp,
         check: &RefundCheck,
     ) -> Result<bool, StoreError> {
-        let recent = check.recent_checks.iter().map(|c| s(c.as_str())).collect();
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(payment_pk(payment_id)))
-            .key("sk", s(refund_sk(refund_id)))
-            .update_expression("SET next_check_at = :next, checks_done = :done, unknown_checks = :unknown, recent_checks = :recent")
-            .condition_expression("#status = :pending AND next_check_at = :lease")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":pending", s("pending"))
-            .expression_attribute_values(":lease", n(lease_until.unix_ms()))
-            .expression_attribute_values(":next", n(check.next_check_at.unix_ms()))
-            .expression_attribute_values(":done", n(check.checks_done))
-            .expression_attribute_values(":unknown", n(check.unknown_checks))
-            .expression_attribute_values(":recent", AttributeValue::L(recent))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err) if is_condition_failure(&err) => Ok(false),
-            Err(err) => Err(StoreError::Unexpected(
-                anyhow::Error::new(err).context("record refund check"),
-            )),
-        }
+        let counters = Counters {
+            next_check_at: check.next_check_at,
+            checks_done: check.checks_done,
+            unknown_checks: check.unknown_checks,
+            recent_checks: &check.recent_checks,
+        };
+        let (update, set) =
+            self.check_update(payment_id, &refund_sk(refund_id), lease_until, &counters);
+        send_check_update(update, &set).await
     }
 
     async fn escalate(
@@ -1056,34 +1127,12 @@ impl PaymentStore for DynamoStore {
         now: Timestamp,
         lease_until: Timestamp,
     ) -> Result<Option<Payment>, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(payment_pk(payment_id)))
-            .key("sk", s("PAYMENT"))
-            .update_expression("SET next_check_at = :lease")
-            .condition_expression("#status = :pending AND next_check_at <= :now")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":pending", s("pending"))
-            .expression_attribute_values(":now", n(now.unix_ms()))
-            .expression_attribute_values(":lease", n(lease_until.unix_ms()))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
-            .send()
-            .await;
-        match result {
-            Ok(out) => {
-                let item = out
-                    .attributes
-                    .context("claim answered without the payment")?;
-                let payment: Payment = from_item(item).context("deserialize payment")?;
-                Ok(Some(payment))
-            }
-            Err(err) if is_condition_failure(&err) => Ok(None),
-            Err(err) => Err(StoreError::Unexpected(
-                anyhow::Error::new(err).context("claim check"),
-            )),
-        }
+        let item = self
+            .claim_due(payment_id, "PAYMENT", now, lease_until)
+            .await?;
+        Ok(item
+            .map(|item| from_item(item).context("deserialize payment"))
+            .transpose()?)
     }
 
     async fn record_check(
@@ -1092,32 +1141,19 @@ impl PaymentStore for DynamoStore {
         lease_until: Timestamp,
         check: &CheckRecord,
     ) -> Result<bool, StoreError> {
-        let mut set = vec![
-            "next_check_at = :next",
-            "checks_done = :done",
-            "unknown_checks = :unknown",
-            "recent_checks = :recent",
-            "create_unknown = :create_unknown",
-        ];
-        let recent = check.recent_checks.iter().map(|c| s(c.as_str())).collect();
-        let mut update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(payment_pk(payment_id)))
-            .key("sk", s("PAYMENT"))
-            .condition_expression("#status = :pending AND next_check_at = :lease")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":pending", s("pending"))
-            .expression_attribute_values(":lease", n(lease_until.unix_ms()))
-            .expression_attribute_values(":next", n(check.next_check_at.unix_ms()))
-            .expression_attribute_values(":done", n(check.checks_done))
-            .expression_attribute_values(":unknown", n(check.unknown_checks))
-            .expression_attribute_values(":recent", AttributeValue::L(recent))
-            .expression_attribute_values(
-                ":create_unknown",
-                AttributeValue::Bool(check.create_unknown),
-            );
+        let counters = Counters {
+            next_check_at: check.next_check_at,
+            checks_done: check.checks_done,
+            unknown_checks: check.unknown_checks,
+            recent_checks: &check.recent_checks,
+        };
+        let (mut update, mut set) =
+            self.check_update(payment_id, "PAYMENT", lease_until, &counters);
+        set.push("create_unknown = :create_unknown");
+        update = update.expression_attribute_values(
+            ":create_unknown",
+            AttributeValue::Bool(check.create_unknown),
+        );
         if let Some(created) = &check.created {
             set.push("pay_url = :url");
             update = update.expression_attribute_values(":url", s(&created.pay_url));
@@ -1126,17 +1162,7 @@ impl PaymentStore for DynamoStore {
                 update = update.expression_attribute_values(":trade_no", s(trade_no));
             }
         }
-        let result = update
-            .update_expression(format!("SET {}", set.join(", ")))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err) if is_condition_failure(&err) => Ok(false),
-            Err(err) => Err(StoreError::Unexpected(
-                anyhow::Error::new(err).context("record check"),
-            )),
-        }
+        send_check_update(update, &set).await
     }
 
     async fn payment(&self, payment_id: &PaymentId) -> Result<Option<PaymentRecord>, StoreError> {

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 
 use crate::domain::idempotency::{IdempotencyRecord, RecordStatus, StoredResponse};
 use crate::domain::payment::{Transition, check_transition};
-use crate::domain::{HistoryEntry, OrderId, Payment, PaymentId, Timestamp};
 use crate::domain::refund::{Refund, RefundStatus};
+use crate::domain::{HistoryEntry, OrderId, Payment, PaymentId, Timestamp};
 use crate::domain::{PaymentStatus, RefundId};
 use crate::ports::{
     CheckRecord, ClaimOutcome, Compensation, CreateCompletion, DueCheck, IdempotencyStore,
@@ -216,7 +216,10 @@ impl PaymentStore for MemoryStore {
             .filter(|r| due_shard(&r.payment_id) == shard)
             .filter_map(|r| {
                 let at = r.next_check_at.filter(|at| *at <= now)?;
-                Some((at, DueCheck::Refund(r.payment_id.clone(), r.refund_id.clone())))
+                Some((
+                    at,
+                    DueCheck::Refund(r.payment_id.clone(), r.refund_id.clone()),
+                ))
             });
         let mut due: Vec<(Timestamp, DueCheck)> = payments.chain(refunds).collect();
         due.sort_by_key(|(at, _)| *at);
@@ -252,9 +255,7 @@ impl PaymentStore for MemoryStore {
         let Some(payment) = state.payments.get_mut(payment_id) else {
             return Ok(false);
         };
-        if payment.status != PaymentStatus::Pending
-            || payment.next_check_at != Some(lease_until)
-        {
+        if payment.status != PaymentStatus::Pending || payment.next_check_at != Some(lease_until) {
             return Ok(false);
         }
         payment.next_check_at = Some(check.next_check_at);
@@ -328,8 +329,7 @@ impl PaymentStore for MemoryStore {
         let Some(payment) = state.payments.get_mut(&s.payment_id) else {
             return Ok(false);
         };
-        if !pending || payment.status != s.payment_status || payment.version != s.payment_version
-        {
+        if !pending || payment.status != s.payment_status || payment.version != s.payment_version {
             return Ok(false);
         }
         if let Some(t) = &s.transition {

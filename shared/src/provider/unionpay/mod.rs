@@ -12,7 +12,9 @@
 //! - `respCode` 03/04/05 (processing) and anything we cannot authenticate are "unknown";
 //!   other failure codes are definite rejections; 34 on a query is "no such trade".
 //! - UnionPay cannot close an unpaid QR order: it lapses at `payTimeout`, which we set from the
-//!   payment's expiry. Refunds and same-day cancels reference the consume's `queryId`.
+//!   payment's expiry. Refunds and same-day cancels reference the consume's `queryId`. A refund
+//!   through the port is its own transaction: `orderId` = our refund number, `txnTime` = when it
+//!   was first asked for ([`refund_txn_time`]), so repeats and queries name it alike.
 //! - Settlement files come from the file transfer (txnType 76) on another host, with its own
 //!   answer bound; see [`statement`].
 
@@ -33,12 +35,15 @@ use async_trait::async_trait;
 use crate::crypto::RsaSigner;
 use crate::domain::{PaymentId, ProviderName, Timestamp};
 use crate::ports::{
-    CallbackAnswer, CallbackRejection, CallbackReply, Clock, CloseOutcome, Notification, ProviderRefund, RefundState,
-    PaymentProvider, ProviderCreate, ProviderCreated, ProviderError, ProviderTrade,
+    CallbackAnswer, CallbackRejection, CallbackReply, Clock, CloseOutcome, Notification,
+    PaymentProvider, ProviderCreate, ProviderCreated, ProviderError, ProviderRefund, ProviderTrade,
+    RefundState,
 };
 
 pub use sign::{Fields, SignerTrust, TrustError, VerifyError, cert_serial_decimal};
-pub use wire::{FILE_ANSWER_BYTES_MAX, ReversalAccepted, china_time, parse_fen, txn_time_for};
+pub use wire::{
+    FILE_ANSWER_BYTES_MAX, ReversalAccepted, china_time, parse_fen, refund_txn_time, txn_time_for,
+};
 
 /// Consumes, refunds and cancels go here.
 pub const BACK_TRANS_PATH: &str = "/gateway/api/backTransReq.do";
@@ -90,6 +95,11 @@ impl std::fmt::Debug for UnionPayProvider {
 fn unknown(err: impl std::fmt::Display) -> ProviderError {
     ProviderError::Unknown(err.to_string())
 }
+
+/// What a refund without the consume's `queryId` is refused with: nothing names the consume.
+pub const NO_ORIG_QUERY_ID: &str = "NO_ORIG_QUERY_ID";
+/// respCode of a duplicate transaction (an orderId and txnTime UnionPay has already).
+const DUPLICATE: &str = "12";
 
 /// A request we refused to send is definitely not done.
 fn not_sent(reason: String) -> ProviderError {
@@ -252,6 +262,7 @@ impl UnionPayProvider {
             orig_query_id,
             refund_id,
             amount_minor,
+            self.clock.now(),
         )
         .await
     }
@@ -268,25 +279,27 @@ impl UnionPayProvider {
             orig_query_id,
             cancel_id,
             amount_minor,
+            self.clock.now(),
         )
         .await
     }
 
+    /// A refund or cancel as the transaction `order_id` at `txn_at` (its `txnTime`).
     async fn reverse(
         &self,
         kind: wire::ReversalKind,
         orig_query_id: &str,
         order_id: &str,
         amount_minor: i64,
+        txn_at: Timestamp,
     ) -> Result<ReversalAccepted, ProviderError> {
-        let now = self.clock.now();
         let fields = wire::reversal_fields(
             &self.merchant(),
             kind,
             orig_query_id,
             order_id,
             amount_minor,
-            now,
+            txn_at,
         )
         .map_err(not_sent)?;
         // reversal_fields always sets txnTime; the caller needs it to query the reversal later.
@@ -371,20 +384,70 @@ impl PaymentProvider for UnionPayProvider {
         wire::create_outcome(&answer, &self.config.mer_id, &request.payment_id)
     }
 
-    // Placeholder until the refund calls are wired (in progress).
-    async fn refund(&self, _refund: &ProviderRefund) -> Result<RefundState, ProviderError> {
-        Err(ProviderError::Rejected {
-            code: "REFUND_UNSUPPORTED".into(),
-            message: "refunds are not wired for this provider yet".into(),
-        })
+    /// A refund (txnType 04) of the paid consume whose `queryId` is `provider_trade_no`, as the
+    /// transaction `orderId` = refund number at `txnTime` = `requested_at`. UnionPay takes it
+    /// asynchronously: accepted is `Processing` until a query tells the result. A duplicate
+    /// (`12`) of a refund it has under that orderId and txnTime is answered by that refund.
+    async fn refund(&self, refund: &ProviderRefund) -> Result<RefundState, ProviderError> {
+        let orig_query_id = refund
+            .provider_trade_no
+            .as_deref()
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| ProviderError::Rejected {
+                code: NO_ORIG_QUERY_ID.into(),
+                message: format!(
+                    "a UnionPay refund names the paid consume's queryId; payment {} has none",
+                    refund.payment_id
+                ),
+            })?;
+        if refund.amount_minor > refund.total_minor {
+            return Err(not_sent(format!(
+                "refund of {} exceeds the payment's {}",
+                refund.amount_minor, refund.total_minor
+            )));
+        }
+        let sent = self
+            .reverse(
+                wire::ReversalKind::Refund,
+                orig_query_id,
+                &refund.refund_no,
+                refund.amount_minor,
+                refund.requested_at,
+            )
+            .await;
+        match sent {
+            Ok(_) => Ok(RefundState::Processing),
+            Err(ProviderError::Rejected { code, message }) if code == DUPLICATE => {
+                match self.query_refund(refund).await {
+                    Ok(Some(state)) => Ok(state),
+                    Ok(None) => Err(ProviderError::Rejected { code, message }),
+                    Err(e) => Err(unknown(format!(
+                        "refund {} is a duplicate and its query failed: {e}",
+                        refund.refund_no
+                    ))),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
-    // Placeholder until the refund calls are wired (in progress).
+    /// The ordinary query (txnType 00) of the refund's own `orderId` and `txnTime`. A refund
+    /// number that cannot be an orderId was never sent, but is reported as unknown, never as
+    /// "no such refund", as for [`Self::query`].
     async fn query_refund(
         &self,
-        _refund: &ProviderRefund,
+        refund: &ProviderRefund,
     ) -> Result<Option<RefundState>, ProviderError> {
-        Ok(None)
+        let fields =
+            wire::refund_query_fields(&self.merchant(), &refund.refund_no, refund.requested_at)
+                .map_err(|e| ProviderError::Unknown(format!("unionpay refund query: {e}")))?;
+        let answer = self.post(QUERY_TRANS_PATH, fields).await?;
+        wire::refund_query_outcome(
+            &answer,
+            &self.config.mer_id,
+            &refund.refund_no,
+            refund.amount_minor,
+        )
     }
 
     /// UnionPay has no close for an unpaid QR order: it lapses at the `payTimeout` sent with

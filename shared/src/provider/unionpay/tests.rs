@@ -955,3 +955,226 @@ fn construction_checks_the_configuration() {
     let debug = format!("{:?}", provider(valid_now()));
     assert!(debug.contains("RsaSigner(<redacted>)") && !debug.contains("PRIVATE"));
 }
+
+// ---- refunds through the port ----
+
+fn port_refund(provider_trade_no: Option<&str>, refund_no: &str, amount: i64) -> ProviderRefund {
+    ProviderRefund {
+        payment_id: payment_id(),
+        refund_no: refund_no.into(),
+        amount_minor: amount,
+        total_minor: 10,
+        currency: Currency::Cny,
+        reason: "退货".into(),
+        provider_trade_no: provider_trade_no.map(str::to_owned),
+        // An hour after the consume: 2022-09-03 07:54:48 in China.
+        requested_at: Timestamp::from_unix_ms(T0_MS).plus_s(3600),
+    }
+}
+
+#[test]
+fn refund_queries_name_the_refunds_order_id_and_txn_time() {
+    let requested_at = Timestamp::from_unix_ms(T0_MS).plus_s(3600);
+    assert_eq!(
+        refund_txn_time(requested_at).as_deref(),
+        Ok("20220903075448")
+    );
+    let mut expected = wire::query_fields(&merchant(), &payment_id()).expect("query");
+    expected.insert("orderId".into(), "R0001abcd".into());
+    expected.insert("txnTime".into(), "20220903075448".into());
+    assert_eq!(
+        wire::refund_query_fields(&merchant(), "R0001abcd", requested_at),
+        Ok(expected)
+    );
+    let refund = wire::reversal_fields(
+        &merchant(),
+        ReversalKind::Refund,
+        "512209110416475616528",
+        "R0001abcd",
+        5,
+        requested_at,
+    )
+    .expect("refund");
+    assert_eq!(refund["txnTime"], "20220903075448");
+    for bad in ["R1", "R-0001-abcd", ""] {
+        assert!(wire::refund_query_fields(&merchant(), bad, requested_at).is_err());
+    }
+}
+
+#[test]
+fn refund_query_answers_map_every_status() {
+    let answer = |pairs: &[(&str, &str)]| {
+        let mut all = fields(&[
+            ("merId", MER_ID),
+            ("orderId", "R0001abcd"),
+            ("respCode", "00"),
+            ("respMsg", "msg"),
+            ("origRespCode", "00"),
+            ("origRespMsg", "orig msg"),
+            ("queryId", "512209110416475616529"),
+            ("txnAmt", "5"),
+        ]);
+        all.extend(fields(pairs));
+        wire::refund_query_outcome(&all, MER_ID, "R0001abcd", 5)
+    };
+    for orig in ["00", "A6"] {
+        assert_eq!(
+            answer(&[("origRespCode", orig)]),
+            Ok(Some(RefundState::Succeeded)),
+            "{orig}"
+        );
+    }
+    for orig in ["03", "04", "05"] {
+        assert_eq!(
+            answer(&[("origRespCode", orig)]),
+            Ok(Some(RefundState::Processing)),
+            "{orig}"
+        );
+    }
+    for orig in ["01", "33", "61"] {
+        assert_eq!(
+            answer(&[("origRespCode", orig)]),
+            Ok(Some(RefundState::Failed(format!(
+                "UnionPay refund R0001abcd: {orig} orig msg"
+            )))),
+            "{orig}"
+        );
+    }
+    assert_eq!(answer(&[("respCode", "34")]), Ok(None));
+    for code in ["03", "04", "05"] {
+        assert!(is_unknown(&answer(&[("respCode", code)])), "{code}");
+    }
+    assert_eq!(answer(&[("respCode", "11")]), Err(rejected("11", "msg")));
+    for bad in [
+        ("txnAmt", "6"),
+        ("txnAmt", "0.05"),
+        ("orderId", "R0002abcd"),
+        ("merId", "777290058000000"),
+    ] {
+        assert!(is_unknown(&answer(&[bad])), "{bad:?}");
+    }
+    let mut bare = fields(&[("respCode", "00")]);
+    assert!(is_unknown(&wire::refund_query_outcome(
+        &bare,
+        MER_ID,
+        "R0001abcd",
+        5
+    )));
+    bare.insert("origRespCode".into(), "00".into());
+    assert_eq!(
+        wire::refund_query_outcome(&bare, MER_ID, "R0001abcd", 5),
+        Ok(Some(RefundState::Succeeded)),
+        "txnAmt is checked when present"
+    );
+}
+
+#[tokio::test]
+async fn port_refunds_we_cannot_send_fail_without_calling_out() {
+    let provider = provider(valid_now());
+    let without_query_id = port_refund(None, "R0001abcd", 5);
+    assert!(matches!(
+        PaymentProvider::refund(&provider, &without_query_id).await,
+        Err(ProviderError::Rejected { code, .. }) if code == NO_ORIG_QUERY_ID
+    ));
+    let too_much = port_refund(Some("512209110416475616528"), "R0001abcd", 11);
+    assert!(matches!(
+        PaymentProvider::refund(&provider, &too_much).await,
+        Err(ProviderError::Rejected { code, .. }) if code == "INVALID_REQUEST"
+    ));
+    let bad_number = port_refund(Some("512209110416475616528"), "R-1", 5);
+    assert!(matches!(
+        PaymentProvider::refund(&provider, &bad_number).await,
+        Err(ProviderError::Rejected { code, .. }) if code == "INVALID_REQUEST"
+    ));
+    assert!(is_unknown(&provider.query_refund(&bad_number).await));
+}
+
+/// Accepts one HTTP request on `listener`, answers 503, and returns its body as a form.
+async fn one_request_form(listener: &tokio::net::TcpListener) -> Fields {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (mut socket, _) = listener.accept().await.expect("accept");
+    let mut bytes = Vec::new();
+    let mut chunk = [0_u8; 4096];
+    // Headers, then as much body as Content-Length says; bounded by the stub's purpose.
+    for _ in 0..64 {
+        let n = socket.read(&mut chunk).await.expect("read");
+        bytes.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())
+                        .flatten()
+                })
+                .unwrap_or(0);
+            if body.len() >= length || n == 0 {
+                let reply = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                socket.write_all(reply).await.expect("write");
+                return form_urlencoded::parse(body.as_bytes())
+                    .into_owned()
+                    .collect();
+            }
+        }
+    }
+    panic!("request never completed")
+}
+
+#[tokio::test]
+async fn port_refund_and_its_query_carry_txn_time_from_requested_at_not_the_clock() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base_url = format!("http://{}", listener.local_addr().expect("addr"));
+    let pki = pki();
+    let config = UnionPayConfig {
+        base_url,
+        mer_id: MER_ID.into(),
+        sign_key: RsaSigner::from_pem(&pki.merchant_key_pem).expect("key"),
+        sign_cert_serial_decimal: cert_serial_decimal(&pki.merchant_cert_pem).expect("serial"),
+        root_cert_pem: pki.root_pem.clone(),
+        intermediate_cert_pem: pki.intermediate_pem.clone(),
+        expected_signer_cn: COMPANY.into(),
+        back_url: BACK_URL.into(),
+        timeout: Duration::from_secs(5),
+    };
+    // The clock is far from the refund's request time: only requested_at may show.
+    let provider =
+        UnionPayProvider::new(config, Arc::new(ManualClock::at(valid_now()))).expect("provider");
+    let refund = port_refund(Some("512209110416475616528"), "R0001abcd", 5);
+
+    let captured = tokio::spawn(async move {
+        let refund = one_request_form(&listener).await;
+        let query = one_request_form(&listener).await;
+        (refund, query)
+    });
+    let sent = PaymentProvider::refund(&provider, &refund).await;
+    assert!(is_unknown(&sent), "503 says nothing: {sent:?}");
+    let queried = provider.query_refund(&refund).await;
+    assert!(is_unknown(&queried), "503 says nothing: {queried:?}");
+    let (form, query) = captured.await.expect("requests");
+    for (key, value) in [
+        ("txnType", "04"),
+        ("txnSubType", "00"),
+        ("orderId", "R0001abcd"),
+        ("txnTime", "20220903075448"),
+        ("txnAmt", "5"),
+        ("origQryId", "512209110416475616528"),
+        ("merId", MER_ID),
+    ] {
+        assert_eq!(form.get(key).map(String::as_str), Some(value), "{key}");
+    }
+    let merchant_key = RsaVerifier::from_pem(&pki.merchant_public_pem).expect("public");
+    assert!(sign::signature_verifies(&form, &merchant_key));
+    let mut expected = wire::refund_query_fields(&merchant(), "R0001abcd", refund.requested_at)
+        .expect("query fields");
+    expected.insert("certId".into(), form["certId"].clone());
+    expected.insert("signature".into(), query["signature"].clone());
+    assert_eq!(
+        query, expected,
+        "the query names the refund's orderId and txnTime"
+    );
+    assert!(sign::signature_verifies(&query, &merchant_key));
+}

@@ -9,6 +9,7 @@ use crate::domain::money::AMOUNT_MINOR_MAX;
 use crate::domain::{Currency, PaymentId, Timestamp};
 use crate::ports::{
     CallbackRejection, Notification, NotifiedStatus, ProviderCreated, ProviderError, ProviderTrade,
+    RefundState,
 };
 
 /// Most fields an answer or notification may have; UnionPay's have about 30.
@@ -232,12 +233,40 @@ pub fn create_fields(
 /// The unsigned status query (txnType 00) of a payment's consume.
 pub fn query_fields(merchant: &Merchant<'_>, payment_id: &PaymentId) -> Result<Fields, String> {
     let txn_time = txn_time_for(payment_id)?;
+    Ok(transaction_query_fields(
+        merchant,
+        payment_id.as_str(),
+        &txn_time,
+    ))
+}
+
+/// The unsigned status query (txnType 00) of any transaction of ours: UnionPay finds it by its
+/// `orderId` and `txnTime` together.
+fn transaction_query_fields(merchant: &Merchant<'_>, order_id: &str, txn_time: &str) -> Fields {
     let mut fields = common_fields(merchant, "00", "00");
-    fields.extend(fields_of(&[
-        ("orderId", payment_id.as_str()),
-        ("txnTime", &txn_time),
-    ]));
-    Ok(fields)
+    fields.extend(fields_of(&[("orderId", order_id), ("txnTime", txn_time)]));
+    fields
+}
+
+/// The `txnTime` of a refund: when it was first asked for, in China time. The refund request
+/// and every query of it call this with the same `requested_at`, so they always agree.
+pub fn refund_txn_time(requested_at: Timestamp) -> Result<String, String> {
+    china_time(requested_at).ok_or_else(|| format!("refund time {requested_at} out of range"))
+}
+
+/// The unsigned status query of a refund: its own `orderId` (our refund number) and `txnTime`.
+pub fn refund_query_fields(
+    merchant: &Merchant<'_>,
+    refund_no: &str,
+    requested_at: Timestamp,
+) -> Result<Fields, String> {
+    if !is_order_id(refund_no) {
+        return Err(format!(
+            "{refund_no:?} is not a UnionPay orderId (8-40 letters/digits)"
+        ));
+    }
+    let txn_time = refund_txn_time(requested_at)?;
+    Ok(transaction_query_fields(merchant, refund_no, &txn_time))
 }
 
 /// A refund (txnType 04) or a same-day cancel (txnType 31) of a paid consume.
@@ -247,15 +276,15 @@ pub enum ReversalKind {
     Cancel,
 }
 
-/// The unsigned refund or cancel: its own `orderId` and `txnTime` (now), pointing at the
-/// consume through `origQryId`, the consume's `queryId`.
+/// The unsigned refund or cancel: its own `orderId` and `txnTime` (`txn_at` in China time),
+/// pointing at the consume through `origQryId`, the consume's `queryId`.
 pub fn reversal_fields(
     merchant: &Merchant<'_>,
     kind: ReversalKind,
     orig_query_id: &str,
     order_id: &str,
     amount_minor: i64,
-    now: Timestamp,
+    txn_at: Timestamp,
 ) -> Result<Fields, String> {
     if !(1..=AMOUNT_MINOR_MAX).contains(&amount_minor) {
         return Err(format!("amount {amount_minor} out of range"));
@@ -268,7 +297,7 @@ pub fn reversal_fields(
     if !is_order_id(orig_query_id) {
         return Err(format!("{orig_query_id:?} is not a UnionPay queryId"));
     }
-    let txn_time = china_time(now).ok_or_else(|| format!("clock {now} out of range"))?;
+    let txn_time = china_time(txn_at).ok_or_else(|| format!("time {txn_at} out of range"))?;
     let txn_type = match kind {
         ReversalKind::Refund => "04",
         ReversalKind::Cancel => "31",
@@ -426,6 +455,44 @@ pub fn reversal_outcome(
         (code, RespClass::Processing) => Err(unknown(format!("reversal answered {code}"))),
         (code, RespClass::NotFound | RespClass::Failed) => Err(rejected(fields, code)),
     }
+}
+
+/// Reads an authenticated answer to [`refund_query_fields`]: respCode `34` is "no such refund";
+/// otherwise `origRespCode` is the refund's own result: `00` refunded, `03`/`04`/`05` still
+/// processing, any other code a failed refund.
+pub fn refund_query_outcome(
+    fields: &Fields,
+    mer_id: &str,
+    refund_no: &str,
+    amount_minor: i64,
+) -> Result<Option<RefundState>, ProviderError> {
+    check_echo(fields, mer_id, refund_no)?;
+    match resp_code(fields)? {
+        (_, RespClass::Success) => {}
+        (_, RespClass::NotFound) => return Ok(None),
+        (code, RespClass::Processing) => {
+            return Err(unknown(format!("refund query answered {code}")));
+        }
+        (code, RespClass::Failed) => return Err(rejected(fields, code)),
+    }
+    let orig_code = field(fields, "origRespCode")
+        .ok_or_else(|| unknown("refund query answer has no origRespCode"))?;
+    if let Some(text) = field(fields, "txnAmt") {
+        let answered = parse_fen(text).ok_or_else(|| unknown("refund txnAmt is not fen"))?;
+        if answered != amount_minor {
+            return Err(unknown(format!(
+                "refund {refund_no} is {answered} at UnionPay, not {amount_minor}"
+            )));
+        }
+    }
+    Ok(Some(match classify(orig_code) {
+        RespClass::Success => RefundState::Succeeded,
+        RespClass::Processing => RefundState::Processing,
+        RespClass::NotFound | RespClass::Failed => RefundState::Failed(format!(
+            "UnionPay refund {refund_no}: {orig_code} {}",
+            field(fields, "origRespMsg").unwrap_or_default()
+        )),
+    }))
 }
 
 /// Reads an authenticated `backUrl` notification of a consume (txnType 01). Notifications of

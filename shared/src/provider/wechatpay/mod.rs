@@ -28,8 +28,9 @@ use async_trait::async_trait;
 use crate::crypto::{RsaSigner, RsaVerifier};
 use crate::domain::{AmountMinor, PaymentId, ProviderName, Timestamp};
 use crate::ports::{
-    CallbackAnswer, CallbackRejection, CallbackReply, Clock, CloseOutcome, Notification, ProviderRefund, RefundState, PaymentProvider,
-    ProviderCreate, ProviderCreated, ProviderError, ProviderTrade,
+    CallbackAnswer, CallbackRejection, CallbackReply, Clock, CloseOutcome, Notification,
+    PaymentProvider, ProviderCreate, ProviderCreated, ProviderError, ProviderRefund, ProviderTrade,
+    RefundState,
 };
 
 pub use bill::{DownloadTradeBillError, TRADE_BILL_BYTES_MAX};
@@ -262,6 +263,23 @@ pub fn platform_signed_message(
     ))
 }
 
+/// WeChat Pay's refund status for the port. CLOSED (closed by the merchant platform) and
+/// ABNORMAL (the money could not reach the payer's account; it needs handling at the merchant
+/// platform) both mean this refund will not complete by itself.
+fn refund_state(refund_id: &str, status: RefundStatus) -> RefundState {
+    match status {
+        RefundStatus::Success => RefundState::Succeeded,
+        RefundStatus::Processing => RefundState::Processing,
+        RefundStatus::Closed => {
+            RefundState::Failed(format!("WeChat Pay closed refund {refund_id}"))
+        }
+        RefundStatus::Abnormal => RefundState::Failed(format!(
+            "WeChat Pay refund {refund_id} is ABNORMAL: the payer's account could not take it; \
+             handle it at the merchant platform"
+        )),
+    }
+}
+
 #[async_trait]
 impl PaymentProvider for WechatPayProvider {
     fn name(&self) -> ProviderName {
@@ -275,20 +293,37 @@ impl PaymentProvider for WechatPayProvider {
         wire::interpret_create(&answer)
     }
 
-    // Placeholder until the refund calls are wired (in progress).
-    async fn refund(&self, _refund: &ProviderRefund) -> Result<RefundState, ProviderError> {
-        Err(ProviderError::Rejected {
-            code: "REFUND_UNSUPPORTED".into(),
-            message: "refunds are not wired for this provider yet".into(),
-        })
+    /// `POST /v3/refund/domestic/refunds` with `out_refund_no` = the refund number.
+    async fn refund(&self, refund: &ProviderRefund) -> Result<RefundState, ProviderError> {
+        let amount = |minor: i64| {
+            AmountMinor::new(minor).map_err(|_| ProviderError::Rejected {
+                code: "INVALID_REFUND_AMOUNT".into(),
+                message: format!("{minor} is not an amount"),
+            })
+        };
+        let reason = Some(refund.reason.as_str()).filter(|r| !r.is_empty());
+        let result = WechatPayProvider::refund(
+            self,
+            &refund.payment_id,
+            &refund.refund_no,
+            amount(refund.amount_minor)?,
+            amount(refund.total_minor)?,
+            reason,
+        )
+        .await?;
+        Ok(refund_state(&refund.refund_no, result.status))
     }
 
-    // Placeholder until the refund calls are wired (in progress).
+    /// `GET /v3/refund/domestic/refunds/{out_refund_no}`.
     async fn query_refund(
         &self,
-        _refund: &ProviderRefund,
+        refund: &ProviderRefund,
     ) -> Result<Option<RefundState>, ProviderError> {
-        Ok(None)
+        let answer = self
+            .call(&wire::refund_query_request(&refund.refund_no)?)
+            .await?;
+        let result = wire::interpret_refund_query(&refund.refund_no, &answer)?;
+        Ok(result.map(|r| refund_state(&refund.refund_no, r.status)))
     }
 
     async fn close(&self, payment_id: &PaymentId) -> Result<CloseOutcome, ProviderError> {

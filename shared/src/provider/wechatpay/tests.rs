@@ -1366,3 +1366,140 @@ fn broken_trade_bills_are_refused_with_their_line() {
         );
     }
 }
+
+// ---- refunds through the port ----
+
+#[test]
+fn refund_query_requests_are_signed_over_the_url() {
+    let request = wire::refund_query_request("R1").expect("request");
+    assert_eq!(request.method, http::Method::GET);
+    assert_eq!(request.url, "/v3/refund/domestic/refunds/R1");
+    assert_eq!(request.body, "");
+    assert_eq!(
+        wire::request_message(&request, NOW_S, "NONCE1"),
+        format!("GET\n/v3/refund/domestic/refunds/R1\n{NOW_S}\nNONCE1\n\n")
+    );
+    let header = wire::authorization(&config(), &request, NOW_S, "NONCE1");
+    let (_, fields) = authorization_fields(&header);
+    let message = wire::request_message(&request, NOW_S, "NONCE1");
+    assert!(verifier(merchant()).verify_base64(message.as_bytes(), &fields[4].1));
+    // `|` cannot ride in a URL path as is: escaped before signing, so signed = sent.
+    let escaped = wire::refund_query_request("R_1-2|*@").expect("request");
+    assert_eq!(escaped.url, "/v3/refund/domestic/refunds/R_1-2%7C*@");
+    for bad in ["", "a b", "a/b", "a?b", &"R".repeat(65)] {
+        assert_eq!(
+            outcome(wire::refund_query_request(bad)),
+            Err(Some("INVALID_REFUND_ID".to_owned())),
+            "{bad:?}"
+        );
+    }
+}
+
+fn refund_body(out_refund_no: &str, status: &str) -> String {
+    json!({
+        "refund_id": "50000000382019052709732678859",
+        "out_refund_no": out_refund_no,
+        "transaction_id": "1217752501201407033233368018",
+        "out_trade_no": PAYMENT_ID,
+        "status": status,
+        "amount": { "total": 100, "refund": 40, "currency": "CNY" },
+    })
+    .to_string()
+}
+
+#[test]
+fn refund_query_answers() {
+    for (status, expected) in [
+        ("SUCCESS", RefundStatus::Success),
+        ("PROCESSING", RefundStatus::Processing),
+        ("CLOSED", RefundStatus::Closed),
+        ("ABNORMAL", RefundStatus::Abnormal),
+    ] {
+        let got = wire::interpret_refund_query("R1", &answer(200, &refund_body("R1", status)));
+        assert_eq!(
+            got.ok().flatten().map(|r| r.status),
+            Some(expected),
+            "{status}"
+        );
+    }
+    let not_exists = error("RESOURCE_NOT_EXISTS");
+    assert_eq!(
+        wire::interpret_refund_query("R1", &answer(404, &not_exists)),
+        Ok(None)
+    );
+    let unsigned = Answer {
+        authentic: false,
+        ..answer(404, &not_exists)
+    };
+    let cases = [
+        ("unsigned not-exists", unsigned, Err(None)),
+        (
+            "other refund",
+            answer(200, &refund_body("R2", "SUCCESS")),
+            Err(None),
+        ),
+        (
+            "unknown status",
+            answer(200, &refund_body("R1", "DONE")),
+            Err(None),
+        ),
+        ("not json", answer(200, "<html>"), Err(None)),
+        (
+            "system error",
+            answer(400, &error("SYSTEM_ERROR")),
+            Err(None),
+        ),
+        (
+            "param error",
+            answer(400, &error("PARAM_ERROR")),
+            Err(Some("PARAM_ERROR".to_owned())),
+        ),
+        (
+            "other 404",
+            answer(404, &error("ORDER_NOT_EXIST")),
+            Err(Some("ORDER_NOT_EXIST".to_owned())),
+        ),
+    ];
+    for (name, answer, expected) in cases {
+        assert_eq!(
+            outcome(wire::interpret_refund_query("R1", &answer)),
+            expected,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn refund_statuses_map_to_the_port() {
+    assert_eq!(
+        refund_state("R1", RefundStatus::Success),
+        RefundState::Succeeded
+    );
+    assert_eq!(
+        refund_state("R1", RefundStatus::Processing),
+        RefundState::Processing
+    );
+    for status in [RefundStatus::Closed, RefundStatus::Abnormal] {
+        match refund_state("R1", status) {
+            RefundState::Failed(why) => assert!(why.contains("R1"), "{why}"),
+            other => panic!("{status:?}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn refund_refusals_stay_rejections() {
+    for code in ["INVALID_REQUEST", "NOT_ENOUGH", "PARAM_ERROR"] {
+        assert_eq!(
+            outcome(wire::interpret_refund("R1", &answer(400, &error(code)))),
+            Err(Some(code.to_owned()))
+        );
+    }
+    assert_eq!(
+        outcome(wire::interpret_refund(
+            "R1",
+            &answer(404, &error("RESOURCE_NOT_EXISTS"))
+        )),
+        Err(Some("RESOURCE_NOT_EXISTS".to_owned()))
+    );
+}

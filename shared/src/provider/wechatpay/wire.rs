@@ -216,6 +216,25 @@ pub(super) fn refund_request(order: &RefundOrder<'_>) -> Result<ApiRequest, Prov
     })
 }
 
+/// `GET /v3/refund/domestic/refunds/{out_refund_no}`. The one character of `out_refund_no` that
+/// a URL path cannot carry, `|`, is escaped here, so the URL signed is the URL sent.
+pub(super) fn refund_query_request(refund_id: &str) -> Result<ApiRequest, ProviderError> {
+    if !is_refund_id(refund_id) {
+        return Err(local_rejection(
+            "INVALID_REFUND_ID",
+            "refund id must be 1 to 64 of [0-9A-Za-z_-|*@]",
+        ));
+    }
+    Ok(ApiRequest {
+        method: http::Method::GET,
+        url: format!(
+            "/v3/refund/domestic/refunds/{}",
+            refund_id.replace('|', "%7C")
+        ),
+        body: String::new(),
+    })
+}
+
 /// An answer we have decided to believe. `authentic` is false only for unsigned 4xx answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Answer {
@@ -455,7 +474,34 @@ pub(super) fn interpret_refund(
     if answer.status != 200 {
         return Err(error_answer(answer));
     }
-    let refund: RefundAnswer = serde_json::from_slice(&answer.body).map_err(unknown)?;
+    parse_refund(refund_id, &answer.body)
+}
+
+/// 200 with the refund, or `None` on a signed 404 RESOURCE_NOT_EXISTS: WeChat Pay has no refund
+/// by that number. As for the order query, an unsigned "no such refund" is not believed.
+pub(super) fn interpret_refund_query(
+    refund_id: &str,
+    answer: &Answer,
+) -> Result<Option<RefundResult>, ProviderError> {
+    if answer.status == 404 {
+        let not_exist = serde_json::from_slice::<ErrorBody>(&answer.body)
+            .is_ok_and(|e| e.code == "RESOURCE_NOT_EXISTS");
+        if not_exist && answer.authentic {
+            return Ok(None);
+        }
+        if not_exist {
+            return Err(unknown("unsigned RESOURCE_NOT_EXISTS"));
+        }
+    }
+    if answer.status != 200 {
+        return Err(error_answer(answer));
+    }
+    parse_refund(refund_id, &answer.body).map(Some)
+}
+
+/// The refund object that the refund and its query both answer.
+fn parse_refund(refund_id: &str, body: &[u8]) -> Result<RefundResult, ProviderError> {
+    let refund: RefundAnswer = serde_json::from_slice(body).map_err(unknown)?;
     if refund.out_refund_no != refund_id {
         return Err(unknown(format!(
             "refund {refund_id} answered for {}",
