@@ -17,6 +17,8 @@ pub struct Stack {
     pub api_url: String,
     pub sandbox_url: String,
     pub keys_dir: PathBuf,
+    /// Where each function's log (`<binary>.log`: stdout and stderr) is written.
+    pub log_dir: PathBuf,
     pub merchant_id: String,
     pub payments_table: String,
     pub idempotency_table: String,
@@ -34,6 +36,7 @@ pub fn stack() -> &'static Stack {
         api_url: var("PAYCORE_API_URL"),
         sandbox_url: var("PAYCORE_SANDBOX_URL"),
         keys_dir: PathBuf::from(var("PAYCORE_KEYS_DIR")),
+        log_dir: PathBuf::from(var("PAYCORE_LOG_DIR")),
         merchant_id: var("PAYCORE_MERCHANT_ID"),
         payments_table: var("PAYCORE_TABLE_PAYMENTSTABLE"),
         idempotency_table: var("PAYCORE_TABLE_IDEMPOTENCYTABLE"),

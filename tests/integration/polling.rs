@@ -292,3 +292,49 @@ async fn a_closed_order_gets_a_second_attempt_through_the_api() {
     assert_eq!(order["payment_id"].as_s().unwrap(), &second_id);
     assert_eq!(order["attempt"].as_n().unwrap(), "2");
 }
+
+/// A provider that never answers the poller's queries: the stack's own poller (the template's
+/// `PollMaxUnknownChecks`, the scaled schedule) ends in `exception`, and the poller's log has
+/// the alert and the EMF alarm metric.
+#[tokio::test]
+async fn an_unreachable_provider_ends_in_exception_with_an_alarm_metric() {
+    let order_id = unique("unreachable");
+    let body = create_body(&order_id, 660);
+    sandbox::set_faults(
+        body["subject"].as_str().unwrap(),
+        json!({ "query": "error", "never_notify": true }),
+    )
+    .await;
+    let reply = create(&body).await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let id = reply.body["payment_id"].as_str().unwrap().to_owned();
+    let payment = wait_for_payment(&id, 150_000, |p| p["status"] != "pending").await;
+    assert_eq!(payment.body["status"], "exception", "{}", payment.text);
+    assert_eq!(sources(&payment.body), ["create:pending", "poll:exception"]);
+    assert!(
+        payment.body["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("12 checks"),
+        "{}",
+        payment.text
+    );
+
+    let log = std::fs::read_to_string(stack().log_dir.join("status-poller.log")).unwrap();
+    let alert = log
+        .lines()
+        .find(|l| l.contains("\"alert\":\"poll_exhausted\"") && l.contains(&id));
+    assert!(alert.is_some(), "no alert line for {id}");
+    let metric: Vec<Value> = log
+        .lines()
+        .filter(|l| l.starts_with("{\"_aws\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|m: &Value| m["Kind"] == "poll_exhausted")
+        .collect();
+    assert!(!metric.is_empty(), "no EMF alarm line");
+    assert_eq!(metric[0]["Alarms"], 1);
+    assert_eq!(
+        metric[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "Payments"
+    );
+}
