@@ -179,8 +179,9 @@ pub trait PaymentStore: Send + Sync {
         lease_until: Timestamp,
     ) -> Result<Option<Refund>, StoreError>;
 
-    /// Puts a compensation record (once per id).
-    async fn put_compensation(&self, compensation: &Compensation) -> Result<(), StoreError>;
+    /// Puts a compensation record once per id: `true` when this call wrote it, `false` when it
+    /// existed already (a human may have worked on it since; it is never overwritten).
+    async fn put_compensation(&self, compensation: &Compensation) -> Result<bool, StoreError>;
 
     /// [`Self::record_check`] for a refund still pending.
     async fn record_refund_check(

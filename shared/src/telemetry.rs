@@ -35,8 +35,8 @@ pub fn init() {
     });
 }
 
-/// Raises an alert: something a human must look at.
-pub fn alert(kind: &'static str, message: &str) {
+/// The log half of [`alarm`]: an error line with an `alert` field.
+fn alert(kind: &'static str, message: &str) {
     tracing::error!(alert = kind, "{message}");
 }
 

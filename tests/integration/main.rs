@@ -13,6 +13,7 @@ mod idempotency;
 mod polling;
 mod provider_refunds;
 mod providers;
+mod refund_notifications;
 mod refunds;
 mod secrets;
 mod statements;

@@ -237,12 +237,17 @@ async fn check(
     );
 }
 
+/// Transitions tried in order, with what each must do.
+type Steps = Vec<(Transition, Expect)>;
+/// The payment afterwards: status, version, history entries.
+type Outcome = (PaymentStatus, u32, usize);
+
 #[tokio::test]
 async fn guarded_transitions() {
     use Expect::{Applied, GuardFailed, Illegal};
     let (store, _, _) = store().await;
     let paid = || transition(Pending, Paid, 1, Some(AMOUNT));
-    let cases: Vec<(&str, Vec<(Transition, Expect)>, (PaymentStatus, u32, usize))> = vec![
+    let cases: Vec<(&str, Steps, Outcome)> = vec![
         ("pending -> paid", vec![(paid(), Applied)], (Paid, 2, 2)),
         (
             "pending -> paid without an amount guard",
@@ -408,12 +413,7 @@ async fn expiry_guard() {
             ExpiryGuard::ExpiredBy(at(10)),
         )
     };
-    let cases: Vec<(
-        &str,
-        Timestamp,
-        Vec<(Transition, Expect)>,
-        (PaymentStatus, u32, usize),
-    )> = vec![
+    let cases: Vec<(&str, Timestamp, Steps, Outcome)> = vec![
         (
             "expired, no expiry guard: paid applies",
             at(5),

@@ -75,10 +75,7 @@ impl Stack {
             "PAYCORE_KEYS_DIR".into(),
             self.keys_dir.display().to_string(),
         );
-        env.insert(
-            "PAYCORE_LOG_DIR".into(),
-            self.log_dir.display().to_string(),
-        );
+        env.insert("PAYCORE_LOG_DIR".into(), self.log_dir.display().to_string());
         env.insert("PAYCORE_MERCHANT_ID".into(), SANDBOX_MERCHANT_ID.into());
         env.insert("PAYCORE_ALIPAY_APP_ID".into(), ALIPAY_APP_ID.into());
         for (id, name) in &self.tables {

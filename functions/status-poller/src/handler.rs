@@ -15,5 +15,9 @@ pub async fn handle(
         ?summary,
         "poller run done"
     );
+    if summary.shards_unread == shared::ports::DUE_SHARDS as usize {
+        // Nothing could be read: fail the invocation, so the Errors alarm sees it.
+        return Err("the due index could not be read".into());
+    }
     Ok(serde_json::to_value(&summary)?)
 }

@@ -12,7 +12,7 @@ use crate::ports::{
     CallbackAnswer, CallbackReply, Notification, NotifiedStatus, RefundNotice, StoreError,
     TransitionOutcome,
 };
-use crate::telemetry::alert;
+use crate::telemetry::alarm;
 
 /// Bound on re-tries of the transition within one delivery (a stale version, then a mismatch).
 const TRANSITION_ATTEMPTS: u32 = 3;
@@ -142,7 +142,7 @@ pub(crate) async fn apply_notification(
             }
             Ok(TransitionOutcome::Applied) => return CallbackResult::Applied,
             Ok(TransitionOutcome::NotFound) => {
-                alert(
+                alarm(
                     "callback_unknown_payment",
                     &format!("verified notification for unknown payment {}", n.payment_id),
                 );
@@ -156,7 +156,7 @@ pub(crate) async fn apply_notification(
             }
         };
         if current.provider != provider {
-            alert(
+            alarm(
                 "callback_wrong_provider",
                 &format!(
                     "{provider} notified payment {} which belongs to {}",
@@ -239,7 +239,7 @@ fn next_step(current: &Payment, n: &Notification, to: PaymentStatus) -> Step {
                 current.amount_minor.get(),
                 current.currency
             );
-            alert(
+            alarm(
                 "callback_amount_mismatch",
                 &format!("payment {}: {reason}", current.payment_id),
             );
@@ -256,10 +256,32 @@ fn next_step(current: &Payment, n: &Notification, to: PaymentStatus) -> Step {
             Step::Done(CallbackResult::Duplicate)
         }
         // Money moved that no order wants any more: give it back.
-        PaymentStatus::Closed if to == PaymentStatus::Paid => Step::LatePayment,
+        PaymentStatus::Closed | PaymentStatus::Failed if to == PaymentStatus::Paid => {
+            Step::LatePayment
+        }
+        // Alipay closes a trade once it is refunded in full.
+        PaymentStatus::Refunded if to == PaymentStatus::Closed => {
+            Step::Done(CallbackResult::Duplicate)
+        }
+        PaymentStatus::Exception if to == PaymentStatus::Paid => {
+            alarm(
+                "paid_while_exception",
+                &format!(
+                    "payment {} is in exception ({}); the provider now reports it paid {} {}",
+                    current.payment_id,
+                    current
+                        .status_reason
+                        .as_deref()
+                        .unwrap_or("no reason recorded"),
+                    n.amount_minor,
+                    n.currency
+                ),
+            );
+            Step::Done(CallbackResult::Duplicate)
+        }
         PaymentStatus::Exception => Step::Done(CallbackResult::Duplicate),
         status => {
-            alert(
+            alarm(
                 "callback_conflicts_with_final_state",
                 &format!(
                     "payment {} is {status} but the provider reports {to}",

@@ -24,7 +24,7 @@ use crate::app::Deps;
 use crate::app::callback::{CallbackResult, apply_notification};
 use crate::app::refunds::check_refund;
 use crate::domain::payment::{ExpiryGuard, Transition};
-use crate::domain::polling::remember;
+use crate::domain::polling::{CLOSE_GRACE_S, remember};
 use crate::domain::{Payment, PaymentId, PaymentStatus, Timestamp};
 use crate::ports::{
     CheckRecord, CloseOutcome, Compensation, DUE_SHARDS, DueCheck, Notification, NotifiedStatus,
@@ -89,6 +89,8 @@ pub struct PollSummary {
     pub errors: usize,
     pub refunds_succeeded: usize,
     pub refunds_failed: usize,
+    /// Shards of the due index this run could not read.
+    pub shards_unread: usize,
 }
 
 impl PollSummary {
@@ -121,7 +123,7 @@ pub async fn run_poller(deps: &Deps, run: &PollRun) -> PollSummary {
             Ok(ids) => due.extend(ids),
             Err(e) => {
                 tracing::error!(shard, error = format!("{e:#}"), "reading due checks failed");
-                summary.errors += 1;
+                summary.shards_unread += 1;
             }
         }
     }
@@ -159,7 +161,8 @@ pub async fn check_payment(
     payment_id: &PaymentId,
     now: Timestamp,
 ) -> CheckOutcome {
-    let lease_until = now.plus_s(run.lease_s);
+    // Due as of the run's start; the lease counts from the claim itself.
+    let lease_until = deps.clock.now().plus_s(run.lease_s);
     let payment = match deps.store.claim_check(payment_id, now, lease_until).await {
         Ok(Some(payment)) => payment,
         Ok(None) => return CheckOutcome::NotClaimed,
@@ -262,14 +265,19 @@ pub(crate) async fn close_at_provider(
     payment: &Payment,
     now: Timestamp,
 ) -> Verdict {
+    // Without a close the provider confirms, only the lapse of the expiry (plus a grace for
+    // clocks and payments in flight) ends the payer's chance to pay.
+    let lapsed = payment.expires_at.plus_s(CLOSE_GRACE_S) <= now;
     match adapter.close(&payment.payment_id).await {
         Ok(CloseOutcome::Closed) => Verdict::Close("closed at the provider".into()),
-        Ok(CloseOutcome::NoTrade) => Verdict::Close("the provider has no trade to pay".into()),
-        Ok(CloseOutcome::LapsesAtExpiry) if payment.expires_at <= now => {
+        Ok(CloseOutcome::NoTrade) if lapsed => {
+            Verdict::Close("the provider has no trade, and its expiry has passed".into())
+        }
+        Ok(CloseOutcome::LapsesAtExpiry) if lapsed => {
             Verdict::Close("lapsed at its expiry (the provider closes unpaid orders itself)".into())
         }
-        Ok(CloseOutcome::LapsesAtExpiry) => Verdict::Wait(Wait::answered(
-            "the provider cannot close it before its expiry",
+        Ok(CloseOutcome::NoTrade | CloseOutcome::LapsesAtExpiry) => Verdict::Wait(Wait::answered(
+            "the provider cannot close it; it lapses at its expiry",
         )),
         Ok(CloseOutcome::AlreadyPaid) => match adapter.query(&payment.payment_id).await {
             Ok(Some(trade)) if trade.status == NotifiedStatus::Paid => Verdict::Report(trade),

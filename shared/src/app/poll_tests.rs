@@ -65,6 +65,8 @@ struct Remote {
     pay_on_close: bool,
     /// The provider has no close: unpaid orders lapse at their expiry.
     lapses: bool,
+    /// Refund queries are refused (a permission or key problem at the provider).
+    refuse_refund_queries: bool,
 }
 
 /// A provider with a state the test sets, counting every call per payment.
@@ -237,6 +239,12 @@ impl PaymentProvider for FakeProvider {
         let remote = self.remote.lock().unwrap();
         if remote.down {
             return Err(timeout());
+        }
+        if remote.refuse_refund_queries {
+            return Err(ProviderError::Rejected {
+                code: "SIGN_ERROR".into(),
+                message: "signature rejected".into(),
+            });
         }
         Ok(remote
             .refunds
@@ -660,8 +668,30 @@ async fn a_provider_without_close_lapses_only_after_expiry() {
     let early = close_payment(&w.deps, id.as_str()).await.unwrap_err();
     assert_eq!((early.status, early.code), (409, "close_unsupported"));
     assert_eq!(w.status(&id).await, PaymentStatus::Pending);
+    // At the expiry the payer may still be paying, and the provider's clock may lag ours: only
+    // once the grace has passed too is a lapse taken as closed.
     w.advance_s(120);
-    assert_eq!(w.run().await.closed, 1);
+    assert_eq!(w.run().await.waiting, 1);
+    let next = w.payment(&id).await.payment.next_check_at.unwrap();
+    assert!(next >= T0.plus_s(120 + crate::domain::polling::CLOSE_GRACE_S));
+    w.clock.set(next);
+    let summary = w.run().await;
+    assert_eq!(summary.closed, 1, "{summary:?}");
+}
+
+#[tokio::test]
+async fn a_trade_nobody_has_scanned_is_not_closed_before_its_expiry() {
+    let w = world();
+    let id = w.create("unscanned", 600).await;
+    // Alipay's precreated code: no trade at the provider until the payer scans it.
+    w.provider.remote.lock().unwrap().trades.clear();
+    let early = close_payment(&w.deps, id.as_str()).await.unwrap_err();
+    assert_eq!((early.status, early.code), (409, "close_unsupported"));
+    assert_eq!(w.status(&id).await, PaymentStatus::Pending);
+    // The payer scans and pays before the expiry: recorded, not lost.
+    w.provider.set(&id, NotifiedStatus::Paid);
+    w.advance_s(60);
+    assert_eq!(w.run().await.paid, 1);
 }
 
 #[tokio::test]
@@ -1005,7 +1035,7 @@ async fn a_payment_paid_after_its_close_is_refunded_exactly_once() {
             .reason
             .as_deref()
             .unwrap()
-            .contains("paid after its close")
+            .contains("paid after it was closed")
     );
 }
 
@@ -1141,9 +1171,14 @@ async fn a_refund_notification_settles_its_refund_once() {
     let notify = |body: String| {
         let deps = w.deps.clone();
         async move {
-            handle_callback(&deps, ProviderName::Sandbox, &http::HeaderMap::new(), body.as_bytes())
-                .await
-                .unwrap()
+            handle_callback(
+                &deps,
+                ProviderName::Sandbox,
+                &http::HeaderMap::new(),
+                body.as_bytes(),
+            )
+            .await
+            .unwrap()
         }
     };
     let processing = notify(format!("refund:{id}:{refund_no}:300:PROCESSING")).await;
@@ -1153,14 +1188,120 @@ async fn a_refund_notification_settles_its_refund_once() {
     assert_eq!(w.payment(&id).await.payment.status, PaymentStatus::Paid);
 
     let first = notify(format!("refund:{id}:{refund_no}:300:SUCCESS")).await;
-    assert_eq!((first.result, first.reply.status), (CallbackResult::Applied, 200));
+    assert_eq!(
+        (first.result, first.reply.status),
+        (CallbackResult::Applied, 200)
+    );
     let again = notify(format!("refund:{id}:{refund_no}:300:SUCCESS")).await;
-    assert_eq!((again.result, again.reply.status), (CallbackResult::Duplicate, 200));
+    assert_eq!(
+        (again.result, again.reply.status),
+        (CallbackResult::Duplicate, 200)
+    );
     let payment = w.payment(&id).await.payment;
-    assert_eq!((payment.status, payment.refunded_minor), (PaymentStatus::PartiallyRefunded, 300));
+    assert_eq!(
+        (payment.status, payment.refunded_minor),
+        (PaymentStatus::PartiallyRefunded, 300)
+    );
     let unknown = notify(format!("refund:{id}:RUNKNOWN:300:SUCCESS")).await;
-    assert_eq!((unknown.result, unknown.reply.status), (CallbackResult::UnknownPayment, 500));
+    assert_eq!(
+        (unknown.result, unknown.reply.status),
+        (CallbackResult::UnknownPayment, 500)
+    );
     // Nothing left for the poller.
     w.advance_s(60);
     assert_eq!(w.run().await.due, 0);
+}
+
+#[tokio::test]
+async fn a_refused_refund_query_leaves_the_refund_pending() {
+    let w = world();
+    let id = w.paid("refund-query-refused").await;
+    *w.provider.refund_mode.lock().unwrap() = RefundMode::TimeoutAfterRecording;
+    let (_, view) = w.refund(&id, "r1", 100).await.unwrap();
+    assert_eq!(view.status, "pending");
+    w.provider.remote.lock().unwrap().refuse_refund_queries = true;
+    w.advance_s(60);
+    let summary = w.run().await;
+    assert_eq!(
+        (summary.waiting, summary.refunds_failed),
+        (1, 0),
+        "{summary:?}"
+    );
+    let payment = w.payment(&id).await.payment;
+    assert_eq!(
+        payment.refund_reserved_minor, 100,
+        "the reservation is kept"
+    );
+    let refund = list_refunds(&w.deps, id.as_str()).await.unwrap().remove(0);
+    assert_eq!(refund.status, "pending");
+}
+
+#[tokio::test]
+async fn a_failed_payment_reported_paid_is_refunded_once() {
+    let w = world();
+    *w.provider.create_mode.lock().unwrap() = CreateMode::Reject;
+    let refused = w.create_with("failed-then-paid", "tea").await.unwrap();
+    assert_eq!(refused["http_status"], 502);
+    let id = w.provider.creates.lock().unwrap()[0].clone();
+    assert_eq!(w.status(&id).await, PaymentStatus::Failed);
+    w.provider.set(&id, NotifiedStatus::Paid);
+    let late = handle_callback(
+        &w.deps,
+        ProviderName::Sandbox,
+        &http::HeaderMap::new(),
+        id.as_str().as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(late.result, CallbackResult::LatePaymentRefunded);
+    w.run().await;
+    assert_eq!(w.status(&id).await, PaymentStatus::Refunded);
+    assert_eq!(w.provider.refund_calls.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_stuck_refund_is_handed_to_a_human_once_and_still_checked() {
+    let w = world();
+    let id = w.paid("refund-stuck").await;
+    *w.provider.refund_mode.lock().unwrap() = RefundMode::TimeoutAfterRecording;
+    w.refund(&id, "r1", 100).await.unwrap();
+    w.provider.remote.lock().unwrap().refuse_refund_queries = true;
+    for _ in 0..6 {
+        let refunds = list_refunds(&w.deps, id.as_str()).await.unwrap();
+        assert_eq!(refunds[0].status, "pending");
+        w.advance_s(7200);
+        w.run().await;
+    }
+    let compensations = w.store.compensations();
+    assert_eq!(compensations.len(), 1, "{compensations:?}");
+    assert_eq!(compensations[0].kind, "refund_unresolved");
+    assert_eq!(compensations[0].id, format!("refund-unresolved#{id}#r1"));
+}
+
+#[tokio::test]
+async fn a_notice_contradicting_a_settled_refund_goes_to_a_human() {
+    let w = world();
+    let id = w.paid("refund-contradicted").await;
+    *w.provider.refund_mode.lock().unwrap() = RefundMode::Reject;
+    let (_, view) = w.refund(&id, "r1", 300).await.unwrap();
+    assert_eq!(view.status, "failed");
+    let refund_no = super::refunds::refund_no(&id, &crate::domain::RefundId::parse("r1").unwrap());
+    let body = format!("refund:{id}:{refund_no}:300:SUCCESS");
+    let outcome = handle_callback(
+        &w.deps,
+        ProviderName::Sandbox,
+        &http::HeaderMap::new(),
+        body.as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.result, CallbackResult::Duplicate);
+    assert_eq!(
+        w.payment(&id).await.payment.refunded_minor,
+        0,
+        "never settled twice"
+    );
+    let compensations = w.store.compensations();
+    assert_eq!(compensations.len(), 1);
+    assert_eq!(compensations[0].kind, "refund_contradicted");
 }

@@ -302,6 +302,25 @@ async fn settle(deps: &Deps, refund: &Refund, to: RefundStatus, reason: Option<S
         match deps.store.settle_refund(&settlement).await {
             Ok(true) => {
                 tracing::info!(payment_id = %refund.payment_id, refund_id = %refund.refund_id, status = %to, "refund settled");
+                if to == RefundStatus::Failed && refund.kind == RefundKind::LatePayment {
+                    // Money no order wants, and the provider would not give it back.
+                    raise(
+                        deps,
+                        Compensation {
+                            id: format!("late-payment-unrefunded#{}", refund.payment_id),
+                            kind: "late_payment_unrefunded",
+                            payment_id: refund.payment_id.clone(),
+                            reason: format!(
+                                "payment {} was paid after it was over and its refund failed: {}",
+                                refund.payment_id,
+                                reason.as_deref().unwrap_or("no reason given")
+                            ),
+                            evidence: refund.recent_checks.clone(),
+                            created_at: now,
+                        },
+                    )
+                    .await;
+                }
                 return true;
             }
             Ok(false) => {}
@@ -335,9 +354,12 @@ fn refund_transition(
             status_after_refunds(payment.amount_minor.get(), refunded),
             format!("refund {} of {amount}", refund.refund_id),
         ),
-        PaymentStatus::Closed => (
+        PaymentStatus::Closed | PaymentStatus::Failed => (
             PaymentStatus::Refunded,
-            "paid after its close; the payment was given back".to_owned(),
+            format!(
+                "paid after it was {}; the payment was given back",
+                payment.status
+            ),
         ),
         _ => return None,
     };
@@ -365,7 +387,7 @@ pub async fn check_refund(
     refund_id: &RefundId,
     now: Timestamp,
 ) -> CheckOutcome {
-    let lease_until = now.plus_s(run.lease_s);
+    let lease_until = deps.clock.now().plus_s(run.lease_s);
     let refund = match deps
         .store
         .claim_refund_check(payment_id, refund_id, now, lease_until)
@@ -398,7 +420,12 @@ pub async fn check_refund(
     let answer = match adapter.query_refund(&request).await {
         Ok(Some(state)) => answer_of(Ok(state), "query"),
         Ok(None) => answer_of(adapter.refund(&request).await, "refund"),
-        Err(e) => answer_of(Err(e), "query"),
+        // A refused query (credentials, permissions, a parameter) says nothing about the
+        // refund: only the provider's word on the refund itself settles it.
+        Err(e) => Answer::Wait {
+            note: format!("query: {e}"),
+            unknown: true,
+        },
     };
     match answer {
         Answer::Settle(to, reason) => {
@@ -429,34 +456,35 @@ async fn wait(
         0
     };
     let recent_checks = remember(&refund.recent_checks, now, &note);
-    if unknown_checks == deps.poll.max_unknown_checks() {
-        // A refund is never given up: it stays pending and keeps being checked, and a human is
-        // told once.
-        let compensation = Compensation {
-            id: format!(
-                "refund-unresolved#{}#{}",
-                refund.payment_id, refund.refund_id
-            ),
-            kind: "refund_unresolved",
-            payment_id: refund.payment_id.clone(),
-            reason: format!(
-                "refund {} of {}: the provider's state stayed unknown through {unknown_checks} checks",
-                refund.refund_id,
-                refund.amount_minor.get()
-            ),
-            evidence: recent_checks.clone(),
-            created_at: now,
+    // A refund is never given up: it stays pending and keeps being checked. A human is told
+    // once, when the provider stayed silent too long or the refund is still not done after as
+    // many checks (a refund stuck "processing").
+    let max = deps.poll.max_unknown_checks();
+    if unknown_checks >= max || checks_done >= max {
+        let why = if unknown_checks >= max {
+            format!("the provider's state stayed unknown through {unknown_checks} checks")
+        } else {
+            format!("still not settled after {checks_done} checks")
         };
-        match deps.store.put_compensation(&compensation).await {
-            Ok(()) => alarm(
-                "refund_unresolved",
-                &format!(
-                    "refund {} of payment {} unresolved",
-                    refund.refund_id, refund.payment_id
+        raise(
+            deps,
+            Compensation {
+                id: format!(
+                    "refund-unresolved#{}#{}",
+                    refund.payment_id, refund.refund_id
                 ),
-            ),
-            Err(e) => tracing::error!(error = format!("{e:#}"), "compensation not recorded"),
-        }
+                kind: "refund_unresolved",
+                payment_id: refund.payment_id.clone(),
+                reason: format!(
+                    "refund {} of {}: {why}",
+                    refund.refund_id,
+                    refund.amount_minor.get()
+                ),
+                evidence: recent_checks.clone(),
+                created_at: now,
+            },
+        )
+        .await;
     }
     let check = RefundCheck {
         checks_done,
@@ -486,15 +514,24 @@ pub async fn refund_late_payment(
 ) -> Result<bool, crate::ports::StoreError> {
     let now = deps.clock.now();
     if reported_amount_minor != payment.amount_minor.get() {
-        crate::telemetry::alert(
-            "late_payment_amount_mismatch",
-            &format!(
-                "payment {} was closed, then reported paid {} (it is {}): refund it by hand",
-                payment.payment_id,
-                reported_amount_minor,
-                payment.amount_minor.get()
-            ),
-        );
+        raise(
+            deps,
+            Compensation {
+                id: format!("late-payment-unrefunded#{}", payment.payment_id),
+                kind: "late_payment_amount_mismatch",
+                payment_id: payment.payment_id.clone(),
+                reason: format!(
+                    "payment {} was {}, then reported paid {} (it is {}): refund it by hand",
+                    payment.payment_id,
+                    payment.status,
+                    reported_amount_minor,
+                    payment.amount_minor.get()
+                ),
+                evidence: Vec::new(),
+                created_at: now,
+            },
+        )
+        .await;
         return Ok(false);
     }
     let refund_id = RefundId::late_payment(&payment.payment_id);
@@ -521,12 +558,12 @@ pub async fn refund_late_payment(
         .insert_refund(
             &refund,
             payment.amount_minor.get(),
-            &[PaymentStatus::Closed],
+            &[PaymentStatus::Closed, PaymentStatus::Failed],
         )
         .await?
     {
         RefundInsert::Inserted => {
-            crate::telemetry::alert(
+            alarm(
                 "late_payment_refunded",
                 &format!(
                     "payment {} was paid after its close; refund {} started",
@@ -557,7 +594,7 @@ pub async fn settle_notified_refund(
         _ => return CallbackResult::RetryLater,
     };
     if payment.provider != provider {
-        crate::telemetry::alert(
+        alarm(
             "callback_wrong_provider",
             &format!(
                 "{provider} notified a refund of payment {} which belongs to {}",
@@ -566,8 +603,11 @@ pub async fn settle_notified_refund(
         );
         return CallbackResult::UnknownPayment;
     }
-    let Some(refund) = refunds.into_iter().find(|r| r.refund_no == notice.refund_no) else {
-        crate::telemetry::alert(
+    let Some(refund) = refunds
+        .into_iter()
+        .find(|r| r.refund_no == notice.refund_no)
+    else {
+        alarm(
             "callback_unknown_refund",
             &format!(
                 "verified refund notification for unknown refund {} of payment {}",
@@ -577,6 +617,32 @@ pub async fn settle_notified_refund(
         return CallbackResult::UnknownPayment;
     };
     if refund.status != RefundStatus::Pending {
+        let contradicts = matches!(
+            (refund.status, &notice.state),
+            (RefundStatus::Failed, RefundState::Succeeded)
+                | (RefundStatus::Succeeded, RefundState::Failed(_))
+        );
+        if contradicts {
+            // Money may have moved against our record: never settle twice, hand it to a human.
+            raise(
+                deps,
+                Compensation {
+                    id: format!(
+                        "refund-contradicted#{}#{}",
+                        refund.payment_id, refund.refund_id
+                    ),
+                    kind: "refund_contradicted",
+                    payment_id: refund.payment_id.clone(),
+                    reason: format!(
+                        "refund {} is {} here, the provider now notifies {:?}",
+                        refund.refund_id, refund.status, notice.state
+                    ),
+                    evidence: refund.recent_checks.clone(),
+                    created_at: deps.clock.now(),
+                },
+            )
+            .await;
+        }
         return CallbackResult::Duplicate;
     }
     let (to, reason) = match &notice.state {
@@ -585,7 +651,7 @@ pub async fn settle_notified_refund(
         RefundState::Processing => return CallbackResult::Ignored,
     };
     if notice.amount_minor != refund.amount_minor.get() {
-        crate::telemetry::alert(
+        alarm(
             "refund_amount_mismatch",
             &format!(
                 "refund {} of payment {}: notified {} but asked for {}",
@@ -600,11 +666,28 @@ pub async fn settle_notified_refund(
     if settle(deps, &refund, to, reason).await {
         CallbackResult::Applied
     } else {
-        match deps.store.refund(&refund.payment_id, &refund.refund_id).await {
+        match deps
+            .store
+            .refund(&refund.payment_id, &refund.refund_id)
+            .await
+        {
             Ok(Some(current)) if current.status != RefundStatus::Pending => {
                 CallbackResult::Duplicate
             }
             _ => CallbackResult::RetryLater,
         }
+    }
+}
+
+/// Records work for a human once, and raises the alarm when this call recorded it.
+async fn raise(deps: &Deps, compensation: Compensation) {
+    match deps.store.put_compensation(&compensation).await {
+        Ok(true) => alarm(compensation.kind, &compensation.reason),
+        Ok(false) => {}
+        Err(e) => tracing::error!(
+            error = format!("{e:#}"),
+            id = compensation.id,
+            "compensation not recorded"
+        ),
     }
 }

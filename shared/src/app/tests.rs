@@ -208,7 +208,7 @@ impl PaymentStore for ConflictingStore {
             .claim_refund_check(id, refund_id, now, lease_until)
             .await
     }
-    async fn put_compensation(&self, c: &crate::ports::Compensation) -> Result<(), StoreError> {
+    async fn put_compensation(&self, c: &crate::ports::Compensation) -> Result<bool, StoreError> {
         self.inner.put_compensation(c).await
     }
     async fn record_refund_check(

@@ -70,6 +70,7 @@ impl fmt::Display for PaymentStatus {
 /// | paid      | refunded  | refunds of all of it succeeded                       |
 /// | partially_refunded | refunded | the refunds reached the amount              |
 /// | closed    | refunded  | it was paid after its close, and given back          |
+/// | failed    | refunded  | it was paid after all, and given back                |
 pub const TRANSITIONS: &[(PaymentStatus, PaymentStatus)] = &[
     (PaymentStatus::Pending, PaymentStatus::Paid),
     (PaymentStatus::Pending, PaymentStatus::Failed),
@@ -79,6 +80,7 @@ pub const TRANSITIONS: &[(PaymentStatus, PaymentStatus)] = &[
     (PaymentStatus::Paid, PaymentStatus::Refunded),
     (PaymentStatus::PartiallyRefunded, PaymentStatus::Refunded),
     (PaymentStatus::Closed, PaymentStatus::Refunded),
+    (PaymentStatus::Failed, PaymentStatus::Refunded),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -15,6 +15,11 @@ pub const DEFAULT_STEPS_S: [i64; 6] = [60, 300, 900, 1800, 3600, 7200];
 /// the provider has been unreachable for about 17 hours by then.
 pub const DEFAULT_MAX_UNKNOWN_CHECKS: u32 = 12;
 
+/// How long after its expiry a payment the provider has no trade for (or that lapses by
+/// itself) is taken as closed: the provider's clock may run behind ours, and a payment may be
+/// in flight at the deadline. A close the provider confirms needs no grace.
+pub const CLOSE_GRACE_S: i64 = 120;
+
 /// How many provider answers a payment or refund keeps for whoever investigates it.
 pub const RECENT_CHECKS_KEPT: usize = 5;
 

@@ -788,3 +788,194 @@ mod refund_tests {
         assert!(!merchant.verify_base64(query.as_bytes(), &headers["x-sandbox-signature"]));
     }
 }
+
+#[cfg(test)]
+mod refund_notification_tests {
+    use std::sync::{Arc, OnceLock};
+
+    use aws_lc_rs::encoding::{AsDer as _, Pkcs8V1Der, PublicKeyX509Der};
+    use aws_lc_rs::signature::KeyPair as _;
+
+    use super::*;
+    use crate::clock::ManualClock;
+
+    const PAYMENT_ID: &str = "01J0000000000000000000PAY1";
+    const REFUND_NO: &str = "R0123456789abcdef0123456789abcde";
+    const NOW_S: i64 = 1_700_000_000;
+
+    /// (private PKCS#8 PEM, public SPKI DER) of the sandbox and of a stranger, made once.
+    fn keys() -> &'static [(String, Vec<u8>); 2] {
+        static KEYS: OnceLock<[(String, Vec<u8>); 2]> = OnceLock::new();
+        KEYS.get_or_init(|| {
+            let one = || {
+                let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+                    .expect("key");
+                let private: Pkcs8V1Der<'_> = key.as_der().expect("pkcs8");
+                let public: PublicKeyX509Der<'_> = key.public_key().as_der().expect("spki");
+                (
+                    pem::encode(&pem::Pem::new("PRIVATE KEY", private.as_ref())),
+                    public.as_ref().to_vec(),
+                )
+            };
+            [one(), one()]
+        })
+    }
+
+    fn provider() -> SandboxProvider {
+        let (private, public) = &keys()[0];
+        let config = SandboxConfig {
+            base_url: "http://127.0.0.1:9".into(),
+            merchant_id: "M1".into(),
+            merchant_key: RsaSigner::from_pem(private).expect("signer"),
+            provider_key: RsaVerifier::from_der(public).expect("verifier"),
+            notify_url: "http://127.0.0.1:9/callbacks/sandbox".into(),
+            timeout: Duration::from_secs(1),
+        };
+        let clock = Arc::new(ManualClock::at(Timestamp::from_unix_s(NOW_S)));
+        SandboxProvider::new(config, clock).expect("provider")
+    }
+
+    /// The sandbox's headers over `body`, built here by hand: `timestamp\nnonce\nbody\n`.
+    fn signed(key: usize, timestamp_s: i64, body: &str) -> http::HeaderMap {
+        let signer = RsaSigner::from_pem(&keys()[key].0).expect("signer");
+        let message = format!("{timestamp_s}\nN0NCE\n{body}\n");
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in [
+            ("x-sandbox-timestamp", timestamp_s.to_string()),
+            ("x-sandbox-nonce", "N0NCE".to_owned()),
+            (
+                "x-sandbox-signature",
+                signer.sign_base64(message.as_bytes()),
+            ),
+        ] {
+            headers.insert(name, value.parse().expect("header"));
+        }
+        headers
+    }
+
+    fn refund_body(changes: &[(&str, serde_json::Value)]) -> String {
+        let mut body = serde_json::json!({
+            "notify_id": "NTF1", "event": "REFUND", "merchant_id": "M1",
+            "out_trade_no": PAYMENT_ID, "trade_no": "SBX1", "out_refund_no": REFUND_NO,
+            "refund_no": "SBXR1", "refund_status": "SUCCESS", "amount_minor": 300,
+            "currency": "CNY",
+        });
+        for (key, value) in changes {
+            body[*key] = value.clone();
+        }
+        body.to_string()
+    }
+
+    fn verify(
+        body: &str,
+        headers: &http::HeaderMap,
+    ) -> Option<Result<RefundNotice, CallbackRejection>> {
+        provider().verify_refund_callback(headers, body.as_bytes(), Timestamp::from_unix_s(NOW_S))
+    }
+
+    #[test]
+    fn refund_notifications_verify_and_map_each_status() {
+        let notice = |state| RefundNotice {
+            notify_id: "NTF1".into(),
+            payment_id: PaymentId::parse(PAYMENT_ID).expect("id"),
+            refund_no: REFUND_NO.into(),
+            state,
+            amount_minor: 300,
+        };
+        let body = refund_body(&[]);
+        assert_eq!(
+            verify(&body, &signed(0, NOW_S, &body)),
+            Some(Ok(notice(RefundState::Succeeded)))
+        );
+        let body = refund_body(&[("refund_status", "FAILED".into())]);
+        assert_eq!(
+            verify(&body, &signed(0, NOW_S, &body)),
+            Some(Ok(notice(RefundState::Failed(format!(
+                "the sandbox failed refund {REFUND_NO}"
+            )))))
+        );
+    }
+
+    #[test]
+    fn refund_notifications_that_fail_verification_are_refused_not_passed_on() {
+        let body = refund_body(&[]);
+        let refused = |body: &str, headers: &http::HeaderMap| match verify(body, headers) {
+            Some(Err(rejection)) => rejection,
+            other => panic!("{body}: {other:?}"),
+        };
+        assert!(matches!(
+            refused(&body, &signed(1, NOW_S, &body)),
+            CallbackRejection::BadSignature(_)
+        ));
+        let tampered = body.replace("300", "301");
+        assert!(matches!(
+            refused(&tampered, &signed(0, NOW_S, &body)),
+            CallbackRejection::BadSignature(_)
+        ));
+        assert!(matches!(
+            refused(&body, &http::HeaderMap::new()),
+            CallbackRejection::BadSignature(_)
+        ));
+        assert!(matches!(
+            refused(&body, &signed(0, NOW_S - 300, &body)),
+            CallbackRejection::StaleTimestamp { skew_s: 300, .. }
+        ));
+        let other = refund_body(&[("merchant_id", "M2".into())]);
+        assert_eq!(
+            refused(&other, &signed(0, NOW_S, &other)),
+            CallbackRejection::WrongMerchant("M2".into())
+        );
+        for change in [
+            ("refund_status", serde_json::json!("PROCESSING")),
+            ("refund_status", serde_json::json!("REFUNDED")),
+            ("out_trade_no", serde_json::json!("bad-id")),
+            ("out_refund_no", serde_json::json!("R 1")),
+            ("amount_minor", serde_json::json!(0)),
+            ("amount_minor", serde_json::json!("300")),
+            ("notify_id", serde_json::json!("")),
+        ] {
+            let body = refund_body(std::slice::from_ref(&change));
+            assert!(
+                matches!(
+                    refused(&body, &signed(0, NOW_S, &body)),
+                    CallbackRejection::Malformed(_)
+                ),
+                "{change:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn payment_notifications_are_not_refund_notifications() {
+        let paid = serde_json::json!({
+            "notify_id": "NTF2", "merchant_id": "M1", "out_trade_no": PAYMENT_ID,
+            "trade_no": "SBX1", "status": "PAID", "amount_minor": 1000, "currency": "CNY",
+            "paid_at": "2026-01-01T00:00:00Z",
+        })
+        .to_string();
+        let headers = signed(0, NOW_S, &paid);
+        assert_eq!(verify(&paid, &headers), None);
+        let now = Timestamp::from_unix_s(NOW_S);
+        let verified = provider()
+            .verify_callback(&headers, paid.as_bytes(), now)
+            .expect("still a payment notification");
+        assert_eq!(
+            (verified.status, verified.amount_minor),
+            (NotifiedStatus::Paid, 1000)
+        );
+        for body in [
+            refund_body(&[("event", "PAYMENT".into())]),
+            refund_body(&[("event", serde_json::json!(1))]),
+            "not json".to_owned(),
+            String::new(),
+        ] {
+            assert_eq!(verify(&body, &signed(0, NOW_S, &body)), None, "{body}");
+        }
+        // A refund notification is never taken for a payment notification either.
+        let refund = refund_body(&[]);
+        assert!(matches!(
+            provider().verify_callback(&signed(0, NOW_S, &refund), refund.as_bytes(), now),
+            Err(CallbackRejection::Malformed(_))
+        ));
+    }
+}

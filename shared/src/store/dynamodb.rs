@@ -1038,16 +1038,30 @@ impl PaymentStore for DynamoStore {
             .transpose()?)
     }
 
-    async fn put_compensation(&self, compensation: &Compensation) -> Result<(), StoreError> {
+    async fn put_compensation(&self, compensation: &Compensation) -> Result<bool, StoreError> {
         let put = self.compensation_put(compensation)?;
-        self.client
+        let result = self
+            .client
             .put_item()
             .table_name(put.table_name())
             .set_item(Some(put.item().clone()))
+            .condition_expression("attribute_not_exists(id)")
             .send()
-            .await
-            .context("put compensation")?;
-        Ok(())
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err)
+                if matches!(
+                    err.as_service_error(),
+                    Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(StoreError::Unexpected(
+                anyhow::Error::new(err).context("put compensation"),
+            )),
+        }
     }
 
     async fn record_refund_check(
@@ -1110,12 +1124,18 @@ impl PaymentStore for DynamoStore {
             let Some(id) = pk.strip_prefix("PAY#") else {
                 continue;
             };
-            let payment_id = PaymentId::parse(id).context("due index payment id")?;
+            // One unreadable key must not stop the shard: skip it, loudly.
+            let Ok(payment_id) = PaymentId::parse(id) else {
+                tracing::error!(pk, "due index: unreadable payment key skipped");
+                continue;
+            };
             if sk == "PAYMENT" {
                 due.push(DueCheck::Payment(payment_id));
             } else if let Some(refund_id) = sk.strip_prefix("REFUND#") {
-                let refund_id = RefundId::parse(refund_id).context("due index refund id")?;
-                due.push(DueCheck::Refund(payment_id, refund_id));
+                match RefundId::parse(refund_id) {
+                    Ok(refund_id) => due.push(DueCheck::Refund(payment_id, refund_id)),
+                    Err(_) => tracing::error!(pk, sk, "due index: unreadable refund key skipped"),
+                }
             }
         }
         Ok(due)

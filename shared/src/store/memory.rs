@@ -385,12 +385,15 @@ impl PaymentStore for MemoryStore {
         Ok(Some(refund.clone()))
     }
 
-    async fn put_compensation(&self, compensation: &Compensation) -> Result<(), StoreError> {
-        self.lock()
+    async fn put_compensation(&self, compensation: &Compensation) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        if state.compensations.contains_key(&compensation.id) {
+            return Ok(false);
+        }
+        state
             .compensations
-            .entry(compensation.id.clone())
-            .or_insert_with(|| compensation.clone());
-        Ok(())
+            .insert(compensation.id.clone(), compensation.clone());
+        Ok(true)
     }
 
     async fn record_refund_check(

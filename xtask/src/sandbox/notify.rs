@@ -1,4 +1,5 @@
-//! Notification delivery: signing, fault knobs, and the resend schedule.
+//! Notification delivery: signing, fault knobs, and the resend schedule; and the native
+//! protocol's payment and refund notifications.
 
 use std::error::Error as _;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use super::faults::Faults;
-use super::state::{Outcome, Shared, Status, Trade};
+use super::state::{Outcome, Refund, Shared, Status, Trade};
 
 /// Resends after the first attempt, in seconds (divided by the time scale); then give up.
 const RESEND_SCHEDULE_SECS: [u64; 9] = [15, 15, 30, 180, 600, 1200, 1800, 3600, 7200];
@@ -31,6 +32,25 @@ pub(crate) struct Notice {
     pub paid_at: Option<String>,
 }
 
+/// The JSON body of a refund notification: `"event":"REFUND"` tells it from a payment's.
+#[derive(Clone, Debug, Serialize)]
+struct RefundNotice {
+    notify_id: String,
+    event: &'static str,
+    merchant_id: String,
+    out_trade_no: String,
+    trade_no: String,
+    out_refund_no: String,
+    /// The sandbox's own number for the refund (`SBXR...`).
+    refund_no: String,
+    /// `SUCCESS` (or `FAILED`, which the sandbox never sends: it fails no refund it took).
+    refund_status: &'static str,
+    amount_minor: i64,
+    currency: String,
+    /// RFC 3339 UTC.
+    succeeded_at: Option<String>,
+}
+
 /// One notification to deliver, with the knobs decided when it was issued.
 pub(crate) struct Job {
     notice: Notice,
@@ -47,6 +67,9 @@ pub(crate) struct Target {
     pub notify_url: String,
     /// The `delay` knob as decided when the notification was issued.
     pub delay: Option<Duration>,
+    /// The merchant's refund number when the notification is about a refund (the delivery log
+    /// shows it); `None` for the payment's.
+    pub refund_no: Option<String>,
 }
 
 impl Target {
@@ -57,6 +80,24 @@ impl Target {
             notify_id,
             notify_url: trade.notify_url.clone(),
             delay: faults.delay(),
+            refund_no: None,
+        }
+    }
+
+    /// About one of the trade's refunds, to the refund's notify URL, logged with the trade,
+    /// under the trade's `delay` knob as decided now.
+    pub(crate) fn for_refund(
+        trade: &Trade,
+        refund: &Refund,
+        notify_id: String,
+        faults: &Faults,
+    ) -> Self {
+        Self {
+            out_trade_no: trade.out_trade_no.clone(),
+            notify_id,
+            notify_url: refund.notify_url.clone(),
+            delay: faults.delay(),
+            refund_no: Some(refund.refund_no.clone()),
         }
     }
 }
@@ -163,6 +204,73 @@ impl Delivery for Native {
     }
 }
 
+/// A native refund notification with its JSON body, encoded once.
+pub(crate) struct RefundJob {
+    target: Target,
+    body: Bytes,
+}
+
+/// The notification of a refund that has just become SUCCESS, or `None` under `never_notify`
+/// (or without a notify URL). `tamper_amount` adds 1 to `amount_minor`, still signed.
+pub(crate) fn refund_job(trade: &Trade, refund: &Refund, faults: &Faults) -> Option<RefundJob> {
+    if faults.never_notify() || refund.notify_url.is_empty() {
+        return None;
+    }
+    let tamper = i64::from(faults.tamper_amount());
+    let notice = RefundNotice {
+        notify_id: new_notify_id(),
+        event: "REFUND",
+        merchant_id: trade.merchant_id.clone(),
+        out_trade_no: trade.out_trade_no.clone(),
+        trade_no: trade.trade_no.clone(),
+        out_refund_no: refund.refund_no.clone(),
+        refund_no: refund.provider_refund_no.clone(),
+        refund_status: "SUCCESS",
+        amount_minor: refund.amount_minor.saturating_add(tamper),
+        currency: trade.currency.clone(),
+        succeeded_at: refund.succeeded_at.clone(),
+    };
+    let body = match serde_json::to_vec(&notice) {
+        Ok(body) => Bytes::from(body),
+        Err(e) => {
+            warn!(error = %e, "sandbox: cannot encode the refund notification");
+            return None;
+        }
+    };
+    Some(RefundJob {
+        target: Target::for_refund(trade, refund, notice.notify_id, faults),
+        body,
+    })
+}
+
+impl Delivery for RefundJob {
+    const NOTIFICATION: &'static str = "refund notification";
+    const RESEND_SCHEDULE_SECS: &'static [u64] = &RESEND_SCHEDULE_SECS;
+
+    fn target(&self) -> &Target {
+        &self.target
+    }
+
+    fn wire(&self, shared: &Shared, forge: bool) -> anyhow::Result<Wire> {
+        let mut headers = shared.sign_headers(&self.body, forge)?;
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Ok(Wire {
+            headers,
+            body: self.body.clone(),
+        })
+    }
+
+    /// Acknowledged only by HTTP 200 with `{"code":"SUCCESS"}`, as a payment notification.
+    fn acked(http_status: u16, body: &[u8]) -> bool {
+        http_status == 200 && is_success(body)
+    }
+}
+
+/// Runs the refund notification on its own task.
+pub(crate) fn spawn_refund(shared: Arc<Shared>, job: RefundJob) {
+    tokio::spawn(deliver(shared, job));
+}
+
 /// Runs the job on its own task.
 pub(crate) fn spawn(shared: Arc<Shared>, job: Job) {
     let body = match serde_json::to_vec(&job.notice) {
@@ -248,6 +356,7 @@ fn spawn_wait_pay(shared: &Arc<Shared>, paid: &Job) {
             notify_id: notice.notify_id.clone(),
             notify_url: paid.target.notify_url.clone(),
             delay: None,
+            refund_no: None,
         },
         notice,
         reorder: false,
@@ -261,6 +370,7 @@ async fn attempt_delivery<D: Delivery>(shared: &Arc<Shared>, job: &D, attempt: u
     let target = job.target();
     let out_trade_no = target.out_trade_no.as_str();
     let notify_id = target.notify_id.as_str();
+    let refund_no = target.refund_no.as_deref();
     let faults = shared.lock().faults_for_trade(out_trade_no);
     if attempt <= faults.drop_first() {
         debug!(
@@ -268,7 +378,9 @@ async fn attempt_delivery<D: Delivery>(shared: &Arc<Shared>, job: &D, attempt: u
             attempt, "sandbox: delivery dropped by drop_first"
         );
         let lost = Outcome::NoAnswer("dropped by drop_first".into());
-        shared.lock().record(out_trade_no, notify_id, attempt, lost);
+        shared
+            .lock()
+            .record(out_trade_no, notify_id, refund_no, attempt, lost);
         return Attempt::Lost;
     }
     let wire = match job.wire(shared, faults.forge()) {
@@ -294,7 +406,7 @@ async fn attempt_delivery<D: Delivery>(shared: &Arc<Shared>, job: &D, attempt: u
         acked |= matches!(outcome, Outcome::Answered { acked: true, .. });
         shared
             .lock()
-            .record(out_trade_no, notify_id, attempt, outcome);
+            .record(out_trade_no, notify_id, refund_no, attempt, outcome);
     }
     debug!(notify_id, attempt, acked, "sandbox: delivery attempt done");
     Attempt::Sent { acked }

@@ -54,6 +54,10 @@ impl Protocol {
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct DeliveryRecord {
     pub notify_id: String,
+    /// The merchant's refund number when this is a refund notification; absent for the
+    /// payment's (and the early `WAIT_PAY` notice).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refund_no: Option<String>,
     pub attempt: u32,
     /// `None` when no HTTP answer came back (lost, refused, timed out).
     pub http_status: Option<u16>,
@@ -131,6 +135,13 @@ pub(crate) struct Refund {
     /// UnionPay: the refund's own `txnTime`, which a query of it must repeat; empty elsewhere.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub txn_time: String,
+    /// Where its refund notification goes once it is SUCCESS; empty: none is sent.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub notify_url: String,
+    /// UnionPay: the request's `reqReserved`, echoed in the refund's notification; empty
+    /// elsewhere.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub req_reserved: String,
 }
 
 /// A refund as a protocol asks for it.
@@ -145,6 +156,10 @@ pub(crate) struct RefundAsk {
     pub provider_refund_no: String,
     /// The `refund_processing` knob.
     pub processing: bool,
+    /// Where the refund notification goes (the protocol's choice); empty: none is sent.
+    pub notify_url: String,
+    /// UnionPay's `reqReserved`; empty elsewhere.
+    pub req_reserved: String,
 }
 
 /// Why a refund is refused; each protocol words it in its own style.
@@ -173,6 +188,9 @@ pub(crate) struct RefundView {
     pub refunded_minor: i64,
     /// False for an idempotent repeat (or a query).
     pub created: bool,
+    /// This call made the refund SUCCESS (created so, or a PROCESSING one resolved by this
+    /// query): its refund notification is due.
+    pub succeeded_now: bool,
 }
 
 impl RefundView {
@@ -184,6 +202,7 @@ impl RefundView {
             total_minor: trade.amount_minor,
             refunded_minor: trade.refunded_minor(),
             created,
+            succeeded_now: created && refund.status == RefundStatus::Success,
         }
     }
 }
@@ -303,6 +322,8 @@ impl Inner {
             succeeded_at: (!ask.processing).then(|| now.clone()),
             created_at: now,
             txn_time: ask.txn_time,
+            notify_url: ask.notify_url,
+            req_reserved: ask.req_reserved,
         };
         info!(%out_trade_no, refund_no = %refund.refund_no, amount_minor = refund.amount_minor, status = ?refund.status, "sandbox: refund recorded");
         trade.refunds.push(refund);
@@ -336,18 +357,28 @@ impl Inner {
             .refunds
             .iter()
             .position(|r| r.refund_no == refund_no)?;
-        let view = RefundView::of(trade, &trade.refunds[i], false);
+        let mut view = RefundView::of(trade, &trade.refunds[i], false);
         let refund = &mut trade.refunds[i];
         if refund.status == RefundStatus::Processing {
             refund.status = RefundStatus::Success;
             refund.succeeded_at = Some(rfc3339_now());
+            view.succeeded_now = true;
             info!(%out_trade_no, %refund_no, "sandbox: refund succeeded");
         }
         Some(view)
     }
 
-    /// Appends to the trade's delivery log and bumps the counters.
-    pub fn record(&mut self, out_trade_no: &str, notify_id: &str, attempt: u32, outcome: Outcome) {
+    /// Appends to the trade's delivery log and bumps the counters. `refund_no` names the refund
+    /// a refund notification is about (`None` for the payment's).
+    pub fn record(
+        &mut self,
+        out_trade_no: &str,
+        notify_id: &str,
+        refund_no: Option<&str>,
+        attempt: u32,
+        outcome: Outcome,
+    ) {
+        let refund_no = refund_no.map(str::to_owned);
         let record = match outcome {
             Outcome::Answered { http_status, acked } => {
                 if acked {
@@ -357,6 +388,7 @@ impl Inner {
                 }
                 DeliveryRecord {
                     notify_id: notify_id.into(),
+                    refund_no,
                     attempt,
                     http_status: Some(http_status),
                     acked,
@@ -367,6 +399,7 @@ impl Inner {
                 self.stats.failed_connections += 1;
                 DeliveryRecord {
                     notify_id: notify_id.into(),
+                    refund_no,
                     attempt,
                     http_status: None,
                     acked: false,

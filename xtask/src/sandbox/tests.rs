@@ -845,3 +845,188 @@ async fn refund_knobs_error_timeout_and_processing() {
     assert_eq!(env.admin_trade("T3").await["refunded_minor"], 100);
     env.sandbox.shutdown().await;
 }
+
+/// The next refund notification the receiver gets (payment notifications are skipped).
+async fn next_refund_notification(env: &mut Env) -> Received {
+    for _ in 0..4 {
+        let received = env.expect_notification().await;
+        if received.json()["event"] == "REFUND" {
+            return received;
+        }
+    }
+    panic!("no refund notification")
+}
+
+fn refund_deliveries(trade: &Value) -> Vec<Value> {
+    trade["deliveries"]
+        .as_array()
+        .map(|log| {
+            log.iter()
+                .filter(|d| !d["refund_no"].is_null())
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_successful_refund_sends_a_signed_refund_notification() {
+    let mut env = env().await;
+    let created = env.create_and_pay("T1", "s", 1000).await;
+    let (status, answer) = env.refund("T1", "R1", 300).await;
+    assert_eq!((status, &answer["status"]), (200, &json!("SUCCESS")));
+    let received = next_refund_notification(&mut env).await;
+    assert!(received.verifies(), "signed like a payment notification");
+    let notice = received.json();
+    assert_eq!(
+        (
+            &notice["event"],
+            &notice["merchant_id"],
+            &notice["out_trade_no"],
+            &notice["trade_no"],
+            &notice["out_refund_no"],
+            &notice["refund_no"],
+            &notice["refund_status"],
+            &notice["amount_minor"],
+        ),
+        (
+            &json!("REFUND"),
+            &json!(MERCHANT),
+            &json!("T1"),
+            &created["trade_no"],
+            &json!("R1"),
+            &answer["refund_no"],
+            &json!("SUCCESS"),
+            &json!(300),
+        ),
+        "{notice}"
+    );
+    assert!(
+        notice["notify_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty())
+    );
+
+    let (status, _) = env.refund("T1", "R1", 300).await;
+    assert_eq!(status, 200);
+    assert!(
+        env.next_notification(Duration::from_millis(300))
+            .await
+            .is_none(),
+        "a repeat sends nothing"
+    );
+    let log = refund_deliveries(&env.admin_trade("T1").await);
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(
+        (
+            &log[0]["notify_id"],
+            &log[0]["refund_no"],
+            &log[0]["http_status"],
+            &log[0]["acked"]
+        ),
+        (
+            &notice["notify_id"],
+            &json!("R1"),
+            &json!(200),
+            &json!(true)
+        )
+    );
+    env.stats_until(|s| s["notifications"] == 2 && s["acked"] == 2)
+        .await;
+}
+
+#[tokio::test]
+async fn a_processing_refund_notifies_when_it_succeeds() {
+    let mut env = env().await;
+    env.create_and_pay("T1", "processing refund", 1000).await;
+    env.expect_notification().await;
+    env.set_faults(json!({ "scope": "processing", "refund_processing": true }))
+        .await;
+    let (_, processing) = env.refund("T1", "R1", 100).await;
+    assert_eq!(processing["status"], "PROCESSING");
+    assert!(
+        env.next_notification(Duration::from_millis(300))
+            .await
+            .is_none(),
+        "nothing while processing"
+    );
+    assert_eq!(env.query_refund("T1", "R1").await.1["status"], "PROCESSING");
+    let received = env.expect_notification().await;
+    assert_eq!(
+        (&received.json()["event"], &received.json()["refund_status"]),
+        (&json!("REFUND"), &json!("SUCCESS"))
+    );
+    assert_eq!(env.query_refund("T1", "R1").await.1["status"], "SUCCESS");
+    assert!(
+        env.next_notification(Duration::from_millis(300))
+            .await
+            .is_none(),
+        "once"
+    );
+}
+
+#[tokio::test]
+async fn refund_notifications_follow_the_delivery_knobs() {
+    let mut env = env_with(1000, 1).await;
+    env.create_and_pay("T0", "plain", 1000).await;
+    // The receiver rejects its first request: the payment's, which the resend recovers.
+    env.expect_notification().await;
+    env.expect_notification().await;
+    env.create_and_pay("T1", "forged refund", 1000).await;
+    env.create_and_pay("T2", "silent refund", 1000).await;
+    env.create_and_pay("T3", "tampered refund", 1000).await;
+    env.create_and_pay("T4", "dropped refund", 1000).await;
+    for _ in 0..4 {
+        env.expect_notification().await;
+    }
+    env.set_faults(json!({ "scope": "forged", "forge": true }))
+        .await;
+    env.set_faults(json!({ "scope": "silent", "never_notify": true }))
+        .await;
+    env.set_faults(json!({ "scope": "tampered", "tamper_amount": true }))
+        .await;
+    env.set_faults(json!({ "scope": "dropped", "drop_first": 2, "duplicate": 1 }))
+        .await;
+
+    env.refund("T1", "R1", 100).await;
+    let forged = env.expect_notification().await;
+    assert!(!forged.verifies());
+    assert_eq!(forged.json()["event"], "REFUND");
+
+    env.refund("T2", "R2", 100).await;
+    assert!(
+        env.next_notification(Duration::from_millis(300))
+            .await
+            .is_none(),
+        "never_notify"
+    );
+    assert_eq!(
+        refund_deliveries(&env.admin_trade("T2").await),
+        Vec::<Value>::new()
+    );
+
+    env.refund("T3", "R3", 100).await;
+    let tampered = env.expect_notification().await;
+    assert!(tampered.verifies());
+    assert_eq!(tampered.json()["amount_minor"], 101);
+
+    env.refund("T4", "R4", 100).await;
+    let one = env.expect_notification().await;
+    let two = env.expect_notification().await;
+    assert_eq!(one.json(), two.json(), "duplicate copies");
+    let log = refund_deliveries(&env.admin_trade("T4").await);
+    let attempts: Vec<(u64, bool)> = log
+        .iter()
+        .map(|d| {
+            (
+                d["attempt"].as_u64().unwrap_or(0),
+                d["http_status"].is_null(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        attempts,
+        [(1, true), (2, true), (3, false), (3, false)],
+        "two lost to drop_first, then two copies: {log:?}"
+    );
+}

@@ -28,6 +28,59 @@ pub(crate) enum PaidJob {
     UnionPay(unionpay::NotifyJob),
 }
 
+/// A notification issued by a refund that succeeded, in the format of the trade's protocol.
+/// Alipay has none: its refunds are answered synchronously and queried.
+enum RefundJob {
+    Native(notify::RefundJob),
+    WechatPay(wechatpay::NotifyJob),
+    UnionPay(unionpay::NotifyJob),
+}
+
+/// Sends the refund notification when `view` shows its refund has just become SUCCESS (created
+/// so, or resolved by this query), in the trade's protocol, through the same delivery loop,
+/// knobs and delivery log as payment notifications. Nothing under `never_notify`, for Alipay,
+/// or for a refund without a notify URL.
+pub(crate) fn notify_refund_success(shared: &Arc<Shared>, view: &RefundView) {
+    if !view.succeeded_now {
+        return;
+    }
+    let job = {
+        let mut inner = shared.lock();
+        let faults = inner.faults_for_trade(&view.out_trade_no);
+        let Some(trade) = inner.trades.get(&view.out_trade_no) else {
+            return;
+        };
+        let Some(refund) = trade
+            .refunds
+            .iter()
+            .find(|r| r.refund_no == view.refund.refund_no)
+        else {
+            return;
+        };
+        let config = &shared.config;
+        let job = match trade.protocol {
+            Protocol::Native => notify::refund_job(trade, refund, &faults).map(RefundJob::Native),
+            Protocol::WechatPay => {
+                wechatpay::refund_job(config, trade, refund, &faults).map(RefundJob::WechatPay)
+            }
+            Protocol::UnionPay => {
+                unionpay::refund_job(config, trade, refund, &faults).map(RefundJob::UnionPay)
+            }
+            Protocol::Alipay => None,
+        };
+        if job.is_some() {
+            inner.stats.notifications += 1;
+        }
+        job
+    };
+    match job {
+        Some(RefundJob::Native(job)) => notify::spawn_refund(Arc::clone(shared), job),
+        Some(RefundJob::WechatPay(job)) => wechatpay::spawn(Arc::clone(shared), job),
+        Some(RefundJob::UnionPay(job)) => unionpay::spawn(Arc::clone(shared), job),
+        None => {}
+    }
+}
+
 /// Body of `POST /v1/trades`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct CreateRequest {
@@ -382,7 +435,15 @@ pub(crate) async fn refund(
     let out_trade_no = path_param(path)?;
     let req: RefundRequest = parse_json(&body)?;
     req.validate()?;
-    let faults = shared.lock().faults_for_trade(&out_trade_no);
+    let (faults, notify_url) = {
+        let inner = shared.lock();
+        let notify_url = inner
+            .trades
+            .get(&out_trade_no)
+            .map(|t| t.notify_url.clone())
+            .unwrap_or_default();
+        (inner.faults_for_trade(&out_trade_no), notify_url)
+    };
     if faults.refund == Some(CallFault::Error) {
         return Err(ApiError::system_error());
     }
@@ -393,11 +454,15 @@ pub(crate) async fn refund(
         txn_time: String::new(),
         provider_refund_no: format!("SBXR{}", ulid::Ulid::new()),
         processing: faults.refund_processing(),
+        // Refund notifications go where the trade's payment notifications go.
+        notify_url,
+        req_reserved: String::new(),
     };
     let view = shared
         .lock()
         .refund(Protocol::Native, &out_trade_no, ask)
         .map_err(refund_refused)?;
+    notify_refund_success(&shared, &view);
     hang_if(&shared, &faults, faults.refund).await;
     Ok(Json(RefundAnswer::from(view)))
 }
@@ -416,6 +481,9 @@ pub(crate) async fn query_refund(
     let view = shared
         .lock()
         .query_refund(Protocol::Native, &out_trade_no, &out_refund_no);
+    if let Some(view) = &view {
+        notify_refund_success(&shared, view);
+    }
     hang_if(&shared, &faults, faults.query).await;
     view.map(|v| Json(RefundAnswer::from(v)))
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "REFUND_NOT_EXIST", "no such refund"))

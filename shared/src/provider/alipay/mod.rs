@@ -260,6 +260,11 @@ pub fn examine_notification(
 
 #[async_trait]
 impl PaymentProvider for AlipayProvider {
+    // `verify_refund_callback` keeps the port's default (`None`): Alipay sends no notification of
+    // its own for `alipay.trade.refund`, whose answer is synchronous (`fund_change`) and whose
+    // later state comes from `alipay.trade.fastpay.refund.query`. The trade's own notification
+    // may carry refund fields (`refund_fee`, `gmt_refund`, `out_biz_no`) after a refund; it is
+    // still a trade notification and is verified as one.
     fn name(&self) -> ProviderName {
         ProviderName::Alipay
     }

@@ -15,6 +15,10 @@
 //!   payment's expiry. Refunds and same-day cancels reference the consume's `queryId`. A refund
 //!   through the port is its own transaction: `orderId` = our refund number, `txnTime` = when it
 //!   was first asked for ([`refund_txn_time`]), so repeats and queries name it alike.
+//! - A refund's result also comes to `backUrl` (txnType 04), naming the refund's `orderId` and
+//!   the consume's `origQryId` but not our payment id; so the refund request carries the
+//!   payment id in `reqReserved`, which UnionPay echoes unchanged, and the refund notification
+//!   is read from there ([`REQ_RESERVED`]).
 //! - Settlement files come from the file transfer (txnType 76) on another host, with its own
 //!   answer bound; see [`statement`].
 
@@ -37,12 +41,13 @@ use crate::domain::{PaymentId, ProviderName, Timestamp};
 use crate::ports::{
     CallbackAnswer, CallbackRejection, CallbackReply, Clock, CloseOutcome, Notification,
     PaymentProvider, ProviderCreate, ProviderCreated, ProviderError, ProviderRefund, ProviderTrade,
-    RefundState,
+    RefundNotice, RefundState,
 };
 
 pub use sign::{Fields, SignerTrust, TrustError, VerifyError, cert_serial_decimal};
 pub use wire::{
-    FILE_ANSWER_BYTES_MAX, ReversalAccepted, china_time, parse_fen, refund_txn_time, txn_time_for,
+    FILE_ANSWER_BYTES_MAX, REQ_RESERVED, ReversalAccepted, china_time, parse_fen, refund_txn_time,
+    txn_time_for,
 };
 
 /// Consumes, refunds and cancels go here.
@@ -250,7 +255,9 @@ impl UnionPayProvider {
     }
 
     /// Refunds part or all of a paid consume, named by its `queryId`. `refund_id` becomes the
-    /// refund's own `orderId` (8 to 40 letters and digits, unique per merchant and day).
+    /// refund's own `orderId` (8 to 40 letters and digits, unique per merchant and day). No
+    /// payment id goes in `reqReserved`, so its `backUrl` notification is refused as
+    /// malformed; the port's refund is the one whose notifications are read.
     pub async fn refund(
         &self,
         orig_query_id: &str,
@@ -263,6 +270,7 @@ impl UnionPayProvider {
             refund_id,
             amount_minor,
             self.clock.now(),
+            None,
         )
         .await
     }
@@ -280,11 +288,13 @@ impl UnionPayProvider {
             cancel_id,
             amount_minor,
             self.clock.now(),
+            None,
         )
         .await
     }
 
-    /// A refund or cancel as the transaction `order_id` at `txn_at` (its `txnTime`).
+    /// A refund or cancel as the transaction `order_id` at `txn_at` (its `txnTime`), with
+    /// `payment_id` in `reqReserved` when given.
     async fn reverse(
         &self,
         kind: wire::ReversalKind,
@@ -292,6 +302,7 @@ impl UnionPayProvider {
         order_id: &str,
         amount_minor: i64,
         txn_at: Timestamp,
+        payment_id: Option<&PaymentId>,
     ) -> Result<ReversalAccepted, ProviderError> {
         let fields = wire::reversal_fields(
             &self.merchant(),
@@ -300,6 +311,7 @@ impl UnionPayProvider {
             order_id,
             amount_minor,
             txn_at,
+            payment_id,
         )
         .map_err(not_sent)?;
         // reversal_fields always sets txnTime; the caller needs it to query the reversal later.
@@ -385,9 +397,11 @@ impl PaymentProvider for UnionPayProvider {
     }
 
     /// A refund (txnType 04) of the paid consume whose `queryId` is `provider_trade_no`, as the
-    /// transaction `orderId` = refund number at `txnTime` = `requested_at`. UnionPay takes it
-    /// asynchronously: accepted is `Processing` until a query tells the result. A duplicate
-    /// (`12`) of a refund it has under that orderId and txnTime is answered by that refund.
+    /// transaction `orderId` = refund number at `txnTime` = `requested_at`, with the payment id
+    /// in `reqReserved` and our `backUrl`. UnionPay takes it asynchronously: accepted is
+    /// `Processing` until a query or the refund's `backUrl` notification tells the result. A
+    /// duplicate (`12`) of a refund it has under that orderId and txnTime is answered by that
+    /// refund.
     async fn refund(&self, refund: &ProviderRefund) -> Result<RefundState, ProviderError> {
         let orig_query_id = refund
             .provider_trade_no
@@ -413,6 +427,7 @@ impl PaymentProvider for UnionPayProvider {
                 &refund.refund_no,
                 refund.amount_minor,
                 refund.requested_at,
+                Some(&refund.payment_id),
             )
             .await;
         match sent {
@@ -420,7 +435,11 @@ impl PaymentProvider for UnionPayProvider {
             Err(ProviderError::Rejected { code, message }) if code == DUPLICATE => {
                 match self.query_refund(refund).await {
                     Ok(Some(state)) => Ok(state),
-                    Ok(None) => Err(ProviderError::Rejected { code, message }),
+                    // "Duplicate" proves UnionPay has it; its query may not show it yet.
+                    Ok(None) => Err(unknown(format!(
+                        "refund {} is a duplicate ({code}: {message}) its query does not show yet",
+                        refund.refund_no
+                    ))),
                     Err(e) => Err(unknown(format!(
                         "refund {} is a duplicate and its query failed: {e}",
                         refund.refund_no
@@ -476,6 +495,28 @@ impl PaymentProvider for UnionPayProvider {
             .verify(&fields, now)
             .map_err(|e| CallbackRejection::BadSignature(e.to_string()))?;
         wire::notification(&fields, &self.config.mer_id)
+    }
+
+    /// A refund's result (txnType 04) comes to the refund's `backUrl`, our callback route: a form
+    /// verified exactly as a payment notification (the `signPubKeyCert` chain, its validity at
+    /// `now`, the signature), then read by [`wire::refund_notification`]. Anything that is not a
+    /// readable form with txnType 04 is left to [`Self::verify_callback`].
+    fn verify_refund_callback(
+        &self,
+        _headers: &http::HeaderMap,
+        body: &[u8],
+        now: Timestamp,
+    ) -> Option<Result<RefundNotice, CallbackRejection>> {
+        let fields = wire::parse_form(body).ok()?;
+        if !wire::is_refund(&fields) {
+            return None;
+        }
+        let verified = self
+            .trust
+            .verify(&fields, now)
+            .map_err(|e| CallbackRejection::BadSignature(e.to_string()))
+            .and_then(|()| wire::refund_notification(&fields, &self.config.mer_id));
+        Some(verified)
     }
 
     /// UnionPay reads only the status: 200 stops its resends, anything else asks for more.

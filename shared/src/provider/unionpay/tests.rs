@@ -569,6 +569,7 @@ fn requests_carry_the_acp_fields() {
             "R0001abcd",
             5,
             now,
+            None,
         );
         let expected = with(&[
             ("txnType", txn_type),
@@ -607,6 +608,7 @@ fn invalid_requests_are_not_built() {
             order,
             amount,
             expires,
+            None,
         )
     };
     assert!(reverse("512209110416475616528", "R0001abcd", 1).is_ok());
@@ -993,9 +995,15 @@ fn refund_queries_name_the_refunds_order_id_and_txn_time() {
         "R0001abcd",
         5,
         requested_at,
+        Some(&payment_id()),
     )
     .expect("refund");
     assert_eq!(refund["txnTime"], "20220903075448");
+    assert_eq!(
+        refund.get(REQ_RESERVED).map(String::as_str),
+        Some(payment_id().as_str()),
+        "the payment id rides in reqReserved, which the refund's notification echoes"
+    );
     for bad in ["R1", "R-0001-abcd", ""] {
         assert!(wire::refund_query_fields(&merchant(), bad, requested_at).is_err());
     }
@@ -1163,6 +1171,8 @@ async fn port_refund_and_its_query_carry_txn_time_from_requested_at_not_the_cloc
         ("txnAmt", "5"),
         ("origQryId", "512209110416475616528"),
         ("merId", MER_ID),
+        ("backUrl", BACK_URL),
+        ("reqReserved", payment_id().as_str()),
     ] {
         assert_eq!(form.get(key).map(String::as_str), Some(value), "{key}");
     }
@@ -1177,4 +1187,179 @@ async fn port_refund_and_its_query_carry_txn_time_from_requested_at_not_the_cloc
         "the query names the refund's orderId and txnTime"
     );
     assert!(sign::signature_verifies(&query, &merchant_key));
+}
+
+// ---- refund notifications ----
+
+/// A refund's `backUrl` notification as UnionPay sends it, signed with `key_pem` and carrying
+/// `cert_pem`: txnType 04, `orderId` our refund number, `reqReserved` echoed.
+fn signed_refund_notification(changes: &[(&str, &str)], key_pem: &str, cert_pem: &str) -> Fields {
+    let id = payment_id();
+    let mut notice = fields(&[
+        ("accessType", "0"),
+        ("bizType", "000000"),
+        ("currencyCode", "156"),
+        ("encoding", "UTF-8"),
+        ("merId", MER_ID),
+        ("orderId", "R0001abcd"),
+        ("origQryId", "512209110416475616528"),
+        ("queryId", "512209110416475616529"),
+        ("reqReserved", id.as_str()),
+        ("respCode", "00"),
+        ("respMsg", "成功[0000000]"),
+        ("settleAmt", "5"),
+        ("settleCurrencyCode", "156"),
+        ("signMethod", "01"),
+        ("signPubKeyCert", &crlf(cert_pem)),
+        ("txnAmt", "5"),
+        ("txnSubType", "00"),
+        ("txnTime", "20220903075448"),
+        ("txnType", "04"),
+        ("version", "5.1.0"),
+    ]);
+    notice.extend(fields(changes));
+    notice.retain(|_, value| value != "<absent>");
+    sign::sign(&mut notice, &RsaSigner::from_pem(key_pem).expect("key"));
+    notice
+}
+
+#[test]
+fn refund_callbacks_verify_and_map_every_status() {
+    let pki = pki();
+    let now = valid_now();
+    let provider = provider(now);
+    let verify = |changes: &[(&str, &str)]| {
+        let notice = signed_refund_notification(changes, &pki.signer_key_pem, &pki.signer_pem);
+        provider.verify_refund_callback(&http::HeaderMap::new(), &form(&notice), now)
+    };
+    let expected = |state| RefundNotice {
+        notify_id: "512209110416475616529".into(),
+        payment_id: payment_id(),
+        refund_no: "R0001abcd".into(),
+        state,
+        amount_minor: 5,
+    };
+    for code in ["00", "A6"] {
+        assert_eq!(
+            verify(&[("respCode", code)]),
+            Some(Ok(expected(RefundState::Succeeded))),
+            "{code}"
+        );
+    }
+    for code in ["03", "05"] {
+        assert_eq!(
+            verify(&[("respCode", code)]),
+            Some(Ok(expected(RefundState::Processing))),
+            "{code}"
+        );
+    }
+    for code in ["01", "33", "34"] {
+        assert_eq!(
+            verify(&[("respCode", code), ("respMsg", "余额不足")]),
+            Some(Ok(expected(RefundState::Failed(format!(
+                "UnionPay refund R0001abcd: {code} 余额不足"
+            ))))),
+            "{code}"
+        );
+    }
+    assert_eq!(
+        verify(&[("currencyCode", "<absent>")]),
+        Some(Ok(expected(RefundState::Succeeded))),
+        "currencyCode is checked when present"
+    );
+}
+
+#[test]
+fn refund_callbacks_that_fail_verification_are_refused_not_passed_on() {
+    let pki = pki();
+    let now = valid_now();
+    let provider = provider(now);
+    let headers = http::HeaderMap::new();
+    let notice = signed_refund_notification(&[], &pki.signer_key_pem, &pki.signer_pem);
+    let refused =
+        |body: &[u8], at: Timestamp| match provider.verify_refund_callback(&headers, body, at) {
+            Some(Err(rejection)) => rejection,
+            other => panic!("{other:?}"),
+        };
+    let bad_signature = |r: CallbackRejection| matches!(r, CallbackRejection::BadSignature(_));
+    let mut tampered = notice.clone();
+    tampered.insert("txnAmt".into(), "10".into());
+    assert!(bad_signature(refused(&form(&tampered), now)));
+    let mut moved = notice.clone();
+    moved.insert("reqReserved".into(), "01ARZ3NDEKTSV4RRFFQ69G5FAV".into());
+    assert!(
+        bad_signature(refused(&form(&moved), now)),
+        "reqReserved is signed"
+    );
+    let (from, until) = test_pki::validity_s(&pki.signer_pem);
+    assert!(bad_signature(refused(
+        &form(&notice),
+        Timestamp::from_unix_s(until + 1)
+    )));
+    assert!(bad_signature(refused(
+        &form(&notice),
+        Timestamp::from_unix_s(from - 1)
+    )));
+    let other = signed_refund_notification(&[], &pki.other_company_key_pem, &pki.other_company_pem);
+    assert!(bad_signature(refused(&form(&other), now)));
+    let mut unsigned = notice.clone();
+    unsigned.remove("signature");
+    assert!(bad_signature(refused(&form(&unsigned), now)));
+
+    let verify = |changes: &[(&str, &str)]| {
+        let notice = signed_refund_notification(changes, &pki.signer_key_pem, &pki.signer_pem);
+        refused(&form(&notice), now)
+    };
+    assert_eq!(
+        verify(&[("merId", "777290058000000")]),
+        CallbackRejection::WrongMerchant("777290058000000".into())
+    );
+    for change in [
+        ("reqReserved", "<absent>"),
+        ("reqReserved", "not-a-payment"),
+        ("orderId", "R-1"),
+        ("queryId", ""),
+        ("txnAmt", "0"),
+        ("txnAmt", "0.05"),
+        ("currencyCode", "840"),
+        ("respCode", "<absent>"),
+    ] {
+        assert!(
+            matches!(verify(&[change]), CallbackRejection::Malformed(_)),
+            "{change:?}"
+        );
+    }
+}
+
+#[test]
+fn payment_notifications_are_not_refund_notifications() {
+    let pki = pki();
+    let now = valid_now();
+    let provider = provider(now);
+    let headers = http::HeaderMap::new();
+    let paid = form(&signed_notification(
+        &[],
+        &pki.signer_key_pem,
+        &pki.signer_pem,
+    ));
+    assert_eq!(provider.verify_refund_callback(&headers, &paid, now), None);
+    let verified = provider
+        .verify_callback(&headers, &paid, now)
+        .expect("still verified");
+    assert_eq!(verified.status, NotifiedStatus::Paid);
+    let cancel =
+        signed_refund_notification(&[("txnType", "31")], &pki.signer_key_pem, &pki.signer_pem);
+    assert_eq!(
+        provider.verify_refund_callback(&headers, &form(&cancel), now),
+        None
+    );
+    for body in [&b"a=1&a=2"[..], b"", b"\xff=1"] {
+        assert_eq!(provider.verify_refund_callback(&headers, body, now), None);
+    }
+    // And the payment path still refuses a refund's notification.
+    let refund = signed_refund_notification(&[], &pki.signer_key_pem, &pki.signer_pem);
+    assert!(matches!(
+        provider.verify_callback(&headers, &form(&refund), now),
+        Err(CallbackRejection::Malformed(_))
+    ));
 }

@@ -9,7 +9,7 @@ use crate::domain::money::AMOUNT_MINOR_MAX;
 use crate::domain::{Currency, PaymentId, Timestamp};
 use crate::ports::{
     CallbackRejection, Notification, NotifiedStatus, ProviderCreated, ProviderError, ProviderTrade,
-    RefundState,
+    RefundNotice, RefundState,
 };
 
 /// Most fields an answer or notification may have; UnionPay's have about 30.
@@ -23,6 +23,11 @@ pub const FILE_ANSWER_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub const CNY_CODE: &str = "156";
 /// The longest `txnAmt`: 12 digits (ACP's N1..12).
 const AMOUNT_DIGITS_MAX: usize = 12;
+/// The requester's reserved field: UnionPay echoes it unchanged in the transaction's answers,
+/// its `backUrl` notification and its queries. A refund carries our payment id in it.
+pub const REQ_RESERVED: &str = "reqReserved";
+/// txnType of a refund (退货).
+pub const TXN_TYPE_REFUND: &str = "04";
 
 /// Who we are, on every request.
 #[derive(Debug, Clone, Copy)]
@@ -277,7 +282,10 @@ pub enum ReversalKind {
 }
 
 /// The unsigned refund or cancel: its own `orderId` and `txnTime` (`txn_at` in China time),
-/// pointing at the consume through `origQryId`, the consume's `queryId`.
+/// pointing at the consume through `origQryId`, the consume's `queryId`. `payment_id`, when
+/// given, goes in `reqReserved`, which UnionPay echoes in the reversal's `backUrl` notification:
+/// that notification names the reversal's `orderId` and the consume's `queryId`, never our
+/// payment id, and [`refund_notification`] reads the payment from there.
 pub fn reversal_fields(
     merchant: &Merchant<'_>,
     kind: ReversalKind,
@@ -285,6 +293,7 @@ pub fn reversal_fields(
     order_id: &str,
     amount_minor: i64,
     txn_at: Timestamp,
+    payment_id: Option<&PaymentId>,
 ) -> Result<Fields, String> {
     if !(1..=AMOUNT_MINOR_MAX).contains(&amount_minor) {
         return Err(format!("amount {amount_minor} out of range"));
@@ -299,7 +308,7 @@ pub fn reversal_fields(
     }
     let txn_time = china_time(txn_at).ok_or_else(|| format!("time {txn_at} out of range"))?;
     let txn_type = match kind {
-        ReversalKind::Refund => "04",
+        ReversalKind::Refund => TXN_TYPE_REFUND,
         ReversalKind::Cancel => "31",
     };
     let mut fields = common_fields(merchant, txn_type, "00");
@@ -311,6 +320,9 @@ pub fn reversal_fields(
         ("origQryId", orig_query_id),
         ("backUrl", merchant.back_url),
     ]));
+    if let Some(payment_id) = payment_id {
+        fields.insert(REQ_RESERVED.to_owned(), payment_id.as_str().to_owned());
+    }
     Ok(fields)
 }
 
@@ -496,8 +508,9 @@ pub fn refund_query_outcome(
 }
 
 /// Reads an authenticated `backUrl` notification of a consume (txnType 01). Notifications of
-/// refunds and cancels share the `backUrl` but are not payment notifications; they are refused
-/// as malformed until the port has a notification kind for them.
+/// refunds (txnType 04) and cancels share the `backUrl` but are not payment notifications:
+/// refunds are read by [`refund_notification`] before this is asked, and anything else that is
+/// not a consume (cancels included) is refused as malformed.
 pub fn notification(fields: &Fields, mer_id: &str) -> Result<Notification, CallbackRejection> {
     let malformed = |what: &str| CallbackRejection::Malformed(what.to_owned());
     let required = |key: &str| {
@@ -527,5 +540,65 @@ pub fn notification(fields: &Fields, mer_id: &str) -> Result<Notification, Callb
         status: trade_status(required("respCode")?),
         amount_minor,
         currency,
+    })
+}
+
+/// Whether authenticated or not, these fields name a refund (txnType 04): the refund's
+/// `backUrl` notification, to be read by [`refund_notification`].
+pub fn is_refund(fields: &Fields) -> bool {
+    field(fields, "txnType") == Some(TXN_TYPE_REFUND)
+}
+
+/// Reads an authenticated `backUrl` notification of a refund (txnType 04): `orderId` is our
+/// refund number, `reqReserved` our payment id (sent with the refund, echoed back), `queryId`
+/// the refund's own (it names the notification), `txnAmt` the refund's amount. `respCode` is
+/// the refund's result: `00` (or `A6`) refunded, `03`/`04`/`05` still processing (changes
+/// nothing), anything else a failed refund, with its code and message.
+pub fn refund_notification(
+    fields: &Fields,
+    mer_id: &str,
+) -> Result<RefundNotice, CallbackRejection> {
+    let malformed = |what: String| CallbackRejection::Malformed(what);
+    let required = |key: &str| {
+        field(fields, key)
+            .filter(|value| !value.is_empty())
+            .ok_or_else(|| malformed(format!("no {key}")))
+    };
+    let merchant = required("merId")?;
+    if merchant != mer_id {
+        return Err(CallbackRejection::WrongMerchant(merchant.to_owned()));
+    }
+    let txn_type = required("txnType")?;
+    if txn_type != TXN_TYPE_REFUND {
+        return Err(malformed(format!("txnType {txn_type} is not a refund")));
+    }
+    let refund_no = required("orderId")?;
+    if !is_order_id(refund_no) {
+        return Err(malformed("orderId is not a refund number".into()));
+    }
+    let payment_id = PaymentId::parse(required(REQ_RESERVED)?)
+        .map_err(|e| malformed(format!("{REQ_RESERVED} is not a payment id: {e}")))?;
+    let query_id = required("queryId")?;
+    let amount_minor = parse_fen(required("txnAmt")?)
+        .filter(|fen| (1..=AMOUNT_MINOR_MAX).contains(fen))
+        .ok_or_else(|| malformed("txnAmt is not a positive integer of fen".into()))?;
+    if field(fields, "currencyCode").is_some_and(|code| parse_currency(code).is_none()) {
+        return Err(malformed("currencyCode is not 156".into()));
+    }
+    let code = required("respCode")?;
+    let state = match classify(code) {
+        RespClass::Success => RefundState::Succeeded,
+        RespClass::Processing => RefundState::Processing,
+        RespClass::NotFound | RespClass::Failed => RefundState::Failed(format!(
+            "UnionPay refund {refund_no}: {code} {}",
+            field(fields, "respMsg").unwrap_or_default()
+        )),
+    };
+    Ok(RefundNotice {
+        notify_id: query_id.to_owned(),
+        payment_id,
+        refund_no: refund_no.to_owned(),
+        state,
+        amount_minor,
     })
 }

@@ -4,7 +4,8 @@
 //! key. Answers and notifications are signed by the platform over `timestamp\nnonce\nbody\n` and
 //! checked with the platform key that `Wechatpay-Serial` names: a certificate serial or a
 //! `PUB_KEY_ID_...`, several at once so keys can rotate. Notifications carry the transaction
-//! AES-GCM-encrypted under the APIv3 key.
+//! AES-GCM-encrypted under the APIv3 key; refund notifications (`REFUND.*`) come to the same
+//! URL, which every refund request names, and carry the refund the same way.
 //!
 //! Layout: `keys` (platform keys, the signature check, AES-GCM), `wire` (pure request building
 //! and answer/notification parsing), `bill` (the trade bill's address and its signed, SHA-1
@@ -30,7 +31,7 @@ use crate::domain::{AmountMinor, PaymentId, ProviderName, Timestamp};
 use crate::ports::{
     CallbackAnswer, CallbackRejection, CallbackReply, Clock, CloseOutcome, Notification,
     PaymentProvider, ProviderCreate, ProviderCreated, ProviderError, ProviderRefund, ProviderTrade,
-    RefundState,
+    RefundNotice, RefundState,
 };
 
 pub use bill::{DownloadTradeBillError, TRADE_BILL_BYTES_MAX};
@@ -190,7 +191,8 @@ impl WechatPayProvider {
     }
 
     /// Refunds `refund` of the order's `total` fen. `refund_id` is our out_refund_no: asking again
-    /// with the same one is idempotent at WeChat Pay.
+    /// with the same one is idempotent at WeChat Pay. Its `REFUND.*` notifications come to our
+    /// `notify_url`, the payment notifications' route.
     pub async fn refund(
         &self,
         payment_id: &PaymentId,
@@ -205,6 +207,7 @@ impl WechatPayProvider {
             refund,
             total,
             reason,
+            notify_url: &self.config.notify_url,
         })?;
         let answer = self.call(&request).await?;
         wire::interpret_refund(refund_id, &answer)
@@ -263,20 +266,17 @@ pub fn platform_signed_message(
     ))
 }
 
-/// WeChat Pay's refund status for the port. CLOSED (closed by the merchant platform) and
-/// ABNORMAL (the money could not reach the payer's account; it needs handling at the merchant
-/// platform) both mean this refund will not complete by itself.
+/// WeChat Pay's refund status for the port. CLOSED (closed by the merchant platform) means it
+/// will not happen. ABNORMAL (the money could not reach the payer's account) is not final: it
+/// can still be completed from the merchant platform under the same refund number, so the refund
+/// stays pending; the poller's escalation hands it to a human if it stays so.
 fn refund_state(refund_id: &str, status: RefundStatus) -> RefundState {
     match status {
         RefundStatus::Success => RefundState::Succeeded,
-        RefundStatus::Processing => RefundState::Processing,
+        RefundStatus::Processing | RefundStatus::Abnormal => RefundState::Processing,
         RefundStatus::Closed => {
             RefundState::Failed(format!("WeChat Pay closed refund {refund_id}"))
         }
-        RefundStatus::Abnormal => RefundState::Failed(format!(
-            "WeChat Pay refund {refund_id} is ABNORMAL: the payer's account could not take it; \
-             handle it at the merchant platform"
-        )),
     }
 }
 
@@ -350,6 +350,34 @@ impl PaymentProvider for WechatPayProvider {
     ) -> Result<Notification, CallbackRejection> {
         keys::verify_platform_signature(&self.config.platform_keys, headers, body, now)?;
         wire::parse_notification(&self.config, &self.api_v3_key, body)
+    }
+
+    /// `REFUND.SUCCESS`, `REFUND.ABNORMAL` and `REFUND.CLOSED` come to the same notify URL
+    /// (the refund request names it): the same envelope, platform signature, replay window and
+    /// AES-GCM resource as a payment notification, around the refund. `amount_minor` is
+    /// `amount.refund`.
+    fn verify_refund_callback(
+        &self,
+        headers: &http::HeaderMap,
+        body: &[u8],
+        now: Timestamp,
+    ) -> Option<Result<RefundNotice, CallbackRejection>> {
+        if !wire::is_refund_event(body) {
+            return None;
+        }
+        let verified =
+            keys::verify_platform_signature(&self.config.platform_keys, headers, body, now)
+                .and_then(|()| {
+                    wire::parse_refund_notification(&self.config, &self.api_v3_key, body)
+                })
+                .map(|event| RefundNotice {
+                    state: refund_state(&event.refund_id, event.status),
+                    notify_id: event.notify_id,
+                    payment_id: event.payment_id,
+                    refund_no: event.refund_id,
+                    amount_minor: event.amount_minor,
+                });
+        Some(verified)
     }
 
     fn reply(&self, answer: CallbackAnswer, detail: &str) -> CallbackReply {

@@ -352,6 +352,7 @@ fn refund_order<'a>(
         refund: AmountMinor::new(refund).expect("refund"),
         total: AmountMinor::new(100).expect("total"),
         reason,
+        notify_url: "https://pay.example.com/callbacks/wechatpay",
     }
 }
 
@@ -369,6 +370,7 @@ fn refund_requests() {
             "out_trade_no": PAYMENT_ID,
             "out_refund_no": "R_1-2|*@",
             "reason": "退货",
+            "notify_url": "https://pay.example.com/callbacks/wechatpay",
             "amount": { "refund": 40, "total": 100, "currency": "CNY" },
         })
     );
@@ -1475,15 +1477,17 @@ fn refund_statuses_map_to_the_port() {
         refund_state("R1", RefundStatus::Success),
         RefundState::Succeeded
     );
-    assert_eq!(
-        refund_state("R1", RefundStatus::Processing),
-        RefundState::Processing
-    );
-    for status in [RefundStatus::Closed, RefundStatus::Abnormal] {
-        match refund_state("R1", status) {
-            RefundState::Failed(why) => assert!(why.contains("R1"), "{why}"),
-            other => panic!("{status:?}: {other:?}"),
-        }
+    // ABNORMAL can still be completed at the merchant platform: not final.
+    for status in [RefundStatus::Processing, RefundStatus::Abnormal] {
+        assert_eq!(
+            refund_state("R1", status),
+            RefundState::Processing,
+            "{status:?}"
+        );
+    }
+    match refund_state("R1", RefundStatus::Closed) {
+        RefundState::Failed(why) => assert!(why.contains("R1"), "{why}"),
+        other => panic!("CLOSED: {other:?}"),
     }
 }
 
@@ -1502,4 +1506,193 @@ fn refund_refusals_stay_rejections() {
         )),
         Err(Some("RESOURCE_NOT_EXISTS".to_owned()))
     );
+}
+
+// ---- refund notifications ----
+
+const REFUND_NO: &str = "R0123456789abcdef0123456789abcde";
+
+fn refund_resource(mchid: &str, refund_status: &str, refund: i64) -> String {
+    json!({
+        "mchid": mchid,
+        "out_trade_no": PAYMENT_ID,
+        "transaction_id": "4200000000002104083200000488",
+        "out_refund_no": REFUND_NO,
+        "refund_id": "50300000000000000000000000001",
+        "refund_status": refund_status,
+        "success_time": "2023-11-15T06:20:00+08:00",
+        "user_received_account": "支付用户零钱",
+        "amount": { "total": 100, "refund": refund, "payer_total": 100, "payer_refund": refund },
+    })
+    .to_string()
+}
+
+/// A refund notification as WeChat Pay sends it: the refund sealed with associated data
+/// `refund` under `key`.
+fn refund_envelope_with(key: &[u8], event_type: &str, plaintext: &str) -> String {
+    json!({
+        "id": "EV-REFUND-0001",
+        "create_time": "2023-11-15T06:20:00+08:00",
+        "resource_type": "encrypt-resource",
+        "event_type": event_type,
+        "summary": "退款成功",
+        "resource": {
+            "original_type": "refund",
+            "algorithm": "AEAD_AES_256_GCM",
+            "ciphertext": encrypt(key, RESOURCE_NONCE, "refund", plaintext),
+            "associated_data": "refund",
+            "nonce": RESOURCE_NONCE,
+        }
+    })
+    .to_string()
+}
+
+fn refund_envelope(event_type: &str, plaintext: &str) -> String {
+    refund_envelope_with(API_V3_KEY, event_type, plaintext)
+}
+
+fn verify_refund(
+    provider: &WechatPayProvider,
+    headers: &http::HeaderMap,
+    body: &str,
+) -> Option<Result<RefundNotice, CallbackRejection>> {
+    provider.verify_refund_callback(headers, body.as_bytes(), Timestamp::from_unix_s(NOW_S))
+}
+
+fn platform_signed(body: &str) -> http::HeaderMap {
+    signed_headers(&signer(platform()), PLATFORM_SERIAL, NOW_S, body)
+}
+
+#[test]
+fn refund_notifications_are_verified_decrypted_and_map_each_status() {
+    let provider = provider();
+    let notice = |state| RefundNotice {
+        notify_id: "EV-REFUND-0001".into(),
+        payment_id: payment_id(),
+        refund_no: REFUND_NO.into(),
+        state,
+        amount_minor: 40,
+    };
+    for (status, state) in [
+        ("SUCCESS", RefundState::Succeeded),
+        (
+            "CLOSED",
+            RefundState::Failed(format!("WeChat Pay closed refund {REFUND_NO}")),
+        ),
+        ("ABNORMAL", RefundState::Processing),
+    ] {
+        let body = refund_envelope(
+            &format!("REFUND.{status}"),
+            &refund_resource(MCHID, status, 40),
+        );
+        assert_eq!(
+            verify_refund(&provider, &platform_signed(&body), &body),
+            Some(Ok(notice(state))),
+            "{status}"
+        );
+    }
+}
+
+#[test]
+fn refund_notifications_that_fail_verification_are_refused_not_passed_on() {
+    let provider = provider();
+    let plaintext = refund_resource(MCHID, "SUCCESS", 40);
+    let body = refund_envelope("REFUND.SUCCESS", &plaintext);
+    let refused =
+        |headers: &http::HeaderMap, body: &str| match verify_refund(&provider, headers, body) {
+            Some(Err(rejection)) => rejection,
+            other => panic!("{body}: {other:?}"),
+        };
+    let bad_signature = |r: CallbackRejection| matches!(r, CallbackRejection::BadSignature(_));
+    let stranger_signed = signed_headers(&signer(stranger()), PLATFORM_SERIAL, NOW_S, &body);
+    assert!(bad_signature(refused(&stranger_signed, &body)));
+    let unknown_serial = signed_headers(&signer(platform()), "0123ABCD", NOW_S, &body);
+    assert!(bad_signature(refused(&unknown_serial, &body)));
+    assert!(bad_signature(refused(&http::HeaderMap::new(), &body)));
+    let edited = body.replace("EV-REFUND-0001", "EV-REFUND-0002");
+    assert!(bad_signature(refused(&platform_signed(&body), &edited)));
+    // Sealed under another APIv3 key, or with its tag or ciphertext altered: not authentic.
+    let foreign = refund_envelope_with(
+        b"abcdefghijklmnopqrstuv0123456789",
+        "REFUND.SUCCESS",
+        &plaintext,
+    );
+    assert!(bad_signature(refused(&platform_signed(&foreign), &foreign)));
+    let envelope: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let ciphertext = envelope["resource"]["ciphertext"]
+        .as_str()
+        .expect("ciphertext");
+    let mut sealed = STANDARD.decode(ciphertext).expect("base64");
+    for position in [0, sealed.len() - 1] {
+        sealed[position] ^= 1;
+        let tampered = body.replace(ciphertext, &STANDARD.encode(&sealed));
+        sealed[position] ^= 1;
+        assert!(
+            bad_signature(refused(&platform_signed(&tampered), &tampered)),
+            "byte {position}"
+        );
+    }
+    for skew_s in [300, -300, 3600] {
+        let stale = signed_headers(&signer(platform()), PLATFORM_SERIAL, NOW_S + skew_s, &body);
+        assert!(
+            matches!(
+                refused(&stale, &body),
+                CallbackRejection::StaleTimestamp { .. }
+            ),
+            "{skew_s}"
+        );
+    }
+    let foreign_merchant = refund_envelope(
+        "REFUND.SUCCESS",
+        &refund_resource("1900000999", "SUCCESS", 40),
+    );
+    assert!(matches!(
+        refused(&platform_signed(&foreign_merchant), &foreign_merchant),
+        CallbackRejection::WrongMerchant(_)
+    ));
+    for malformed in [
+        refund_envelope("REFUND.SUCCESS", &refund_resource(MCHID, "CLOSED", 40)),
+        refund_envelope("REFUND.CLOSED", &plaintext),
+        refund_envelope(
+            "REFUND.PROCESSING",
+            &refund_resource(MCHID, "PROCESSING", 40),
+        ),
+        refund_envelope("REFUND.SUCCESS", &refund_resource(MCHID, "SUCCESS", 0)),
+        refund_envelope("REFUND.SUCCESS", &plaintext.replace(PAYMENT_ID, "bad-id")),
+        refund_envelope("REFUND.SUCCESS", &plaintext.replace(REFUND_NO, "R 1")),
+        refund_envelope("REFUND.SUCCESS", "not json"),
+        body.replace("AEAD_AES_256_GCM", "AEAD_SM4_GCM"),
+        body.replace("EV-REFUND-0001", ""),
+    ] {
+        assert!(
+            matches!(
+                refused(&platform_signed(&malformed), &malformed),
+                CallbackRejection::Malformed(_)
+            ),
+            "{malformed}"
+        );
+    }
+}
+
+#[test]
+fn payment_notifications_are_not_refund_notifications() {
+    let provider = provider();
+    let paid = paid_body();
+    let headers = platform_signed(&paid);
+    assert_eq!(verify_refund(&provider, &headers, &paid), None);
+    let verified = verify(&provider, &headers, &paid).expect("still a payment notification");
+    assert_eq!(verified.status, NotifiedStatus::Paid);
+    for body in [
+        envelope("TRANSACTION.CLOSED", "AEAD_AES_256_GCM", "x"),
+        r#"{"event_type":"REFUNDX.SUCCESS"}"#.to_owned(),
+        r#"{"event_type":7}"#.to_owned(),
+        "not json".to_owned(),
+        String::new(),
+    ] {
+        assert_eq!(
+            verify_refund(&provider, &platform_signed(&body), &body),
+            None,
+            "{body}"
+        );
+    }
 }

@@ -153,6 +153,10 @@ pub(super) struct RefundOrder<'a> {
     pub refund: AmountMinor,
     pub total: AmountMinor,
     pub reason: Option<&'a str>,
+    /// Where WeChat Pay sends the refund's `REFUND.*` notifications: our `/callbacks/wechatpay`
+    /// route, the payment notifications' own (without it, the URL configured at the merchant
+    /// platform would be used, which we do not control from here).
+    pub notify_url: &'a str,
 }
 
 #[derive(Serialize)]
@@ -161,6 +165,7 @@ struct RefundBody<'a> {
     out_refund_no: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    notify_url: &'a str,
     amount: RefundAmount<'a>,
 }
 
@@ -202,6 +207,7 @@ pub(super) fn refund_request(order: &RefundOrder<'_>) -> Result<ApiRequest, Prov
         out_trade_no: order.payment_id.as_str(),
         out_refund_no: order.refund_id,
         reason,
+        notify_url: order.notify_url,
         amount: RefundAmount {
             refund: order.refund.get(),
             total: order.total.get(),
@@ -537,19 +543,25 @@ struct NotifyResource {
     associated_data: String,
 }
 
-/// Parses a notification whose signature has been checked: opens the resource, then reads the
-/// transaction inside it.
-pub(super) fn parse_notification(
-    config: &WechatPayConfig,
+/// An envelope whose signature has been checked, opened: its id, its event type (which starts
+/// with `event_prefix`), and the decrypted resource.
+struct Opened {
+    id: String,
+    event_type: String,
+    plaintext: Vec<u8>,
+}
+
+fn open_envelope(
     key: &ApiV3Key,
     body: &[u8],
-) -> Result<Notification, CallbackRejection> {
+    event_prefix: &str,
+) -> Result<Opened, CallbackRejection> {
     let envelope: NotifyEnvelope = serde_json::from_slice(body)
         .map_err(|e| CallbackRejection::Malformed(format!("body: {e}")))?;
     if envelope.id.is_empty() || envelope.id.len() > NOTIFY_ID_MAX {
         return Err(CallbackRejection::Malformed("notification id".into()));
     }
-    if !envelope.event_type.starts_with("TRANSACTION.") {
+    if !envelope.event_type.starts_with(event_prefix) {
         return Err(CallbackRejection::Malformed(format!(
             "unsupported event_type {:?}",
             envelope.event_type
@@ -567,17 +579,121 @@ pub(super) fn parse_notification(
         &resource.associated_data,
         &resource.ciphertext,
     )?;
-    let (payment_id, trade) = parse_trade(config, &plaintext).map_err(|e| match e {
+    Ok(Opened {
+        id: envelope.id,
+        event_type: envelope.event_type,
+        plaintext,
+    })
+}
+
+/// Parses a notification whose signature has been checked: opens the resource, then reads the
+/// transaction inside it.
+pub(super) fn parse_notification(
+    config: &WechatPayConfig,
+    key: &ApiV3Key,
+    body: &[u8],
+) -> Result<Notification, CallbackRejection> {
+    let opened = open_envelope(key, body, "TRANSACTION.")?;
+    let (payment_id, trade) = parse_trade(config, &opened.plaintext).map_err(|e| match e {
         TradeError::WrongMerchant(m) => CallbackRejection::WrongMerchant(m),
         TradeError::Malformed(m) => CallbackRejection::Malformed(m),
     })?;
     Ok(Notification {
-        notify_id: envelope.id,
+        notify_id: opened.id,
         payment_id,
         provider_trade_no: trade.provider_trade_no,
         status: trade.status,
         amount_minor: trade.amount_minor,
         currency: trade.currency,
+    })
+}
+
+/// Only `event_type` is read, and only to pick the rule that verifies the body.
+#[derive(Deserialize)]
+struct EventType {
+    #[serde(default)]
+    event_type: String,
+}
+
+/// Whether `body` claims to be a refund event (`REFUND.SUCCESS`, `REFUND.ABNORMAL`,
+/// `REFUND.CLOSED`). Read before any verification, so it only picks which verification
+/// applies; everything else (bodies that are not JSON included) is verified as a payment
+/// notification.
+pub(super) fn is_refund_event(body: &[u8]) -> bool {
+    serde_json::from_slice::<EventType>(body).is_ok_and(|e| e.event_type.starts_with("REFUND."))
+}
+
+/// The decrypted resource of a refund notification (fields we do not use are ignored).
+#[derive(Deserialize)]
+struct RefundResource {
+    mchid: String,
+    out_trade_no: String,
+    out_refund_no: String,
+    refund_status: String,
+    amount: RefundResourceAmount,
+}
+
+#[derive(Deserialize)]
+struct RefundResourceAmount {
+    /// What this refund gives back, in fen.
+    refund: i64,
+}
+
+/// A verified refund notification, in WeChat Pay's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct RefundEvent {
+    pub notify_id: String,
+    pub payment_id: PaymentId,
+    pub refund_id: String,
+    pub status: RefundStatus,
+    pub amount_minor: i64,
+}
+
+/// Parses a refund notification whose signature has been checked: opens the resource, checks
+/// the merchant, and reads the refund. `event_type` must say what `refund_status` says
+/// (`REFUND.SUCCESS` and `SUCCESS`, and so on): a notification that contradicts itself is
+/// malformed.
+pub(super) fn parse_refund_notification(
+    config: &WechatPayConfig,
+    key: &ApiV3Key,
+    body: &[u8],
+) -> Result<RefundEvent, CallbackRejection> {
+    let malformed = |what: String| CallbackRejection::Malformed(what);
+    let opened = open_envelope(key, body, "REFUND.")?;
+    let refund: RefundResource = serde_json::from_slice(&opened.plaintext)
+        .map_err(|e| malformed(format!("refund resource: {e}")))?;
+    if refund.mchid != config.mchid {
+        return Err(CallbackRejection::WrongMerchant(format!(
+            "mchid {:?}",
+            refund.mchid
+        )));
+    }
+    let payment_id = PaymentId::parse(&refund.out_trade_no)
+        .map_err(|e| malformed(format!("out_trade_no: {e}")))?;
+    if !is_refund_id(&refund.out_refund_no) {
+        return Err(malformed("out_refund_no".into()));
+    }
+    let status = match refund.refund_status.as_str() {
+        "SUCCESS" => RefundStatus::Success,
+        "CLOSED" => RefundStatus::Closed,
+        "ABNORMAL" => RefundStatus::Abnormal,
+        other => return Err(malformed(format!("unknown refund_status {other:?}"))),
+    };
+    if opened.event_type != format!("REFUND.{}", refund.refund_status) {
+        return Err(malformed(format!(
+            "event_type {} but refund_status {}",
+            opened.event_type, refund.refund_status
+        )));
+    }
+    let amount_minor = AmountMinor::new(refund.amount.refund)
+        .map_err(|_| malformed("amount.refund out of range".into()))?
+        .get();
+    Ok(RefundEvent {
+        notify_id: opened.id,
+        payment_id,
+        refund_id: refund.out_refund_no,
+        status,
+        amount_minor,
     })
 }
 

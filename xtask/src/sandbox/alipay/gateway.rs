@@ -87,9 +87,16 @@ fn response_key(params: &[(String, String)]) -> String {
 }
 
 fn known_method(method: &str) -> Option<&'static str> {
-    [PRECREATE, QUERY, CLOSE, REFUND, REFUND_QUERY, BILL_URL_QUERY]
-        .into_iter()
-        .find(|m| *m == method)
+    [
+        PRECREATE,
+        QUERY,
+        CLOSE,
+        REFUND,
+        REFUND_QUERY,
+        BILL_URL_QUERY,
+    ]
+    .into_iter()
+    .find(|m| *m == method)
 }
 
 fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {

@@ -79,6 +79,7 @@ pub(super) fn answer_fields(request: &Fields, code: &str, message: &str) -> Fiel
         "merId",
         "orderId",
         "txnTime",
+        "reqReserved",
     ] {
         if let Some(value) = request.get(key) {
             fields.insert(key.into(), value.clone());

@@ -1,6 +1,7 @@
 //! The sandbox as UnionPay's online payment gateway (ACP 5.1.0, QR consume): signMethod 01
 //! request verification, signed answers carrying the signer certificate in `signPubKeyCert`,
-//! and signed `backUrl` notifications; and its file transfer host (settlement files).
+//! and signed `backUrl` notifications of consumes and refunds; and its file transfer host
+//! (settlement files).
 //! Written independently of the adapter in `shared`.
 
 mod file;
@@ -21,7 +22,7 @@ use axum::routing::post;
 use super::keys;
 use super::state::Shared;
 
-pub(crate) use notify::{NotifyJob, paid_job, spawn};
+pub(crate) use notify::{NotifyJob, paid_job, refund_job, spawn};
 
 /// The UnionPay section of the sandbox options.
 #[derive(Clone)]

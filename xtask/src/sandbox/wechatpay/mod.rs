@@ -1,6 +1,7 @@
 //! The sandbox as WeChat Pay API v3 (Native pay): `WECHATPAY2-SHA256-RSA2048` request
-//! authentication, platform-signed answers, AES-256-GCM sealed `TRANSACTION.SUCCESS`
-//! notifications, and the trade bill (`bill`). Written independently of the adapter in `shared`.
+//! authentication, platform-signed answers, AES-256-GCM sealed `TRANSACTION.SUCCESS` and
+//! `REFUND.SUCCESS` notifications, and the trade bill (`bill`). Written independently of the
+//! adapter in `shared`.
 
 mod api;
 mod bill;
@@ -21,7 +22,7 @@ use axum::{Extension, Router};
 use super::keys;
 use super::state::Shared;
 
-pub(crate) use notify::{NotifyJob, paid_job, spawn};
+pub(crate) use notify::{NotifyJob, paid_job, refund_job, spawn};
 
 /// The WeChat Pay section of the sandbox options.
 #[derive(Clone)]

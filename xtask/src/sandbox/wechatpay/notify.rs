@@ -1,19 +1,20 @@
-//! `TRANSACTION.SUCCESS` notifications: the transaction sealed with AEAD_AES_256_GCM under the
-//! APIv3 key, platform-signed headers, 200/204 acknowledgement, WeChat Pay's resend schedule,
-//! and the same fault knobs as the other protocols.
+//! `TRANSACTION.SUCCESS` and `REFUND.SUCCESS` notifications: the transaction (or the refund)
+//! sealed with AEAD_AES_256_GCM under the APIv3 key, platform-signed headers, 200/204
+//! acknowledgement, WeChat Pay's resend schedule, and the same fault knobs as the other
+//! protocols.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
-use serde_json::json;
+use serde_json::{Value, json};
 use tracing::warn;
 
 use super::super::faults::Faults;
 use super::super::notify::{self, Delivery, Target, Wire, new_notify_id};
-use super::super::state::{Config, Shared, Trade};
-use super::api::transaction;
-use super::sign;
+use super::super::state::{Config, Refund, Shared, Trade};
+use super::api::{beijing, transaction};
+use super::{WechatPayConfig, sign};
 
 /// Resends after the first attempt, in seconds (divided by the time scale); then give up.
 const RESEND_SCHEDULE_SECS: [u64; 15] = [
@@ -36,11 +37,46 @@ pub(crate) fn paid_job(config: &Config, trade: &Trade, faults: &Faults) -> Optio
     let tamper = if faults.tamper_amount() { 1 } else { 0 };
     let plaintext = transaction(cfg, trade, trade.amount_minor.saturating_add(tamper));
     let notify_id = new_notify_id();
+    let body = sealed_envelope(cfg, &notify_id, Event::TRANSACTION, &plaintext)?;
+    Some(NotifyJob {
+        target: Target::for_trade(trade, notify_id, faults),
+        body,
+    })
+}
+
+/// What a notification's envelope says about its resource.
+struct Event {
+    event_type: &'static str,
+    summary: &'static str,
+    /// The resource's `original_type`, also its AES-GCM associated data.
+    original_type: &'static str,
+}
+
+impl Event {
+    const TRANSACTION: Self = Self {
+        event_type: "TRANSACTION.SUCCESS",
+        summary: "支付成功",
+        original_type: "transaction",
+    };
+    const REFUND: Self = Self {
+        event_type: "REFUND.SUCCESS",
+        summary: "退款成功",
+        original_type: "refund",
+    };
+}
+
+/// The envelope around `plaintext` sealed under the APIv3 key; `None` (logged) if sealing fails.
+fn sealed_envelope(
+    cfg: &WechatPayConfig,
+    notify_id: &str,
+    event: Event,
+    plaintext: &Value,
+) -> Option<Bytes> {
     let nonce = sign::random_alnum(12);
     let ciphertext = match sign::seal(
         &cfg.api_v3_key,
         &nonce,
-        "transaction",
+        event.original_type,
         plaintext.to_string().as_bytes(),
     ) {
         Ok(ciphertext) => ciphertext,
@@ -52,20 +88,58 @@ pub(crate) fn paid_job(config: &Config, trade: &Trade, faults: &Faults) -> Optio
     let envelope = json!({
         "id": notify_id,
         "create_time": sign::beijing_rfc3339_now(),
-        "event_type": "TRANSACTION.SUCCESS",
+        "event_type": event.event_type,
         "resource_type": "encrypt-resource",
-        "summary": "支付成功",
+        "summary": event.summary,
         "resource": {
             "algorithm": "AEAD_AES_256_GCM",
             "ciphertext": ciphertext,
             "nonce": nonce,
-            "associated_data": "transaction",
-            "original_type": "transaction",
+            "associated_data": event.original_type,
+            "original_type": event.original_type,
         },
     });
+    Some(Bytes::from(envelope.to_string()))
+}
+
+/// The `REFUND.SUCCESS` notification of a refund that has just become SUCCESS, to the refund's
+/// notify URL; `None` under `never_notify`, without a WeChat Pay configuration or without a
+/// notify URL. `tamper_amount` seals `refund` and `payer_refund` + 1, signed correctly.
+pub(crate) fn refund_job(
+    config: &Config,
+    trade: &Trade,
+    refund: &Refund,
+    faults: &Faults,
+) -> Option<NotifyJob> {
+    let cfg = config.wechatpay.as_ref()?;
+    if faults.never_notify() || refund.notify_url.is_empty() {
+        return None;
+    }
+    let amount = refund
+        .amount_minor
+        .saturating_add(i64::from(faults.tamper_amount()));
+    let success_time = refund.succeeded_at.as_deref().map(beijing);
+    let plaintext = json!({
+        "mchid": cfg.mchid,
+        "out_trade_no": trade.out_trade_no,
+        "transaction_id": trade.trade_no,
+        "out_refund_no": refund.refund_no,
+        "refund_id": refund.provider_refund_no,
+        "refund_status": "SUCCESS",
+        "success_time": success_time,
+        "user_received_account": "支付用户零钱",
+        "amount": {
+            "total": trade.amount_minor,
+            "refund": amount,
+            "payer_total": trade.amount_minor,
+            "payer_refund": amount,
+        },
+    });
+    let notify_id = new_notify_id();
+    let body = sealed_envelope(cfg, &notify_id, Event::REFUND, &plaintext)?;
     Some(NotifyJob {
-        target: Target::for_trade(trade, notify_id, faults),
-        body: Bytes::from(envelope.to_string()),
+        target: Target::for_refund(trade, refund, notify_id, faults),
+        body,
     })
 }
 

@@ -52,6 +52,9 @@ fn refund_ask(out_trade_no: &str, biz: &Map<String, Value>) -> Result<RefundAsk,
         txn_time: String::new(),
         provider_refund_no: format!("SBXR{}", ulid::Ulid::new()),
         processing: false,
+        // Alipay sends no refund notification.
+        notify_url: String::new(),
+        req_reserved: String::new(),
     })
 }
 

@@ -1,7 +1,10 @@
 //! The refund (退货, txnType 04, txnSubType 00) on `backTransReq.do`, and its status through
 //! `queryTrans.do`. Asynchronous as at UnionPay: respCode `00` means accepted; the query by the
-//! refund's own `orderId` and `txnTime` tells the result in `origRespCode`. No refund
-//! notification is sent to `backUrl`.
+//! refund's own `orderId` and `txnTime` tells the result in `origRespCode`; and once it
+//! succeeds, a signed txnType 04 notification goes to the refund's `backUrl`, echoing its
+//! `reqReserved`.
+
+use std::sync::Arc;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -14,13 +17,16 @@ use super::{
 };
 use crate::sandbox::faults::CallFault;
 use crate::sandbox::state::{Protocol, RefundAsk, RefundRefusal, RefundStatus, Shared};
+use crate::sandbox::trades::notify_refund_success;
 
-/// The refund's terms: its `orderId`, `txnTime` and amount, and the consume's `queryId`.
+/// The refund's terms: its `orderId`, `txnTime` and amount, the consume's `queryId`, and where
+/// its notification goes.
 struct Terms<'a> {
     order_id: &'a str,
     txn_time: &'a str,
     amount_minor: i64,
     orig_query_id: &'a str,
+    back_url: &'a str,
 }
 
 fn validate(fields: &Fields) -> Result<Terms<'_>, Refusal> {
@@ -54,6 +60,7 @@ fn validate(fields: &Fields) -> Result<Terms<'_>, Refusal> {
         txn_time,
         amount_minor,
         orig_query_id,
+        back_url,
     })
 }
 
@@ -78,7 +85,7 @@ fn new_query_id() -> String {
 /// `backTransReq.do` with txnType 04: respCode `00` (accepted) with the refund's `queryId`; a
 /// repeat with the same orderId, txnTime, amount and origQryId answers the same.
 pub(in super::super) async fn refund(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     cfg: &UnionPayConfig,
     fields: &Fields,
 ) -> Response {
@@ -111,10 +118,13 @@ pub(in super::super) async fn refund(
         txn_time: terms.txn_time.to_owned(),
         provider_refund_no: new_query_id(),
         processing: faults.refund_processing(),
+        notify_url: terms.back_url.to_owned(),
+        req_reserved: get(fields, "reqReserved").to_owned(),
     };
     let outcome = shared.lock().refund(Protocol::UnionPay, &consume, ask);
     let answer = match outcome {
         Ok(view) => {
+            notify_refund_success(shared, &view);
             let mut answer = answer_fields(fields, "00", "成功[0000000]");
             answer.insert("queryId".into(), view.refund.provider_refund_no);
             answer.insert("origQryId".into(), view.trade_no);
@@ -131,7 +141,7 @@ pub(in super::super) async fn refund(
 /// `txnTime` must be the refund's own (respCode `34` otherwise, as for any unknown
 /// transaction); `origRespCode` is `00` once it succeeded, `05` while processing.
 pub(in super::super) async fn query(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     cfg: &UnionPayConfig,
     fields: &Fields,
 ) -> Option<Response> {
@@ -157,6 +167,9 @@ pub(in super::super) async fn query(
                 .query_refund(Protocol::UnionPay, &consume, order_id)
         })
         .flatten();
+    if let Some(view) = &view {
+        notify_refund_success(shared, view);
+    }
     hang_if(shared, &faults, faults.query).await;
     let Some(view) = view else {
         return Some(refusal_answer(cfg, fields, &refuse("34", "查无此交易")));
@@ -172,5 +185,8 @@ pub(in super::super) async fn query(
     answer.insert("currencyCode".into(), "156".into());
     answer.insert("queryId".into(), view.refund.provider_refund_no);
     answer.insert("origQryId".into(), view.trade_no);
+    if !view.refund.req_reserved.is_empty() {
+        answer.insert("reqReserved".into(), view.refund.req_reserved);
+    }
     Some(signed_answer(cfg, answer))
 }

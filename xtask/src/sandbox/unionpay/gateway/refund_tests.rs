@@ -1,6 +1,7 @@
 //! UnionPay refunds end to end: txnType 04 on `backTransReq.do`, answered accepted, and its
-//! result through `queryTrans.do` by the refund's own orderId and txnTime. Requests are signed
-//! and answers verified by hand (hex SHA-256 of the sorted content, SHA256withRSA over that).
+//! result through `queryTrans.do` by the refund's own orderId and txnTime, and its `backUrl`
+//! notification once it succeeds. Requests are signed and answers and notifications verified
+//! by hand (hex SHA-256 of the sorted content, SHA256withRSA over that).
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -8,10 +9,13 @@ use std::time::Duration;
 
 use aws_lc_rs::digest::{SHA256, digest};
 use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing;
 use reqwest::Method;
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 use crate::sandbox::test_support;
 use crate::sandbox::{
@@ -44,12 +48,22 @@ fn test_keys() -> &'static TestKeys {
     })
 }
 
-type Env = test_support::Env<()>;
+/// Takes every notification as a form, acknowledged with 200.
+async fn receive(State(tx): State<mpsc::UnboundedSender<Fields>>, body: Bytes) -> StatusCode {
+    let text = String::from_utf8_lossy(&body);
+    let url = reqwest::Url::parse(&format!("http://x/?{text}")).expect("form");
+    let _ = tx.send(url.query_pairs().into_owned().collect());
+    StatusCode::OK
+}
+
+type Env = test_support::Env<Fields>;
 
 async fn env() -> Env {
     let keys = test_keys();
-    let receiver = test_support::receiver(|_tx| {
-        Router::new().route("/notify", routing::post(|| async { StatusCode::OK }))
+    let receiver = test_support::receiver(|tx| {
+        Router::new()
+            .route("/notify", routing::post(receive))
+            .with_state(tx)
     })
     .await;
     let unionpay = UnionPayOptions {
@@ -382,4 +396,155 @@ async fn refund_knobs() {
         "00"
     );
     env.sandbox.shutdown().await;
+}
+
+/// Whether the signer signed the notification's fields (as answers are signed).
+fn signer_signed(fields: &Fields) -> bool {
+    let public = keys::parse_public_key(&test_keys().signer.public_spki_pem).expect("public");
+    let signature = fields.get("signature").map_or("", String::as_str);
+    keys::verify(&public, digest_hex(fields).as_bytes(), signature)
+}
+
+/// A refund carrying `reqReserved`, as the adapter sends it.
+async fn refund_reserving(env: &Env, order_id: &str, orig: &str, amount: &str) -> Fields {
+    let fields = request(
+        "04",
+        order_id,
+        REFUND_TIME,
+        &[
+            ("channelType", "08"),
+            ("txnAmt", amount),
+            ("origQryId", orig),
+            ("backUrl", &env.notify_url),
+            ("reqReserved", "01J0000000000000000000PAY1"),
+        ],
+    );
+    post(env, "/gateway/api/backTransReq.do", &fields).await.1
+}
+
+#[tokio::test]
+async fn a_refund_that_succeeds_notifies_its_back_url_echoing_req_reserved() {
+    let mut env = env().await;
+    let orig = paid(&env, "ORDER0000001", "1000").await;
+    let consume = env.expect_notification().await;
+    assert_eq!(get(&consume, "txnType"), "01");
+    let accepted = refund_reserving(&env, "REFUND000001", &orig, "300").await;
+    assert_eq!(get(&accepted, "respCode"), "00", "{accepted:?}");
+    assert_eq!(
+        get(&accepted, "reqReserved"),
+        "01J0000000000000000000PAY1",
+        "echoed in the answer too"
+    );
+    let notice = env.expect_notification().await;
+    assert!(signer_signed(&notice), "{notice:?}");
+    for (key, value) in [
+        ("txnType", "04"),
+        ("txnSubType", "00"),
+        ("merId", MER_ID),
+        ("orderId", "REFUND000001"),
+        ("txnTime", REFUND_TIME),
+        ("txnAmt", "300"),
+        ("currencyCode", "156"),
+        ("origQryId", orig.as_str()),
+        ("queryId", get(&accepted, "queryId")),
+        ("reqReserved", "01J0000000000000000000PAY1"),
+        ("respCode", "00"),
+        ("version", "5.1.0"),
+        ("signMethod", "01"),
+        ("signPubKeyCert", SIGNER_CERT_PEM),
+    ] {
+        assert_eq!(get(&notice, key), value, "{key}: {notice:?}");
+    }
+    // The same refund again: the same answer, no money and no notification.
+    let again = refund_reserving(&env, "REFUND000001", &orig, "300").await;
+    assert_eq!(get(&again, "queryId"), get(&accepted, "queryId"));
+    assert!(
+        env.next_notification(Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+    let trade = admin_trade(&env, "ORDER0000001").await;
+    let log: Vec<&Value> = trade["deliveries"]
+        .as_array()
+        .expect("log")
+        .iter()
+        .filter(|d| !d["refund_no"].is_null())
+        .collect();
+    assert_eq!(log.len(), 1, "{trade}");
+    assert_eq!(
+        (&log[0]["notify_id"], &log[0]["refund_no"], &log[0]["acked"]),
+        (
+            &json!(get(&accepted, "queryId")),
+            &json!("REFUND000001"),
+            &json!(true)
+        )
+    );
+    assert_eq!(
+        trade["refunds"][0]["req_reserved"],
+        "01J0000000000000000000PAY1"
+    );
+}
+
+#[tokio::test]
+async fn a_processing_refund_notifies_once_it_succeeds() {
+    let mut env = env().await;
+    let orig = paid(&env, "PROCESSING01", "1000").await;
+    env.expect_notification().await;
+    env.set_faults(json!({ "scope": "PROCESSING", "refund_processing": true }))
+        .await;
+    let accepted = refund(&env, "REFUND000001", &orig, "100").await;
+    assert_eq!(get(&accepted, "respCode"), "00");
+    assert!(
+        env.next_notification(Duration::from_millis(300))
+            .await
+            .is_none(),
+        "nothing while processing"
+    );
+    let found = query(&env, "REFUND000001", REFUND_TIME).await;
+    assert_eq!(get(&found, "origRespCode"), "05");
+    let notice = env.expect_notification().await;
+    assert!(signer_signed(&notice));
+    assert_eq!(
+        (
+            get(&notice, "txnType"),
+            get(&notice, "orderId"),
+            get(&notice, "respCode")
+        ),
+        ("04", "REFUND000001", "00")
+    );
+    assert!(
+        !notice.contains_key("reqReserved"),
+        "nothing to echo when the request had none"
+    );
+}
+
+#[tokio::test]
+async fn refund_notifications_follow_the_delivery_knobs() {
+    let mut env = env().await;
+    let forged = paid(&env, "FORGED000001", "1000").await;
+    let silent = paid(&env, "SILENT000001", "1000").await;
+    let doubled = paid(&env, "DOUBLED00001", "1000").await;
+    for _ in 0..3 {
+        env.expect_notification().await;
+    }
+    env.set_faults(json!({ "scope": "FORGED", "forge": true }))
+        .await;
+    env.set_faults(json!({ "scope": "SILENT", "never_notify": true }))
+        .await;
+    env.set_faults(json!({ "scope": "DOUBLED", "duplicate": 1 }))
+        .await;
+
+    refund(&env, "REFUND000001", &forged, "100").await;
+    assert!(!signer_signed(&env.expect_notification().await));
+    refund(&env, "REFUND000002", &silent, "100").await;
+    assert!(
+        env.next_notification(Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+    refund(&env, "REFUND000003", &doubled, "100").await;
+    let first = env.expect_notification().await;
+    let second = env.expect_notification().await;
+    assert_eq!(first.get("queryId"), second.get("queryId"));
+    assert!(signer_signed(&first) && signer_signed(&second));
 }

@@ -1,6 +1,8 @@
 //! `POST /v3/refund/domestic/refunds` and `GET /v3/refund/domestic/refunds/{out_refund_no}`,
 //! behind the same Authorization check and answer signing as the rest of `/v3`. `out_refund_no`
-//! is unique per merchant: a repeat with the same terms answers the same refund.
+//! is unique per merchant: a repeat with the same terms answers the same refund. A refund that
+//! becomes SUCCESS sends `REFUND.SUCCESS` to the request's `notify_url` (else the order's, the
+//! sandbox's stand-in for the URL configured at the merchant platform).
 
 use std::sync::Arc;
 
@@ -16,6 +18,7 @@ use super::{MAX_TOTAL_FEN, beijing, hang_if, is_http_url, param_error, wechatpay
 use crate::sandbox::faults::CallFault;
 use crate::sandbox::server::ApiError;
 use crate::sandbox::state::{Protocol, RefundAsk, RefundRefusal, RefundStatus, RefundView, Shared};
+use crate::sandbox::trades::notify_refund_success;
 
 /// WeChat Pay's limit on a refund reason, in characters.
 const REASON_MAX_CHARS: usize = 80;
@@ -152,7 +155,7 @@ pub(crate) async fn create(
     let body: RefundBody =
         serde_json::from_slice(&body).map_err(|e| param_error(format!("bad JSON body: {e}")))?;
     validate(&body)?;
-    let (out_trade_no, faults) = {
+    let (out_trade_no, faults, order_notify_url) = {
         let inner = shared.lock();
         let out_trade_no = match (&body.out_trade_no, &body.transaction_id) {
             (Some(out_trade_no), _) => out_trade_no.clone(),
@@ -160,7 +163,12 @@ pub(crate) async fn create(
             (None, None) => String::new(),
         };
         let faults = inner.faults_for_trade(&out_trade_no);
-        (out_trade_no, faults)
+        let order_notify_url = inner
+            .trades
+            .get(&out_trade_no)
+            .map(|t| t.notify_url.clone())
+            .unwrap_or_default();
+        (out_trade_no, faults, order_notify_url)
     };
     if faults.refund == Some(CallFault::Error) {
         return Err(ApiError::system_error());
@@ -172,6 +180,11 @@ pub(crate) async fn create(
         txn_time: String::new(),
         provider_refund_no: new_refund_id(),
         processing: faults.refund_processing(),
+        notify_url: body
+            .notify_url
+            .filter(|url| !url.is_empty())
+            .unwrap_or(order_notify_url),
+        req_reserved: String::new(),
     };
     let view = {
         let mut inner = shared.lock();
@@ -185,6 +198,7 @@ pub(crate) async fn create(
             .refund(Protocol::WechatPay, &out_trade_no, ask)
             .map_err(refused)?
     };
+    notify_refund_success(&shared, &view);
     hang_if(&shared, &faults, faults.refund).await;
     Ok(Json(refund_json(&view)))
 }
@@ -215,6 +229,9 @@ pub(crate) async fn query(
             .lock()
             .query_refund(Protocol::WechatPay, &out_trade_no, &out_refund_no)
     });
+    if let Some(view) = &view {
+        notify_refund_success(&shared, view);
+    }
     hang_if(&shared, &faults, faults.query).await;
     let view = view.ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, "RESOURCE_NOT_EXISTS", "退款单不存在")

@@ -1,15 +1,21 @@
 //! WeChat Pay refunds end to end: `POST /v3/refund/domestic/refunds` and the query by
 //! `out_refund_no`, with hand-built Authorization headers and every answer's platform signature
-//! checked.
+//! checked; and the `REFUND.SUCCESS` notification, opened here by hand.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use axum::Router;
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use reqwest::Method;
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 use crate::sandbox::state::unix_now;
 use crate::sandbox::test_support;
@@ -39,14 +45,30 @@ fn test_keys() -> &'static TestKeys {
     })
 }
 
-type Env = test_support::Env<()>;
+const API_V3_KEY: &[u8; 32] = b"0123456789abcdefghijklmnopqrstuv";
+
+/// A notification as the receiver got it.
+struct Received {
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+async fn receive(
+    State(tx): State<mpsc::UnboundedSender<Received>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let _ = tx.send(Received { headers, body });
+    StatusCode::NO_CONTENT
+}
+
+type Env = test_support::Env<Received>;
 
 async fn env() -> Env {
     let keys = test_keys();
-    let receiver = test_support::receiver(|_tx| {
-        Router::new().route("/notify", post(|| async { StatusCode::NO_CONTENT }))
-    })
-    .await;
+    let receiver =
+        test_support::receiver(|tx| Router::new().route("/notify", post(receive)).with_state(tx))
+            .await;
     let wechatpay = WechatPayOptions {
         mchid: MCHID.into(),
         appid: APPID.into(),
@@ -54,7 +76,7 @@ async fn env() -> Env {
         merchant_public_key_pem: keys.merchant.public_spki_pem.clone(),
         platform_private_key_pem: keys.platform.private_pkcs8_pem.clone(),
         platform_public_key_id: PUB_KEY_ID.into(),
-        api_v3_key: b"0123456789abcdefghijklmnopqrstuv".to_vec(),
+        api_v3_key: API_V3_KEY.to_vec(),
     };
     let providers = ProviderSandboxes {
         wechatpay: Some(wechatpay),
@@ -316,4 +338,224 @@ async fn refund_knobs() {
     assert_eq!(query(&env, "R3").await.1["status"], "PROCESSING");
     assert_eq!(query(&env, "R3").await.1["status"], "SUCCESS");
     env.sandbox.shutdown().await;
+}
+
+/// Whether the platform signed `ts\nnonce\nbody\n` with the PUB_KEY_ID key.
+fn platform_signed(headers: &HeaderMap, body: &[u8]) -> bool {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mut signed = format!(
+        "{}\n{}\n",
+        header("wechatpay-timestamp"),
+        header("wechatpay-nonce")
+    )
+    .into_bytes();
+    signed.extend_from_slice(body);
+    signed.push(b'\n');
+    let public = keys::parse_public_key(&test_keys().platform.public_spki_pem).expect("pk");
+    header("wechatpay-serial") == PUB_KEY_ID
+        && keys::verify(&public, &signed, &header("wechatpay-signature"))
+}
+
+/// The envelope and its resource, opened with the APIv3 key and its associated data.
+fn opened(received: &Received) -> (Value, Value) {
+    let envelope: Value = serde_json::from_slice(&received.body).expect("envelope");
+    let resource = &envelope["resource"];
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, API_V3_KEY).expect("key"));
+    let nonce = resource["nonce"].as_str().expect("nonce");
+    let nonce = Nonce::try_assume_unique_for_key(nonce.as_bytes()).expect("12-byte nonce");
+    let aad = resource["associated_data"]
+        .as_str()
+        .expect("associated_data");
+    let mut data = STANDARD
+        .decode(resource["ciphertext"].as_str().expect("ciphertext"))
+        .expect("base64");
+    let plain = key
+        .open_in_place(nonce, Aad::from(aad.as_bytes()), &mut data)
+        .expect("AES-GCM opens");
+    let plain = serde_json::from_slice(plain).expect("resource JSON");
+    (envelope, plain)
+}
+
+/// The next notification that is a refund's (the payment's comes first).
+async fn next_refund_notification(env: &mut Env) -> Received {
+    for _ in 0..4 {
+        let received = env.expect_notification().await;
+        let envelope: Value = serde_json::from_slice(&received.body).expect("envelope");
+        if envelope["event_type"] != "TRANSACTION.SUCCESS" {
+            return received;
+        }
+    }
+    panic!("no refund notification")
+}
+
+#[tokio::test]
+async fn a_successful_refund_sends_refund_success_sealed_and_signed() {
+    let mut env = env().await;
+    paid(&env, "W0000001", "s", 1000).await;
+    let (status, answer) = refund(&env, "W0000001", "R1", 300, 1000).await;
+    assert_eq!((status, &answer["status"]), (200, &json!("SUCCESS")));
+    let received = next_refund_notification(&mut env).await;
+    assert!(platform_signed(&received.headers, &received.body));
+    let (envelope, resource) = opened(&received);
+    assert_eq!(
+        (
+            &envelope["event_type"],
+            &envelope["resource_type"],
+            &envelope["resource"]["algorithm"],
+            &envelope["resource"]["original_type"],
+            &envelope["resource"]["associated_data"],
+        ),
+        (
+            &json!("REFUND.SUCCESS"),
+            &json!("encrypt-resource"),
+            &json!("AEAD_AES_256_GCM"),
+            &json!("refund"),
+            &json!("refund"),
+        )
+    );
+    assert_eq!(
+        (
+            &resource["mchid"],
+            &resource["out_trade_no"],
+            &resource["transaction_id"],
+            &resource["out_refund_no"],
+            &resource["refund_id"],
+            &resource["refund_status"],
+        ),
+        (
+            &json!(MCHID),
+            &json!("W0000001"),
+            &answer["transaction_id"],
+            &json!("R1"),
+            &answer["refund_id"],
+            &json!("SUCCESS"),
+        )
+    );
+    assert_eq!(
+        resource["amount"],
+        json!({ "total": 1000, "refund": 300, "payer_total": 1000, "payer_refund": 300 })
+    );
+    assert!(
+        resource["success_time"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("+08:00"))
+    );
+
+    // A repeat of the same refund moves no money and sends nothing more.
+    assert_eq!(refund(&env, "W0000001", "R1", 300, 1000).await.0, 200);
+    assert!(
+        env.next_notification(Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+    let trade = admin_trade(&env, "W0000001").await;
+    let refund_log: Vec<&Value> = trade["deliveries"]
+        .as_array()
+        .expect("log")
+        .iter()
+        .filter(|d| !d["refund_no"].is_null())
+        .collect();
+    assert_eq!(refund_log.len(), 1, "{trade}");
+    assert_eq!(
+        (
+            &refund_log[0]["refund_no"],
+            &refund_log[0]["notify_id"],
+            &refund_log[0]["http_status"],
+            &refund_log[0]["acked"]
+        ),
+        (&json!("R1"), &envelope["id"], &json!(204), &json!(true)),
+        "{trade}"
+    );
+}
+
+#[tokio::test]
+async fn a_processing_refund_notifies_when_it_succeeds_at_the_requests_notify_url() {
+    let mut env = env().await;
+    paid(&env, "W0000001", "processing refund", 1000).await;
+    let _payment = env.expect_notification().await;
+    env.set_faults(json!({ "scope": "processing", "refund_processing": true }))
+        .await;
+    let mut body: Value =
+        serde_json::from_str(&refund_body("W0000001", "R1", 100, 1000)).expect("json");
+    body["notify_url"] = json!(format!("{}?refunds", env.notify_url));
+    let (status, processing) = call(
+        &env,
+        "POST",
+        "/v3/refund/domestic/refunds",
+        &body.to_string(),
+    )
+    .await;
+    assert_eq!((status, &processing["status"]), (200, &json!("PROCESSING")));
+    assert!(
+        env.next_notification(Duration::from_millis(300))
+            .await
+            .is_none(),
+        "no notification while processing"
+    );
+    assert_eq!(query(&env, "R1").await.1["status"], "PROCESSING");
+    let received = env.expect_notification().await;
+    let (envelope, refund) = opened(&received);
+    assert_eq!(
+        (&envelope["event_type"], &refund["refund_status"]),
+        (&json!("REFUND.SUCCESS"), &json!("SUCCESS"))
+    );
+    let trade = admin_trade(&env, "W0000001").await;
+    assert_eq!(
+        trade["refunds"][0]["notify_url"],
+        json!(format!("{}?refunds", env.notify_url)),
+        "the request's notify_url"
+    );
+}
+
+#[tokio::test]
+async fn refund_notifications_follow_the_delivery_knobs() {
+    let mut env = env().await;
+    paid(&env, "W0000001", "forged refund", 1000).await;
+    paid(&env, "W0000002", "silent refund", 1000).await;
+    paid(&env, "W0000003", "tampered refund", 1000).await;
+    for _ in 0..3 {
+        env.expect_notification().await;
+    }
+    env.set_faults(json!({ "scope": "forged", "forge": true, "drop_first": 1 }))
+        .await;
+    env.set_faults(json!({ "scope": "silent", "never_notify": true }))
+        .await;
+    env.set_faults(json!({ "scope": "tampered", "tamper_amount": true }))
+        .await;
+
+    assert_eq!(refund(&env, "W0000001", "R1", 100, 1000).await.0, 200);
+    let forged = env.expect_notification().await;
+    assert!(!platform_signed(&forged.headers, &forged.body));
+    let log = admin_trade(&env, "W0000001").await["deliveries"].clone();
+    let refund_attempts: Vec<(Value, Value)> = log
+        .as_array()
+        .expect("log")
+        .iter()
+        .filter(|d| !d["refund_no"].is_null())
+        .map(|d| (d["attempt"].clone(), d["http_status"].clone()))
+        .collect();
+    assert_eq!(
+        refund_attempts.first(),
+        Some(&(json!(1), Value::Null)),
+        "the first attempt is lost: {log}"
+    );
+
+    assert_eq!(refund(&env, "W0000002", "R2", 100, 1000).await.0, 200);
+    assert!(
+        env.next_notification(Duration::from_millis(300))
+            .await
+            .is_none(),
+        "never_notify"
+    );
+
+    assert_eq!(refund(&env, "W0000003", "R3", 100, 1000).await.0, 200);
+    let tampered = env.expect_notification().await;
+    assert!(platform_signed(&tampered.headers, &tampered.body));
+    assert_eq!(opened(&tampered).1["amount"]["refund"], 101);
 }
