@@ -334,6 +334,18 @@ fn world() -> World {
 }
 
 impl World {
+    /// One notification through the callback use case.
+    async fn deliver(&self, body: &[u8]) -> super::callback::CallbackOutcome {
+        handle_callback(
+            &self.deps,
+            ProviderName::Sandbox,
+            &http::HeaderMap::new(),
+            body,
+        )
+        .await
+        .unwrap()
+    }
+
     async fn create(&self, order_id: &str, expires_in_s: i64) -> PaymentId {
         let body = serde_json::json!({
             "order_id": order_id, "amount_minor": AMOUNT, "currency": "CNY", "provider": "sandbox",
@@ -788,14 +800,7 @@ impl World {
     async fn paid(&self, order_id: &str) -> PaymentId {
         let id = self.create(order_id, 900).await;
         self.provider.set(&id, NotifiedStatus::Paid);
-        let outcome = handle_callback(
-            &self.deps,
-            ProviderName::Sandbox,
-            &http::HeaderMap::new(),
-            id.as_str().as_bytes(),
-        )
-        .await
-        .unwrap();
+        let outcome = self.deliver(id.as_str().as_bytes()).await;
         assert_eq!(outcome.result, CallbackResult::Applied);
         id
     }
@@ -858,14 +863,7 @@ async fn partial_then_full_refunds_move_the_payment_and_replays_answer_the_same(
     let ids: Vec<&str> = listed.iter().map(|r| r.refund_id.as_str()).collect();
     assert_eq!(ids, ["r1", "r2"]);
     // A payment refunded in full still acknowledges a repeated "paid".
-    let repeat = handle_callback(
-        &w.deps,
-        ProviderName::Sandbox,
-        &http::HeaderMap::new(),
-        id.as_str().as_bytes(),
-    )
-    .await
-    .unwrap();
+    let repeat = w.deliver(id.as_str().as_bytes()).await;
     assert_eq!(repeat.result, CallbackResult::Duplicate);
 }
 
@@ -996,14 +994,7 @@ async fn a_payment_paid_after_its_close_is_refunded_exactly_once() {
     w.provider.set(&id, NotifiedStatus::Paid);
     let mut results = Vec::new();
     for _ in 0..3 {
-        let outcome = handle_callback(
-            &w.deps,
-            ProviderName::Sandbox,
-            &http::HeaderMap::new(),
-            id.as_str().as_bytes(),
-        )
-        .await
-        .unwrap();
+        let outcome = w.deliver(id.as_str().as_bytes()).await;
         assert_eq!(outcome.reply.status, 200, "acknowledged");
         results.push(outcome.result);
     }
@@ -1130,25 +1121,11 @@ async fn the_first_attempt_paid_late_is_refunded_and_the_second_stays_paid() {
     let second = w.create_with("late-attempt", "tea again").await.unwrap();
     let id2 = id_of(&second);
     w.provider.set(&id2, NotifiedStatus::Paid);
-    let paid = handle_callback(
-        &w.deps,
-        ProviderName::Sandbox,
-        &http::HeaderMap::new(),
-        id2.as_str().as_bytes(),
-    )
-    .await
-    .unwrap();
+    let paid = w.deliver(id2.as_str().as_bytes()).await;
     assert_eq!(paid.result, CallbackResult::Applied);
     // The first attempt's payer paid after all.
     w.provider.set(&id1, NotifiedStatus::Paid);
-    let late = handle_callback(
-        &w.deps,
-        ProviderName::Sandbox,
-        &http::HeaderMap::new(),
-        id1.as_str().as_bytes(),
-    )
-    .await
-    .unwrap();
+    let late = w.deliver(id1.as_str().as_bytes()).await;
     assert_eq!(late.result, CallbackResult::LatePaymentRefunded);
     w.run().await;
     assert_eq!(w.status(&id1).await, PaymentStatus::Refunded);
@@ -1245,14 +1222,7 @@ async fn a_failed_payment_reported_paid_is_refunded_once() {
     let id = w.provider.creates.lock().unwrap()[0].clone();
     assert_eq!(w.status(&id).await, PaymentStatus::Failed);
     w.provider.set(&id, NotifiedStatus::Paid);
-    let late = handle_callback(
-        &w.deps,
-        ProviderName::Sandbox,
-        &http::HeaderMap::new(),
-        id.as_str().as_bytes(),
-    )
-    .await
-    .unwrap();
+    let late = w.deliver(id.as_str().as_bytes()).await;
     assert_eq!(late.result, CallbackResult::LatePaymentRefunded);
     w.run().await;
     assert_eq!(w.status(&id).await, PaymentStatus::Refunded);
@@ -1287,14 +1257,7 @@ async fn a_notice_contradicting_a_settled_refund_goes_to_a_human() {
     assert_eq!(view.status, "failed");
     let refund_no = super::refunds::refund_no(&id, &crate::domain::RefundId::parse("r1").unwrap());
     let body = format!("refund:{id}:{refund_no}:300:SUCCESS");
-    let outcome = handle_callback(
-        &w.deps,
-        ProviderName::Sandbox,
-        &http::HeaderMap::new(),
-        body.as_bytes(),
-    )
-    .await
-    .unwrap();
+    let outcome = w.deliver(body.as_bytes()).await;
     assert_eq!(outcome.result, CallbackResult::Duplicate);
     assert_eq!(
         w.payment(&id).await.payment.refunded_minor,
