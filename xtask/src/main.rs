@@ -22,7 +22,8 @@ enum Task {
     Up {
         #[arg(long, default_value_t = 3000)]
         port: u16,
-        /// The sandbox's notification schedule runs this many times faster than real time.
+        /// Time runs this many times faster for the sandbox's notification resends, the poller's
+        /// backoff and the template's schedules (at least 1 s a step).
         #[arg(long, default_value_t = 60)]
         time_scale: u32,
     },

@@ -563,12 +563,13 @@ pub async fn refund_late_payment(
         .await?
     {
         RefundInsert::Inserted => {
-            alarm(
-                "late_payment_refunded",
-                &format!(
-                    "payment {} was paid after its close; refund {} started",
-                    payment.payment_id, refund.refund_id
-                ),
+            // It heals itself: a warning, not an alarm (`late_payment_unrefunded` follows if the
+            // refund fails).
+            tracing::warn!(
+                payment_id = %payment.payment_id,
+                refund_id = %refund.refund_id,
+                status = %payment.status,
+                "late payment: paid after the payment was over; its refund was started"
             );
             Ok(true)
         }

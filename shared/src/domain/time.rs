@@ -47,12 +47,15 @@ impl Timestamp {
             .map(Self)
     }
 
-    /// RFC 3339 in UTC with millisecond precision.
+    /// RFC 3339 in UTC, always with three fraction digits: `2021-06-24T08:37:26.120Z`.
     pub fn to_rfc3339(self) -> String {
+        let format = time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        );
         let nanos = i128::from(self.0) * 1_000_000;
         OffsetDateTime::from_unix_timestamp_nanos(nanos)
             .ok()
-            .and_then(|t| t.format(&Rfc3339).ok())
+            .and_then(|t| t.format(&format).ok())
             .unwrap_or_else(|| format!("@{}ms", self.0))
     }
 }
@@ -72,6 +75,16 @@ mod tests {
         let t = Timestamp::from_unix_ms(1_624_523_846_123);
         assert_eq!(t.to_rfc3339(), "2021-06-24T08:37:26.123Z");
         assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()), Some(t));
+        // A fixed width, whatever the milliseconds.
+        for (ms, text) in [
+            (1_624_523_846_120, "2021-06-24T08:37:26.120Z"),
+            (1_624_523_846_000, "2021-06-24T08:37:26.000Z"),
+            (1_624_523_846_001, "2021-06-24T08:37:26.001Z"),
+        ] {
+            let t = Timestamp::from_unix_ms(ms);
+            assert_eq!(t.to_rfc3339(), text);
+            assert_eq!(Timestamp::parse_rfc3339(text), Some(t));
+        }
         assert_eq!(
             Timestamp::from_unix_s(10).abs_diff_s(Timestamp::from_unix_ms(10_999)),
             0
