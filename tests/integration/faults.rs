@@ -144,12 +144,22 @@ async fn create_timeout_leaves_the_outcome_unknown_though_the_trade_exists() {
     let (reply, id) =
         create_with("ctimeout", json!({ "create": "timeout", "hang_ms": 3000 })).await;
     assert_eq!(reply.status, 202, "{}", reply.text);
+    assert!(reply.body["pay_url"].is_null());
     let trade = sandbox::trade(&id).await;
-    assert_eq!(
-        trade["create_calls"], 1,
-        "created once, never re-created blindly: {trade}"
-    );
+    let trade_no = trade["trade_no"].clone();
+    assert!(trade_no.is_string(), "the trade exists: {trade}");
     assert_eq!(get_payment(&id).await.body["version"], 1);
+
+    // The provider answers again: the poller, having seen the trade in its query, asks for it
+    // again with the same id and gets its code; still one trade at the provider.
+    let subject = format!("test {}", reply.body["order_id"].as_str().unwrap());
+    sandbox::set_faults(&subject, json!({})).await;
+    let payment = wait_for_payment(&id, 20_000, |p| !p["pay_url"].is_null()).await;
+    assert!(payment.body["pay_url"].is_string(), "{}", payment.text);
+    assert_eq!(payment.body["status"], "pending");
+    let trade = sandbox::trade(&id).await;
+    assert_eq!(trade["trade_no"], trade_no, "the same trade: {trade}");
+    assert!(trade["create_calls"].as_u64().unwrap() >= 2, "{trade}");
 }
 
 #[tokio::test]

@@ -228,13 +228,18 @@ async fn examine(adapter: &dyn PaymentProvider, payment: &Payment, now: Timestam
         Ok(Some(trade)) => match trade.status {
             NotifiedStatus::Paid | NotifiedStatus::Closed => Verdict::Report(trade),
             NotifiedStatus::Pending if expired => close_at_provider(adapter, payment, now).await,
+            // The trade exists but our create's answer (the code for the payer) was lost: ask
+            // again with the same id, which is the same trade at the provider.
+            NotifiedStatus::Pending if payment.create_unknown && payment.pay_url.is_none() => {
+                recreate(adapter, payment, true).await
+            }
             NotifiedStatus::Pending => Verdict::Wait(Wait::answered("waiting for the payer")),
         },
         Ok(None) if expired => close_at_provider(adapter, payment, now).await,
         // Our create never got an answer and the provider has no trade: create it again, with
         // the same payment id as the provider's order number.
         Ok(None) if payment.create_unknown || payment.pay_url.is_none() => {
-            recreate(adapter, payment).await
+            recreate(adapter, payment, false).await
         }
         // Alipay has no trade until the payer scans; that is not a failure.
         Ok(None) => Verdict::Wait(Wait::answered("no trade at the provider yet")),
@@ -242,12 +247,27 @@ async fn examine(adapter: &dyn PaymentProvider, payment: &Payment, now: Timestam
     }
 }
 
-async fn recreate(adapter: &dyn PaymentProvider, payment: &Payment) -> Verdict {
+/// Creates the trade again with the same payment id (the provider's order number, so the same
+/// trade there). `trade_exists`: the query showed it, and only its code is missing.
+async fn recreate(adapter: &dyn PaymentProvider, payment: &Payment, trade_exists: bool) -> Verdict {
+    let done = if trade_exists {
+        "the trade exists; asked again with the same id for its code"
+    } else {
+        "no trade at the provider; created again with the same id"
+    };
     match adapter.create(&ProviderCreate::for_payment(payment)).await {
         Ok(created) => Verdict::Wait(Wait {
             created: Some(created),
             create_unknown: Some(false),
-            ..Wait::answered("no trade at the provider; created again with the same id")
+            ..Wait::answered(done)
+        }),
+        // A provider that refuses to repeat a create it has (UnionPay's duplicate) has still
+        // made the trade: never `failed`, and not asked again.
+        Err(ProviderError::Rejected { code, message }) if trade_exists => Verdict::Wait(Wait {
+            create_unknown: Some(false),
+            ..Wait::answered(format!(
+                "the trade exists, but the provider would not repeat its create ({code}: {message})"
+            ))
         }),
         Err(ProviderError::Rejected { code, message }) => {
             Verdict::Fail(format!("{code}: {message}"))

@@ -490,6 +490,53 @@ async fn a_create_timeout_is_resolved_by_query_without_a_second_charge() {
 }
 
 #[tokio::test]
+async fn a_lost_create_answer_gets_its_code_back_from_the_same_trade() {
+    let w = world();
+    *w.provider.create_mode.lock().unwrap() = CreateMode::TimeoutAfterCreating;
+    let id = w.create("create-answer-lost", 900).await;
+    *w.provider.create_mode.lock().unwrap() = CreateMode::Accept;
+    w.advance_s(60);
+    assert_eq!(w.run().await.waiting, 1);
+    let payment = w.payment(&id).await.payment;
+    assert_eq!(
+        payment.pay_url.as_deref(),
+        Some(format!("https://pay.example/{id}").as_str())
+    );
+    assert!(!payment.create_unknown);
+    // One trade at the provider: the second create named the same order number.
+    assert_eq!(
+        *w.provider.creates.lock().unwrap(),
+        vec![id.clone(), id.clone()]
+    );
+    assert_eq!(w.provider.remote.lock().unwrap().trades.len(), 1);
+
+    // A provider that refuses to repeat it (a duplicate) leaves it pending, asked no more.
+    let other = {
+        *w.provider.create_mode.lock().unwrap() = CreateMode::TimeoutAfterCreating;
+        let other = w.create("create-answer-lost-2", 900).await;
+        *w.provider.create_mode.lock().unwrap() = CreateMode::Reject;
+        other
+    };
+    w.advance_s(60);
+    w.run().await;
+    let payment = w.payment(&other).await.payment;
+    assert_eq!(
+        payment.status,
+        PaymentStatus::Pending,
+        "never failed: the trade exists"
+    );
+    assert!(!payment.create_unknown);
+    let creates = w.provider.creates.lock().unwrap().len();
+    w.advance_s(300);
+    w.run().await;
+    assert_eq!(
+        w.provider.creates.lock().unwrap().len(),
+        creates,
+        "not asked again"
+    );
+}
+
+#[tokio::test]
 async fn a_create_that_never_reached_the_provider_is_created_again_with_the_same_id() {
     let w = world();
     *w.provider.create_mode.lock().unwrap() = CreateMode::TimeoutBeforeCreating;
