@@ -161,6 +161,8 @@ impl PaymentProvider for FakeProvider {
     }
 
     async fn query(&self, payment_id: &PaymentId) -> Result<Option<ProviderTrade>, ProviderError> {
+        // A network call suspends: concurrent checks interleave here, as they would for real.
+        tokio::task::yield_now().await;
         self.queries.fetch_add(1, Ordering::SeqCst);
         if let Some(hook) = self.during_query.lock().unwrap().as_ref() {
             hook(payment_id.clone());
@@ -199,6 +201,7 @@ impl PaymentProvider for FakeProvider {
     }
 
     async fn refund(&self, refund: &ProviderRefund) -> Result<RefundState, ProviderError> {
+        tokio::task::yield_now().await;
         self.refund_calls
             .lock()
             .unwrap()

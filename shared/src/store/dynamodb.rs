@@ -136,6 +136,22 @@ enum Cancelled {
     Other(String),
 }
 
+impl Cancelled {
+    /// A cancellation the caller has no answer for: a lost write race stays retryable, anything
+    /// else is unexpected, named by `what`.
+    fn unexpected(self, what: &str) -> StoreError {
+        match self {
+            Self::Conflict => StoreError::Conflict,
+            Self::Condition { index, .. } => {
+                StoreError::Unexpected(anyhow::anyhow!("{what}: condition {index} failed"))
+            }
+            Self::Other(codes) => {
+                StoreError::Unexpected(anyhow::anyhow!("{what} cancelled: {codes}"))
+            }
+        }
+    }
+}
+
 fn classify(err: SdkError<TransactWriteItemsError>) -> Result<Cancelled, StoreError> {
     let service = err.into_service_error();
     let TransactWriteItemsError::TransactionCanceledException(cancelled) = service else {
@@ -186,13 +202,7 @@ fn transition_outcome(
             let payment: Payment = from_item(old).context("deserialize payment")?;
             Ok(TransitionOutcome::GuardFailed(Box::new(payment)))
         }
-        Cancelled::Conflict => Err(StoreError::Conflict),
-        Cancelled::Condition { index, .. } => Err(StoreError::Unexpected(anyhow::anyhow!(
-            "transition: condition {index} failed"
-        ))),
-        Cancelled::Other(codes) => Err(StoreError::Unexpected(anyhow::anyhow!(
-            "transition cancelled: {codes}"
-        ))),
+        other => Err(other.unexpected("transition")),
     }
 }
 
@@ -376,13 +386,10 @@ impl IdempotencyStore for DynamoIdempotency {
                 Cancelled::Condition { old: Some(old), .. } => {
                     Ok(ClaimOutcome::Blocked(record_from_item(old)?))
                 }
-                Cancelled::Conflict => Err(StoreError::Conflict),
                 Cancelled::Condition { old: None, .. } => Err(StoreError::Unexpected(
                     anyhow::anyhow!("claim failed without an old record"),
                 )),
-                Cancelled::Other(codes) => Err(StoreError::Unexpected(anyhow::anyhow!(
-                    "claim cancelled: {codes}"
-                ))),
+                other => Err(other.unexpected("claim")),
             },
         }
     }
@@ -765,13 +772,7 @@ impl PaymentStore for DynamoStore {
                 };
                 Ok(InsertOutcome::OrderTaken { payment_id })
             }
-            Cancelled::Conflict => Err(StoreError::Conflict),
-            Cancelled::Condition { index, .. } => Err(StoreError::Unexpected(anyhow::anyhow!(
-                "insert payment: condition {index} failed"
-            ))),
-            Cancelled::Other(codes) => Err(StoreError::Unexpected(anyhow::anyhow!(
-                "insert payment cancelled: {codes}"
-            ))),
+            other => Err(other.unexpected("insert payment")),
         }
     }
 
@@ -797,15 +798,7 @@ impl PaymentStore for DynamoStore {
         let Err(err) = self.transact(items).await else {
             return Ok(());
         };
-        match classify(err)? {
-            Cancelled::Conflict => Err(StoreError::Conflict),
-            Cancelled::Condition { index, .. } => Err(StoreError::Unexpected(anyhow::anyhow!(
-                "complete create: condition {index} failed"
-            ))),
-            Cancelled::Other(codes) => Err(StoreError::Unexpected(anyhow::anyhow!(
-                "complete create cancelled: {codes}"
-            ))),
-        }
+        Err(classify(err)?.unexpected("complete create"))
     }
 
     async fn apply_transition(
@@ -880,13 +873,7 @@ impl PaymentStore for DynamoStore {
                 index: 1,
                 old: None,
             } => Ok(RefundInsert::PaymentNotFound),
-            Cancelled::Conflict => Err(StoreError::Conflict),
-            Cancelled::Condition { index, .. } => Err(StoreError::Unexpected(anyhow::anyhow!(
-                "insert refund: condition {index} failed"
-            ))),
-            Cancelled::Other(codes) => Err(StoreError::Unexpected(anyhow::anyhow!(
-                "insert refund cancelled: {codes}"
-            ))),
+            other => Err(other.unexpected("insert refund")),
         }
     }
 
@@ -1016,10 +1003,7 @@ impl PaymentStore for DynamoStore {
         };
         match classify(err)? {
             Cancelled::Condition { .. } => Ok(false),
-            Cancelled::Conflict => Err(StoreError::Conflict),
-            Cancelled::Other(codes) => Err(StoreError::Unexpected(anyhow::anyhow!(
-                "settle refund cancelled: {codes}"
-            ))),
+            other => Err(other.unexpected("settle refund")),
         }
     }
 

@@ -406,9 +406,9 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use crate::provider::test_http::{answer, serve};
     use aws_lc_rs::encoding::{AsDer as _, Pkcs8V1Der, PublicKeyX509Der};
     use aws_lc_rs::signature::KeyPair as _;
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     use zip::write::SimpleFileOptions;
     use zip::{CompressionMethod, ZipWriter};
 
@@ -687,58 +687,14 @@ mod tests {
         ));
     }
 
-    /// A canned HTTP/1.1 answer; without `declare_length` the body runs to the close.
+    /// A canned answer with its content type, the length declared or not.
     fn http_answer(status: u16, content_type: &str, body: &[u8], declare_length: bool) -> Vec<u8> {
-        let mut head =
-            format!("HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nConnection: close\r\n");
-        if declare_length {
-            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        let mut answer = format!("{head}\r\n").into_bytes();
-        answer.extend_from_slice(body);
-        answer
-    }
-
-    /// Answers one connection per canned answer, in order, after reading its request; yields
-    /// the request heads.
-    fn serve(
-        listener: tokio::net::TcpListener,
-        answers: Vec<Vec<u8>>,
-    ) -> tokio::task::JoinHandle<Vec<String>> {
-        tokio::spawn(async move {
-            let mut heads = Vec::new();
-            for answer in answers {
-                let (mut stream, _) = listener.accept().await.expect("accept");
-                let mut request = Vec::new();
-                let mut buf = [0_u8; 4096];
-                let head_end = loop {
-                    let n = stream.read(&mut buf).await.expect("read");
-                    assert!(n > 0, "request cut short");
-                    request.extend_from_slice(&buf[..n]);
-                    if let Some(at) = request.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break at + 4;
-                    }
-                };
-                let head = String::from_utf8_lossy(&request[..head_end]).into_owned();
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().parse().expect("length"))
-                    })
-                    .unwrap_or(0);
-                while request.len() < head_end + length {
-                    let n = stream.read(&mut buf).await.expect("read body");
-                    assert!(n > 0, "body cut short");
-                    request.extend_from_slice(&buf[..n]);
-                }
-                stream.write_all(&answer).await.expect("write");
-                stream.shutdown().await.expect("shutdown");
-                heads.push(head);
-            }
-            heads
-        })
+        answer(
+            status,
+            &[("Content-Type", content_type)],
+            body,
+            declare_length.then_some(body.len()),
+        )
     }
 
     /// A provider whose gateway is a local listener, and the key that signs as Alipay.
@@ -801,7 +757,7 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0], paid_line());
         assert_eq!(lines[1].amount_minor, -500);
-        let heads = server.await.expect("server");
+        let heads = crate::provider::test_http::heads(server).await;
         assert!(
             heads[0].starts_with("POST /gateway.do?charset=utf-8 "),
             "{}",

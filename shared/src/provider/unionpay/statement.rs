@@ -573,9 +573,9 @@ mod tests {
     use std::io::Write as _;
     use std::sync::Arc;
 
+    use crate::provider::test_http;
     use flate2::Compression;
     use flate2::write::ZlibEncoder;
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     use zip::write::SimpleFileOptions;
 
     use super::super::sign;
@@ -1072,42 +1072,14 @@ mod tests {
     /// Answers one request with `status` and `body` (declaring `declared` bytes when set) and
     /// hands back the request body.
     async fn serve_once(status: u16, body: Vec<u8>, declared: Option<usize>) -> Served {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}/file/", listener.local_addr().expect("addr"));
-        let request = tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.expect("accept");
-            let mut received = Vec::new();
-            let mut buf = [0u8; 8192];
-            let body_start = loop {
-                let n = socket.read(&mut buf).await.expect("read");
-                assert!(n > 0, "request cut short");
-                received.extend_from_slice(&buf[..n]);
-                if let Some(at) = received.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break at + 4;
-                }
-            };
-            let head = String::from_utf8_lossy(&received[..body_start]).to_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse().expect("length"));
-            while received.len() < body_start + length {
-                let n = socket.read(&mut buf).await.expect("read");
-                assert!(n > 0, "body cut short");
-                received.extend_from_slice(&buf[..n]);
-            }
-            let head = format!(
-                "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                declared.unwrap_or(body.len())
-            );
-            let _ = socket.write_all(head.as_bytes()).await;
-            let _ = socket.write_all(&body).await;
-            let _ = socket.shutdown().await;
-            received.split_off(body_start)
-        });
-        Served { url, request }
+        let (listener, base) = test_http::listener().await;
+        let canned = test_http::answer(status, &[], &body, Some(declared.unwrap_or(body.len())));
+        let server = test_http::serve(listener, vec![canned]);
+        let request = tokio::spawn(async move { server.await.expect("server").remove(0).body });
+        Served {
+            url: format!("{base}/file/"),
+            request,
+        }
     }
 
     fn valid_now() -> Timestamp {

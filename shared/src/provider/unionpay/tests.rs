@@ -1097,45 +1097,9 @@ async fn port_refunds_we_cannot_send_fail_without_calling_out() {
     assert!(is_unknown(&provider.query_refund(&bad_number).await));
 }
 
-/// Accepts one HTTP request on `listener`, answers 503, and returns its body as a form.
-async fn one_request_form(listener: &tokio::net::TcpListener) -> Fields {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let (mut socket, _) = listener.accept().await.expect("accept");
-    let mut bytes = Vec::new();
-    let mut chunk = [0_u8; 4096];
-    // Headers, then as much body as Content-Length says; bounded by the stub's purpose.
-    for _ in 0..64 {
-        let n = socket.read(&mut chunk).await.expect("read");
-        bytes.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let length = head
-                .lines()
-                .find_map(|l| {
-                    let (name, value) = l.split_once(':')?;
-                    name.eq_ignore_ascii_case("content-length")
-                        .then(|| value.trim().parse::<usize>().ok())
-                        .flatten()
-                })
-                .unwrap_or(0);
-            if body.len() >= length || n == 0 {
-                let reply = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
-                socket.write_all(reply).await.expect("write");
-                return form_urlencoded::parse(body.as_bytes())
-                    .into_owned()
-                    .collect();
-            }
-        }
-    }
-    panic!("request never completed")
-}
-
 #[tokio::test]
 async fn port_refund_and_its_query_carry_txn_time_from_requested_at_not_the_clock() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base_url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (listener, base_url) = crate::provider::test_http::listener().await;
     let pki = pki();
     let config = UnionPayConfig {
         base_url,
@@ -1153,16 +1117,16 @@ async fn port_refund_and_its_query_carry_txn_time_from_requested_at_not_the_cloc
         UnionPayProvider::new(config, Arc::new(ManualClock::at(valid_now()))).expect("provider");
     let refund = port_refund(Some("512209110416475616528"), "R0001abcd", 5);
 
-    let captured = tokio::spawn(async move {
-        let refund = one_request_form(&listener).await;
-        let query = one_request_form(&listener).await;
-        (refund, query)
-    });
+    // Both calls are answered 503: only what was sent matters here.
+    let unavailable = || crate::provider::test_http::answer(503, &[], b"", Some(0));
+    let server = crate::provider::test_http::serve(listener, vec![unavailable(), unavailable()]);
     let sent = PaymentProvider::refund(&provider, &refund).await;
     assert!(is_unknown(&sent), "503 says nothing: {sent:?}");
     let queried = provider.query_refund(&refund).await;
     assert!(is_unknown(&queried), "503 says nothing: {queried:?}");
-    let (form, query) = captured.await.expect("requests");
+    let requests = server.await.expect("requests");
+    let form_of = |body: &[u8]| -> Fields { form_urlencoded::parse(body).into_owned().collect() };
+    let (form, query) = (form_of(&requests[0].body), form_of(&requests[1].body));
     for (key, value) in [
         ("txnType", "04"),
         ("txnSubType", "00"),

@@ -248,9 +248,9 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use crate::provider::test_http::{self, serve};
     use aws_lc_rs::encoding::{AsDer as _, Pkcs8V1Der, PublicKeyX509Der};
     use aws_lc_rs::signature::KeyPair as _;
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     use super::super::{StatementKind, WechatPayConfig};
     use super::*;
@@ -403,50 +403,6 @@ mod tests {
         }
     }
 
-    /// A canned HTTP/1.1 answer; without `declare_length` the body runs to the close.
-    fn http_answer(
-        status: u16,
-        headers: &[(String, String)],
-        body: &[u8],
-        declare_length: bool,
-    ) -> Vec<u8> {
-        let mut head = format!("HTTP/1.1 {status} X\r\nConnection: close\r\n");
-        for (name, value) in headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        if declare_length {
-            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        let mut answer = format!("{head}\r\n").into_bytes();
-        answer.extend_from_slice(body);
-        answer
-    }
-
-    /// Answers one connection per canned answer, in order, after reading its (bodiless)
-    /// request; yields the request heads.
-    fn serve(
-        listener: tokio::net::TcpListener,
-        answers: Vec<Vec<u8>>,
-    ) -> tokio::task::JoinHandle<Vec<String>> {
-        tokio::spawn(async move {
-            let mut heads = Vec::new();
-            for answer in answers {
-                let (mut stream, _) = listener.accept().await.expect("accept");
-                let mut request = Vec::new();
-                let mut buf = [0_u8; 4096];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let n = stream.read(&mut buf).await.expect("read");
-                    assert!(n > 0, "request cut short");
-                    request.extend_from_slice(&buf[..n]);
-                }
-                stream.write_all(&answer).await.expect("write");
-                stream.shutdown().await.expect("shutdown");
-                heads.push(String::from_utf8_lossy(&request).into_owned());
-            }
-            heads
-        })
-    }
-
     /// One RSA key playing merchant and platform (the local server checks in the test itself).
     struct Local {
         provider: WechatPayProvider,
@@ -494,15 +450,15 @@ mod tests {
             let signature = self
                 .key
                 .sign_base64(format!("{NOW_S}\n{nonce}\n{body}\n").as_bytes());
+            let timestamp = NOW_S.to_string();
             let headers = [
                 ("Content-Type", "application/json"),
-                ("Wechatpay-Timestamp", &NOW_S.to_string()),
+                ("Wechatpay-Timestamp", timestamp.as_str()),
                 ("Wechatpay-Nonce", nonce),
                 ("Wechatpay-Serial", PUB_KEY_ID),
-                ("Wechatpay-Signature", &signature),
-            ]
-            .map(|(n, v)| (n.to_owned(), v.to_owned()));
-            http_answer(status, &headers, body.as_bytes(), true)
+                ("Wechatpay-Signature", signature.as_str()),
+            ];
+            test_http::answer(status, &headers, body.as_bytes(), Some(body.len()))
         }
 
         fn bill_answer(&self, hash_value: &str) -> Vec<u8> {
@@ -516,11 +472,8 @@ mod tests {
 
     /// The unsigned file, as WeChat Pay sends it.
     fn file_answer(body: &[u8], declare_length: bool) -> Vec<u8> {
-        let headers = [(
-            "Content-Type".to_owned(),
-            "application/octet-stream".to_owned(),
-        )];
-        http_answer(200, &headers, body, declare_length)
+        let headers = [("Content-Type", "application/octet-stream")];
+        test_http::answer(200, &headers, body, declare_length.then_some(body.len()))
     }
 
     /// The Authorization header of a request head: its five fields.
@@ -555,7 +508,7 @@ mod tests {
             .await
             .expect("bill");
         assert_eq!(lines, vec![paid_line()]);
-        let heads = server.await.expect("server");
+        let heads = test_http::heads(server).await;
         assert!(heads[0].starts_with("GET /v3/bill/tradebill?bill_date=2019-06-11&bill_type=ALL "));
         assert!(
             heads[1].starts_with("GET /v3/billdownload/file?token=T1 "),
@@ -598,7 +551,7 @@ mod tests {
             local.bill_answer(&hash),
             file_answer(BILL.as_bytes(), false),
             local.bill_answer(&hash),
-            http_answer(502, &[], b"bad gateway", true),
+            test_http::answer(502, &[], b"bad gateway", Some(11)),
             local.bill_answer(&hash),
             local.signed(400, expired),
             local.signed(400, not_ready),
