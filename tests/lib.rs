@@ -22,6 +22,12 @@ pub struct Stack {
     pub merchant_id: String,
     pub payments_table: String,
     pub idempotency_table: String,
+    pub compensations_table: String,
+    pub orders_table: String,
+    pub coupons_table: String,
+    pub order_updater_queue: String,
+    pub order_updater_dead_letters: String,
+    pub coupon_granter_queue: String,
 }
 
 fn var(name: &str) -> String {
@@ -40,6 +46,12 @@ pub fn stack() -> &'static Stack {
         merchant_id: var("PAYCORE_MERCHANT_ID"),
         payments_table: var("PAYCORE_TABLE_PAYMENTSTABLE"),
         idempotency_table: var("PAYCORE_TABLE_IDEMPOTENCYTABLE"),
+        compensations_table: var("PAYCORE_TABLE_COMPENSATIONSTABLE"),
+        orders_table: var("PAYCORE_TABLE_ORDERSTABLE"),
+        coupons_table: var("PAYCORE_TABLE_COUPONSTABLE"),
+        order_updater_queue: var("PAYCORE_QUEUE_ORDERUPDATERQUEUE"),
+        order_updater_dead_letters: var("PAYCORE_QUEUE_ORDERUPDATERDEADLETTERS"),
+        coupon_granter_queue: var("PAYCORE_QUEUE_COUPONGRANTERQUEUE"),
     })
 }
 
@@ -122,6 +134,14 @@ pub struct Tables {
     pub payments: String,
     pub idempotency: String,
     pub compensations: String,
+    pub orders: String,
+    pub coupons: String,
+}
+
+/// An SQS client for moto.
+pub async fn sqs() -> aws_sdk_sqs::Client {
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    aws_sdk_sqs::Client::new(&sdk)
 }
 
 /// Creates a fresh pair of tables from the template, named for this test alone.
@@ -150,6 +170,8 @@ pub async fn fresh_table_set(client: &aws_sdk_dynamodb::Client) -> Tables {
         payments: name("PaymentsTable"),
         idempotency: name("IdempotencyTable"),
         compensations: name("CompensationsTable"),
+        orders: name("OrdersTable"),
+        coupons: name("CouponsTable"),
     }
 }
 

@@ -90,6 +90,8 @@ fn new_payment(n: usize, now: Timestamp) -> anyhow::Result<NewPayment> {
         refund_reserved_minor: 0,
         refunded_minor: 0,
         status_reason: None,
+        effects_check_at: None,
+        effects_republished: 0,
     };
     let claim = IdempotencyRecord::claim(
         format!("create-payment#bench-{n}"),

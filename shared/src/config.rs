@@ -14,11 +14,15 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 
 use crate::app::Deps;
+use crate::app::consume::{ConsumerDeps, RetryDelays};
+use crate::app::dead_letters::{DeadLetterSource, parse_sources};
 use crate::app::poll::PollRun;
 use crate::clock::{RandomIds, SystemClock};
 use crate::crypto::{RsaSigner, RsaVerifier};
 use crate::domain::ProviderName;
+use crate::domain::event::Consumer;
 use crate::domain::polling::PollSchedule;
+use crate::ports::Effects;
 use crate::ports::{Clock, Providers};
 use crate::provider::alipay::{AlipayConfig, AlipayProvider};
 use crate::provider::unionpay::{UnionPayConfig, UnionPayProvider, cert_serial_decimal};
@@ -26,7 +30,8 @@ use crate::provider::wechatpay::{
     WechatPayConfig, WechatPayProvider, platform_certificates, platform_public_key,
 };
 use crate::provider::{SandboxConfig, SandboxProvider};
-use crate::store::DynamoStore;
+use crate::queue::{SqsConsumerQueue, SqsEventBus};
+use crate::store::{DynamoDeadLetters, DynamoEffects, DynamoStore};
 
 /// The signer company UnionPay puts in its certificates' CN.
 pub const UNIONPAY_SIGNER_CN: &str = "中国银联股份有限公司";
@@ -405,6 +410,7 @@ pub async fn deps_from_env(wiring: Wiring) -> anyhow::Result<Deps> {
     if let Some(table) = env.get("COMPENSATIONS_TABLE") {
         store = store.with_compensations(table);
     }
+    store = store.with_check_back_after(check_back_after_s(&env)?);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let providers = match wiring {
         Wiring::StoreOnly => Providers::default(),
@@ -417,6 +423,141 @@ pub async fn deps_from_env(wiring: Wiring) -> anyhow::Result<Deps> {
         ids: Arc::new(RandomIds),
         poll: poll_schedule(&env)?,
     })
+}
+
+/// `CHECK_BACK_AFTER_S`: how long after payment the check-back first looks for a payment's
+/// effects, and waits between republishes (default 600).
+pub fn check_back_after_s(env: &Env<'_>) -> anyhow::Result<i64> {
+    match env.get("CHECK_BACK_AFTER_S") {
+        None => Ok(crate::domain::event::DEFAULT_CHECK_BACK_AFTER_S),
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|s| *s > 0)
+            .with_context(|| format!("CHECK_BACK_AFTER_S={v:?} is not a positive integer")),
+    }
+}
+
+/// [`check_back_after_s`] from the process environment.
+pub fn check_back_after_s_from_env() -> anyhow::Result<i64> {
+    let lookup = |name: &str| std::env::var(name).ok();
+    let secrets = SecretCache::new();
+    check_back_after_s(&Env::new(&lookup, &secrets))
+}
+
+/// `consumer=value` pairs, comma-separated (`EVENT_QUEUES`, `EFFECTS_TABLES`): every consumer
+/// exactly once.
+pub fn per_consumer(name: &str, text: &str) -> anyhow::Result<Vec<(Consumer, String)>> {
+    let mut pairs = Vec::new();
+    for entry in text.split(',').filter(|e| !e.trim().is_empty()) {
+        let (consumer, value) = entry
+            .trim()
+            .split_once('=')
+            .with_context(|| format!("{name}: {entry:?} is not consumer=value"))?;
+        let consumer = Consumer::parse(consumer)
+            .with_context(|| format!("{name}: unknown consumer {consumer:?}"))?;
+        if value.is_empty() || pairs.iter().any(|(c, _)| *c == consumer) {
+            bail!("{name}: {consumer} has no value or appears twice");
+        }
+        pairs.push((consumer, value.to_owned()));
+    }
+    for consumer in Consumer::ALL {
+        if !pairs.iter().any(|(c, _)| *c == consumer) {
+            bail!("{name}: no entry for {consumer}");
+        }
+    }
+    Ok(pairs)
+}
+
+fn require_var(name: &str) -> anyhow::Result<String> {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .with_context(|| format!("environment variable {name} is not set"))
+}
+
+/// The event bus over the consumers' queues in `EVENT_QUEUES`.
+pub fn event_bus(aws: &aws_config::SdkConfig) -> anyhow::Result<SqsEventBus> {
+    let queues = per_consumer("EVENT_QUEUES", &require_var("EVENT_QUEUES")?)?;
+    Ok(SqsEventBus::new(aws_sdk_sqs::Client::new(aws), queues))
+}
+
+/// What a queue consumer runs with.
+pub struct ConsumerWiring {
+    pub effects: DynamoEffects,
+    pub queue: SqsConsumerQueue,
+    pub retry: RetryDelays,
+    pub clock: SystemClock,
+}
+
+impl ConsumerWiring {
+    pub fn deps(&self) -> ConsumerDeps<'_> {
+        ConsumerDeps {
+            effects: &self.effects,
+            queue: &self.queue,
+            retry: self.retry,
+        }
+    }
+}
+
+/// A consumer's wiring: `EFFECTS_TABLE`, `QUEUE_URL`, `DEAD_LETTER_QUEUE_URL`, and
+/// `CONSUMER_RETRY_S` (the first retry delay, default 10).
+pub async fn consumer_from_env(consumer: Consumer) -> anyhow::Result<ConsumerWiring> {
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let base_s = match std::env::var("CONSUMER_RETRY_S")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        None => RetryDelays::default().base_s,
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|s| *s > 0)
+            .with_context(|| format!("CONSUMER_RETRY_S={v:?} is not a positive integer"))?,
+    };
+    Ok(ConsumerWiring {
+        effects: DynamoEffects::new(
+            aws_sdk_dynamodb::Client::new(&aws),
+            require_var("EFFECTS_TABLE")?,
+            consumer,
+        ),
+        queue: SqsConsumerQueue::new(
+            aws_sdk_sqs::Client::new(&aws),
+            consumer,
+            require_var("QUEUE_URL")?,
+            require_var("DEAD_LETTER_QUEUE_URL")?,
+        ),
+        retry: RetryDelays {
+            base_s,
+            ..RetryDelays::default()
+        },
+        clock: SystemClock,
+    })
+}
+
+/// Every consumer's effects, read by the check-back, from `EFFECTS_TABLES`.
+pub fn effects_from_env(aws: &aws_config::SdkConfig) -> anyhow::Result<Vec<Arc<dyn Effects>>> {
+    let client = aws_sdk_dynamodb::Client::new(aws);
+    Ok(
+        per_consumer("EFFECTS_TABLES", &require_var("EFFECTS_TABLES")?)?
+            .into_iter()
+            .map(|(consumer, table)| {
+                Arc::new(DynamoEffects::new(client.clone(), table, consumer)) as Arc<dyn Effects>
+            })
+            .collect(),
+    )
+}
+
+/// The dead-letter handler's store and sources: `COMPENSATIONS_TABLE`, `DEAD_LETTER_SOURCES`.
+pub async fn dead_letters_from_env() -> anyhow::Result<(DynamoDeadLetters, Vec<DeadLetterSource>)> {
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let store = DynamoDeadLetters::new(
+        aws_sdk_dynamodb::Client::new(&aws),
+        require_var("COMPENSATIONS_TABLE")?,
+    );
+    let sources =
+        parse_sources(&require_var("DEAD_LETTER_SOURCES")?).context("DEAD_LETTER_SOURCES")?;
+    Ok((store, sources))
 }
 
 /// One poller run's bounds: `POLL_PAGE_PER_SHARD`, `POLL_LEASE_S`, `POLL_CONCURRENCY`; each

@@ -4,7 +4,8 @@
 //! - [`domain`]: money, identifiers, the payment and its transition table, idempotency decisions.
 //!   No AWS, no I/O, no async.
 //! - [`ports`]: the traits the use cases need (store, provider, clock, ids).
-//! - adapters: [`store`] (DynamoDB and in-memory), [`provider`] (over [`crypto`]), [`clock`].
+//! - adapters: [`store`] (DynamoDB and in-memory), [`provider`] (over [`crypto`]), [`queue`]
+//!   (SQS, and Lambda's queue and stream events), [`clock`].
 //! - [`api`]: the JSON error and response shapes the HTTP edge speaks (no Lambda types).
 //! - [`app`]: one module per use case, each a function over ports, answering in [`api`] shapes.
 
@@ -16,5 +17,6 @@ pub mod crypto;
 pub mod domain;
 pub mod ports;
 pub mod provider;
+pub mod queue;
 pub mod store;
 pub mod telemetry;

@@ -1,10 +1,12 @@
 //! The traits the use cases need. Adapters implement them; tests swap them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
+use crate::domain::event::{Consumer, PaymentEvent};
 use crate::domain::idempotency::{IdempotencyRecord, StoredResponse};
 use crate::domain::payment::Transition;
 use crate::domain::refund::{Refund, RefundStatus};
@@ -190,6 +192,183 @@ pub trait PaymentStore: Send + Sync {
         refund_id: &RefundId,
         lease_until: Timestamp,
         check: &RefundCheck,
+    ) -> Result<bool, StoreError>;
+
+    /// Paid payments whose effects check is due at `now`, from one shard (0 to [`DUE_SHARDS`] -
+    /// 1) of the effects index, at most `limit`, earliest first. Eventually consistent.
+    async fn effect_checks_due(
+        &self,
+        shard: u32,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<PaymentId>, StoreError>;
+
+    /// Moves a payment's effects check from `at` to `next` (`None` takes it out of the index)
+    /// and sets its republish count, if the check is still at `at`. `false` if it moved
+    /// meanwhile (another run, or the payment is gone).
+    async fn move_effect_check(
+        &self,
+        payment_id: &PaymentId,
+        at: Timestamp,
+        next: Option<Timestamp>,
+        republished: u32,
+    ) -> Result<bool, StoreError>;
+}
+
+/// What applying an event's effect found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The effect is now recorded, with its dedupe record.
+    Applied,
+    /// This consumer had already recorded this event: nothing changed.
+    Duplicate,
+    /// The order's effect was already made by another payment's event (a second payment of the
+    /// order): only the dedupe record was written.
+    OrderAlreadyDone { by_payment: PaymentId },
+}
+
+/// One consumer's effects and its dedupe records (consumer + event id), in the consumer's own
+/// table. Each effect is keyed by its business key, the order, so it happens at most once per
+/// order whatever events arrive.
+#[async_trait]
+pub trait Effects: Send + Sync {
+    fn consumer(&self) -> Consumer;
+
+    /// Applies the effect of a `payment.paid` event at most once: the dedupe record and the
+    /// effect in one transaction.
+    async fn apply(&self, event: &PaymentEvent, now: Timestamp) -> Result<Applied, StoreError>;
+
+    /// Whether this consumer has recorded `event_id` (applied, or found its order done).
+    async fn recorded(&self, event_id: &str) -> Result<bool, StoreError>;
+}
+
+/// `events` could not all be sent: the first `sent` of them reached every consumer asked for.
+#[derive(Debug, thiserror::Error)]
+#[error("published {sent} event(s), then: {error}")]
+pub struct PublishError {
+    pub sent: usize,
+    pub error: anyhow::Error,
+}
+
+/// Delivers events to the consumers' queues (at least once; consumers dedupe).
+#[async_trait]
+pub trait EventBus: Send + Sync {
+    /// Sends every event, in order, to the queue of each consumer in `to`.
+    async fn publish(&self, events: &[PaymentEvent], to: &[Consumer]) -> Result<(), PublishError>;
+}
+
+/// One message as a queue consumer receives it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct QueueMessage {
+    pub message_id: String,
+    pub receipt_handle: String,
+    pub body: String,
+    /// The queue's own attributes (`ApproximateReceiveCount`, `SentTimestamp`, ...).
+    pub attributes: BTreeMap<String, String>,
+    /// The sender's string message attributes.
+    pub message_attributes: BTreeMap<String, String>,
+    /// ARN of the queue it came from.
+    pub source_arn: String,
+}
+
+impl QueueMessage {
+    pub fn receive_count(&self) -> u32 {
+        self.attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1)
+    }
+
+    /// A queue attribute holding epoch milliseconds (`SentTimestamp`, ...).
+    pub fn timestamp(&self, name: &str) -> Option<Timestamp> {
+        self.attributes
+            .get(name)
+            .and_then(|n| n.parse().ok())
+            .map(Timestamp::from_unix_ms)
+    }
+}
+
+/// Message attributes a consumer adds when it sends a message to its dead-letter queue itself
+/// ([`ConsumerQueue::dead_letter`]); a redrive leaves them out.
+pub const DEAD_LETTER_ATTRIBUTES: [&str; 4] =
+    ["error", "consumer", "source_message_id", "receive_count"];
+
+/// What a consumer does with a message besides acknowledging it.
+#[async_trait]
+pub trait ConsumerQueue: Send + Sync {
+    /// Sends the message to the consumer's dead-letter queue at once (a permanent error), its
+    /// attributes kept and `error`, `consumer`, `source_message_id` and `receive_count` added.
+    async fn dead_letter(&self, message: &QueueMessage, error: &str) -> anyhow::Result<()>;
+
+    /// Hides the message for `seconds` before its next delivery (growing retry delays).
+    async fn delay_retry(&self, message: &QueueMessage, seconds: u32) -> anyhow::Result<()>;
+}
+
+/// Sends a stored message back to a queue (`payctl dlq redrive`).
+#[async_trait]
+pub trait MessageSender: Send + Sync {
+    async fn send(
+        &self,
+        queue_url: &str,
+        body: &str,
+        message_attributes: &BTreeMap<String, String>,
+    ) -> anyhow::Result<()>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterStatus {
+    Open,
+    /// Sent back to its source queue by `payctl dlq redrive`.
+    Redriven,
+    /// Its effect re-run directly by `payctl compensate`.
+    Compensated,
+}
+
+/// A dead message, stored whole: the compensations table, not the queue, is its place of record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// `dead-letter:<consumer>:<original message id>`.
+    pub id: String,
+    /// Who gave up on it: a consumer, or `outbox-relay` for the stream's failure records.
+    pub consumer: String,
+    /// Where `payctl dlq redrive` sends it back; `None` when there is nowhere (relay failures).
+    pub source_queue_url: Option<String>,
+    pub dead_letter_queue_arn: String,
+    pub message_id: String,
+    pub body: String,
+    pub attributes: BTreeMap<String, String>,
+    pub message_attributes: BTreeMap<String, String>,
+    pub error: String,
+    pub receive_count: u32,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    pub status: DeadLetterStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_changed_at: Option<Timestamp>,
+}
+
+pub fn dead_letter_id(consumer: &str, message_id: &str) -> String {
+    format!("dead-letter:{consumer}:{message_id}")
+}
+
+#[async_trait]
+pub trait DeadLetterStore: Send + Sync {
+    /// Stores a dead message once per id: `false` (and only `last_seen` moved) if it was there.
+    async fn put_dead_letter(&self, dead: &DeadLetter) -> Result<bool, StoreError>;
+
+    async fn dead_letter(&self, id: &str) -> Result<Option<DeadLetter>, StoreError>;
+
+    /// Every stored dead message, oldest first.
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError>;
+
+    /// Moves a dead message from status `from` to `to`; `false` if it was not in `from`.
+    async fn mark_dead_letter(
+        &self,
+        id: &str,
+        from: DeadLetterStatus,
+        to: DeadLetterStatus,
+        at: Timestamp,
     ) -> Result<bool, StoreError>;
 }
 

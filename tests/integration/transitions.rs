@@ -3,6 +3,7 @@
 //! history entry; the first insert of a payment claims its key and its order, all or nothing.
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use shared::domain::event::DEFAULT_CHECK_BACK_AFTER_S;
 use shared::domain::idempotency::IdempotencyRecord;
 use shared::domain::payment::{
     ExpiryGuard, INITIAL_VERSION, Transition, TransitionError, check_transition,
@@ -58,6 +59,8 @@ fn pending(payment_id: &PaymentId, order_id: &OrderId, expires_at: Timestamp) ->
         refund_reserved_minor: 0,
         refunded_minor: 0,
         status_reason: None,
+        effects_check_at: None,
+        effects_republished: 0,
     }
 }
 
@@ -201,6 +204,10 @@ async fn check(
             (Expect::Illegal, None) => {}
             (Expect::Applied, Some(TransitionOutcome::Applied)) => {
                 step.apply_to(&mut model.payment);
+                // A move to paid also schedules the check-back's look at its effects.
+                if let Some(at) = step.effects_check_at(DEFAULT_CHECK_BACK_AFTER_S) {
+                    model.payment.effects_check_at = Some(at);
+                }
                 model.history.push(step.history_entry());
             }
             (Expect::GuardFailed, Some(TransitionOutcome::GuardFailed(current))) => {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use tokio::process::{Child, Command};
-use xtask::template::{Function, Resolver, Template};
+use xtask::template::{Function, Physical, Resolver, Template};
 use xtask::{REGION, SANDBOX_MERCHANT_ID, lambda, venv};
 
 use events::{BenchRequest, Signing};
@@ -32,6 +32,8 @@ struct Bench {
     root: PathBuf,
     template: Template,
     resolver: Resolver,
+    /// Queue URLs nothing serves: no function sends at cold start.
+    queues: Physical,
     work_dir: PathBuf,
     provider_private_pem: String,
     runs: usize,
@@ -135,14 +137,17 @@ impl Bench {
             ),
             ("CallbackBaseUrl".to_owned(), DEAD_ENDPOINT.to_owned()),
         ]);
+        let resolver = Resolver {
+            stack_name: "paybench".into(),
+            region: REGION.into(),
+            parameters,
+        };
+        let queues = template.offline_queues(&resolver, DEAD_ENDPOINT)?;
         Ok(Self {
             root,
             template,
-            resolver: Resolver {
-                stack_name: "paybench".into(),
-                region: REGION.into(),
-                parameters,
-            },
+            resolver,
+            queues,
             work_dir,
             provider_private_pem: provider.private_pkcs8_pem,
             runs,
@@ -151,7 +156,9 @@ impl Bench {
     }
 
     async fn measure(&self, function: &Function) -> anyhow::Result<Row> {
-        let env = self.template.environment(function, &self.resolver)?;
+        let env = self
+            .template
+            .environment(function, &self.resolver, &self.queues)?;
         let binary = lambda::binary_path(&self.root, &function.binary, true);
         let binary_bytes = std::fs::metadata(&binary)
             .with_context(|| format!("reading {}", binary.display()))?

@@ -1,7 +1,8 @@
 //! The demo: a batch of payments through the local stack under faults, with a readable summary.
 //!
-//! It speaks only HTTP: to the API as a merchant would, and to the sandbox's pay URLs and admin API
-//! as the payer and the test operator would.
+//! It speaks HTTP to the API as a merchant would, and to the sandbox's pay URLs and admin API as
+//! the payer and the test operator would; then it reads the consumers' tables (the order and
+//! marketing platforms' records) and the dead letters, as those platforms and an operator would.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -71,6 +72,7 @@ struct Demo {
 }
 
 struct Created {
+    order_id: String,
     payment_id: String,
     pay_url: String,
     fault: Fault,
@@ -91,8 +93,9 @@ impl Demo {
         let subject = format!("demo {run} #{i:03}");
         self.set_faults(&subject, fault).await?;
         let amount_minor = 100 + i64::try_from(i)? * 25;
+        let order_id = format!("demo-{run}-{i:03}");
         let body = json!({
-            "order_id": format!("demo-{run}-{i:03}"),
+            "order_id": order_id,
             "amount_minor": amount_minor,
             "currency": "CNY",
             "provider": self.provider,
@@ -117,6 +120,7 @@ impl Demo {
         // payment id) instead, so set them under that scope too, before anyone pays.
         self.set_faults(&payment_id, fault).await?;
         Ok(Created {
+            order_id,
             payment_id,
             pay_url: field("pay_url")?,
             fault,
@@ -170,6 +174,62 @@ struct Summary {
     rejected_callbacks: usize,
     found_by_poller: usize,
     by_fault: BTreeMap<Fault, BTreeMap<String, usize>>,
+    effects: Effects,
+}
+
+/// What the consumers recorded for the batch's orders.
+#[derive(Default)]
+struct Effects {
+    orders_paid: usize,
+    coupons: usize,
+    /// Orders whose effect names another payment than the paid one.
+    mismatched: usize,
+    dead_letters: usize,
+}
+
+/// The consumers' tables and the compensations table of the stack, read through moto.
+struct Records {
+    client: aws_sdk_dynamodb::Client,
+    orders: String,
+    coupons: String,
+    compensations: String,
+}
+
+impl Records {
+    async fn effect(&self, table: &str, pk: String) -> anyhow::Result<Option<String>> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(table)
+            .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(pk))
+            .consistent_read(true)
+            .send()
+            .await?
+            .item;
+        Ok(item.and_then(|i| i.get("payment_id")?.as_s().ok().cloned()))
+    }
+
+    async fn dead_letters_mentioning(&self, payment_ids: &[&str]) -> anyhow::Result<usize> {
+        let items = self
+            .client
+            .scan()
+            .table_name(&self.compensations)
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await?;
+        Ok(items
+            .iter()
+            .filter(|i| {
+                i.get("kind")
+                    .and_then(|k| k.as_s().ok())
+                    .is_some_and(|k| k == "dead_letter")
+            })
+            .filter_map(|i| i.get("body")?.as_s().ok())
+            .filter(|body| payment_ids.iter().any(|id| body.contains(id)))
+            .count())
+    }
 }
 
 pub async fn run(payments: usize, port: u16, provider: &str) -> anyhow::Result<()> {
@@ -191,6 +251,19 @@ pub async fn run(payments: usize, port: u16, provider: &str) -> anyhow::Result<(
         started.elapsed(),
         stack.api_url
     );
+    let table = |id: &str| {
+        stack
+            .tables
+            .get(id)
+            .cloned()
+            .with_context(|| format!("the template has no {id}"))
+    };
+    let records = Records {
+        client: aws_sdk_dynamodb::Client::new(&xtask::moto::sdk_config(&stack.moto_endpoint).await),
+        orders: table("OrdersTable")?,
+        coupons: table("CouponsTable")?,
+        compensations: table("CompensationsTable")?,
+    };
     let demo = Demo {
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
@@ -199,7 +272,7 @@ pub async fn run(payments: usize, port: u16, provider: &str) -> anyhow::Result<(
         sandbox: stack.sandbox_url.clone(),
         provider: provider.to_owned(),
     };
-    let result = push_batch(&demo, payments).await;
+    let result = push_batch(&demo, &records, payments).await;
     stack.shutdown().await;
     let summary = result?;
     print_summary(&summary, payments, provider, started.elapsed());
@@ -207,7 +280,7 @@ pub async fn run(payments: usize, port: u16, provider: &str) -> anyhow::Result<(
     Ok(())
 }
 
-async fn push_batch(demo: &Demo, payments: usize) -> anyhow::Result<Summary> {
+async fn push_batch(demo: &Demo, records: &Records, payments: usize) -> anyhow::Result<Summary> {
     let run = ulid::Ulid::new().to_string().to_lowercase();
     let run = &run[run.len() - 6..];
     let creating = bar(payments, "created");
@@ -228,7 +301,50 @@ async fn push_batch(demo: &Demo, payments: usize) -> anyhow::Result<Summary> {
     }
     paying.finish();
     settle(demo, &created).await?;
-    summarize(demo, &created).await
+    let mut summary = summarize(demo, &created).await?;
+    summary.effects = effects(records, &created, &summary).await?;
+    Ok(summary)
+}
+
+/// Waits (at most 30 s) until every paid payment's order is marked paid and has its coupon, then
+/// counts what the consumers recorded and what died on the way.
+async fn effects(
+    records: &Records,
+    created: &[Created],
+    summary: &Summary,
+) -> anyhow::Result<Effects> {
+    let paid = summary.statuses.get("paid").copied().unwrap_or(0);
+    let waiting = bar(paid, "effects");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut effects = Effects::default();
+        for payment in created {
+            let order = records
+                .effect(&records.orders, format!("ORDER#{}", payment.order_id))
+                .await?;
+            let coupon = records
+                .effect(&records.coupons, format!("COUPON#{}", payment.order_id))
+                .await?;
+            for (found, count) in [
+                (order, &mut effects.orders_paid),
+                (coupon, &mut effects.coupons),
+            ] {
+                match found {
+                    Some(id) if id == payment.payment_id => *count += 1,
+                    Some(_) => effects.mismatched += 1,
+                    None => {}
+                }
+            }
+        }
+        waiting.set_position(effects.orders_paid.min(effects.coupons) as u64);
+        if (effects.orders_paid >= paid && effects.coupons >= paid) || Instant::now() > deadline {
+            waiting.finish();
+            let ids: Vec<&str> = created.iter().map(|c| c.payment_id.as_str()).collect();
+            effects.dead_letters = records.dead_letters_mentioning(&ids).await?;
+            return Ok(effects);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Waits until every payment has left `pending` or nothing has changed for a while: a payment
@@ -325,6 +441,24 @@ fn print_summary(summary: &Summary, payments: usize, provider: &str, elapsed: Du
         "  still pending           {}  (not resolved yet)",
         count("pending")
     );
+    println!(
+        "  orders marked paid      {}  (order-updater: once per paid order, via outbox -> SQS)",
+        summary.effects.orders_paid
+    );
+    println!(
+        "  coupons granted         {}  (coupon-granter: at most one per order)",
+        summary.effects.coupons
+    );
+    println!(
+        "  dead letters            {}  (messages the consumers gave up on)",
+        summary.effects.dead_letters
+    );
+    if summary.effects.mismatched > 0 {
+        println!(
+            "  effects of another payment {}  (should be 0)",
+            summary.effects.mismatched
+        );
+    }
     println!("  time taken              {:.1?}", elapsed);
     println!();
     println!("  by fault injected:");

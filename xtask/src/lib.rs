@@ -2,6 +2,7 @@
 //! the provider sandbox), the demo, the test runner. Imports nothing from `shared`: the sandbox
 //! plays the provider from its own code.
 
+pub mod event_sources;
 pub mod front;
 pub mod lambda;
 pub mod moto;

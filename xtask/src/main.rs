@@ -155,7 +155,7 @@ async fn test(cargo_args: Vec<String>) -> anyhow::Result<()> {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command
         .current_dir(&root)
-        .args(["test", "--workspace"])
+        .args(["test", "--workspace", "--no-fail-fast"])
         .args(&cargo_args)
         .envs(stack.env());
     let (status, totals) = tokio::task::spawn_blocking(move || run_counting(command)).await??;

@@ -1,5 +1,6 @@
-//! The whole local stack in one call: moto, the template's tables, the provider sandbox, the
-//! Lambda emulator with every function attached, and the API front.
+//! The whole local stack in one call: moto, the template's tables and queues, the provider
+//! sandbox, the Lambda emulator with every function attached, its schedules and event sources,
+//! and the API front.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -7,6 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
+use crate::event_sources::EventSources;
 use crate::front::FrontRoute;
 use crate::lambda::{Emulator, FunctionSpec};
 use crate::moto::Moto;
@@ -57,10 +59,13 @@ pub struct Stack {
     pub keys_dir: PathBuf,
     pub log_dir: PathBuf,
     pub tables: BTreeMap<String, String>,
+    /// Queue URLs by logical id.
+    pub queues: BTreeMap<String, String>,
     _moto: Moto,
     sandbox: Option<SandboxHandle>,
     _emulator: Emulator,
     _schedules: Schedules,
+    _event_sources: EventSources,
     front: tokio::task::JoinHandle<()>,
 }
 
@@ -80,6 +85,9 @@ impl Stack {
         env.insert("PAYCORE_ALIPAY_APP_ID".into(), ALIPAY_APP_ID.into());
         for (id, name) in &self.tables {
             env.insert(format!("PAYCORE_TABLE_{}", id.to_uppercase()), name.clone());
+        }
+        for (id, url) in &self.queues {
+            env.insert(format!("PAYCORE_QUEUE_{}", id.to_uppercase()), url.clone());
         }
         env.extend(aws_env(&self.moto_endpoint));
         env
@@ -401,11 +409,17 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
         key("unionpay_ca_intermediate.pem"),
     );
     parameters.insert("CallbackBaseUrl".into(), api_url.clone());
-    // Time-scaled like the sandbox's resends and the schedules below.
-    if let Some(steps) = parameters.get("PollScheduleSeconds") {
-        let scaled = scale_seconds(steps, options.time_scale)
-            .context("template parameter PollScheduleSeconds")?;
-        parameters.insert("PollScheduleSeconds".into(), scaled);
+    // Time-scaled like the sandbox's resends, the schedules and the queues' visibility timeouts.
+    for name in [
+        "PollScheduleSeconds",
+        "CheckBackAfterSeconds",
+        "ConsumerRetrySeconds",
+    ] {
+        if let Some(steps) = parameters.get(name) {
+            let scaled = scale_seconds(steps, options.time_scale)
+                .with_context(|| format!("template parameter {name}"))?;
+            parameters.insert(name.into(), scaled);
+        }
     }
     parameters.insert(
         "ProviderTimeoutMs".into(),
@@ -417,12 +431,27 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
         parameters,
     };
     let client = aws_sdk_dynamodb::Client::new(&sdk);
-    template.create_tables(&client, &resolver).await?;
+    let mut physical = template.create_tables(&client, &resolver).await?;
     let tables = template
         .table_ids()
         .into_iter()
         .map(|id| template.table_name(&id, &resolver).map(|name| (id, name)))
         .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    template
+        .create_queues(&sqs, &resolver, options.time_scale, &mut physical)
+        .await?;
+    let queues = template
+        .queue_ids()
+        .into_iter()
+        .map(|id| {
+            let url = physical
+                .reference(&id)
+                .with_context(|| format!("queue {id}"))?;
+            Ok((id.clone(), url.to_owned()))
+        })
+        .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+    let mappings = crate::event_sources::mappings(&functions, &physical, options.time_scale)?;
 
     let mut specs = Vec::new();
     let mut routes = Vec::new();
@@ -430,7 +459,7 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
         specs.push(FunctionSpec {
             binary: function.binary.clone(),
             memory_mb: function.memory_mb,
-            env: template.environment(function, &resolver)?,
+            env: template.environment(function, &resolver, &physical)?,
         });
         routes.extend(function.routes.iter().map(|r| FrontRoute {
             method: r.method.clone(),
@@ -451,6 +480,13 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
     .await?;
     let schedules =
         crate::schedules::start(&emulator.invoke_url, &functions, options.time_scale, REGION);
+    let event_sources = crate::event_sources::start(
+        &sdk,
+        &emulator.invoke_url,
+        REGION,
+        mappings,
+        options.concurrency,
+    );
     let front = crate::front::serve(listener, routes, emulator.invoke_url.clone())?;
     Ok(Stack {
         api_url,
@@ -460,10 +496,12 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
         keys_dir,
         log_dir,
         tables,
+        queues,
         _moto: moto,
         sandbox: Some(sandbox),
         _emulator: emulator,
         _schedules: schedules,
+        _event_sources: event_sources,
         front,
     })
 }

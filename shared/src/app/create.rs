@@ -397,6 +397,8 @@ fn new_payment(deps: &Deps, request: &CreatePaymentRequest, now: Timestamp) -> P
         refund_reserved_minor: 0,
         refunded_minor: 0,
         status_reason: None,
+        effects_check_at: None,
+        effects_republished: 0,
     }
 }
 

@@ -6,11 +6,16 @@ use crate::domain::polling::PollSchedule;
 use crate::ports::{Clock, IdSource, IdempotencyStore, PaymentStore, Providers};
 
 pub mod callback;
+pub mod check_back;
 pub mod close;
+pub mod consume;
 pub mod create;
+pub mod dead_letters;
 pub mod poll;
 pub mod query;
+pub mod redrive;
 pub mod refunds;
+pub mod relay;
 
 /// Storage the use cases need: payments and idempotency records.
 pub trait Store: PaymentStore + IdempotencyStore {}
@@ -27,6 +32,8 @@ pub struct Deps {
     pub poll: PollSchedule,
 }
 
+#[cfg(test)]
+mod outbox_tests;
 #[cfg(test)]
 mod poll_tests;
 #[cfg(test)]

@@ -222,6 +222,25 @@ impl PaymentStore for ConflictingStore {
             .record_refund_check(id, refund_id, lease_until, check)
             .await
     }
+    async fn effect_checks_due(
+        &self,
+        shard: u32,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<PaymentId>, StoreError> {
+        self.inner.effect_checks_due(shard, now, limit).await
+    }
+    async fn move_effect_check(
+        &self,
+        id: &PaymentId,
+        at: Timestamp,
+        next: Option<Timestamp>,
+        republished: u32,
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .move_effect_check(id, at, next, republished)
+            .await
+    }
     async fn claim_check(
         &self,
         id: &PaymentId,
@@ -434,6 +453,8 @@ async fn a_live_claim_answers_in_progress_and_a_dead_one_is_taken_over() {
             refund_reserved_minor: 0,
             refunded_minor: 0,
             status_reason: None,
+            effects_check_at: None,
+            effects_republished: 0,
         },
         history: crate::domain::HistoryEntry::created(T0),
         claim: IdempotencyRecord::claim(

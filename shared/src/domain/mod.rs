@@ -1,5 +1,6 @@
 //! The domain: plain data and rules. Nothing here performs I/O or knows about AWS.
 
+pub mod event;
 pub mod idempotency;
 pub mod ids;
 pub mod money;

@@ -154,6 +154,18 @@ pub struct Payment {
     pub refunded_minor: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_reason: Option<String>,
+    /// When the check-back next looks for this payment's downstream effects: set by the move to
+    /// `paid`, moved on by each check-back that finds effects missing, removed once every
+    /// consumer has recorded them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effects_check_at: Option<Timestamp>,
+    /// How often the check-back published its paid event again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub effects_republished: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One entry of a payment's status history, written with the transition it records.
@@ -266,6 +278,12 @@ impl Transition {
         if self.to != PaymentStatus::Pending {
             payment.next_check_at = None;
         }
+    }
+
+    /// When the check-back first looks for the effects of this transition's event: only a move
+    /// to `paid` has effects.
+    pub fn effects_check_at(&self, check_back_after_s: i64) -> Option<Timestamp> {
+        (self.to == PaymentStatus::Paid).then(|| self.at.plus_s(check_back_after_s))
     }
 }
 

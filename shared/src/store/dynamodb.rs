@@ -11,6 +11,12 @@
 //! the sparse GSI `due-checks` (`due_shard`, `next_check_at`) finds due checks without a scan
 //! and without one hot partition. Every transition out of `pending` removes both.
 //!
+//! A paid payment carries `effects_shard` (`EFX#0` to `EFX#7`) next to `effects_check_at` until
+//! the check-back has seen every consumer record its effects: the sparse GSI `effects-checks`.
+//! The table's stream (`NEW_AND_OLD_IMAGES`) is the outbox: every transition raises the
+//! `PAYMENT` item's version in the transaction that makes it, and the relay publishes exactly
+//! those changes (`app::relay`).
+//!
 //! Idempotency table (`id`): one record per key, Powertools-style (`expiration` is the TTL).
 
 use std::collections::HashMap;
@@ -42,13 +48,16 @@ use crate::ports::{
 /// The sparse index of pending payments by due check.
 pub const DUE_INDEX: &str = "due-checks";
 
-type Item = HashMap<String, AttributeValue>;
+/// The sparse index of paid payments by effects check.
+pub const EFFECTS_INDEX: &str = "effects-checks";
 
-fn s(value: impl Into<String>) -> AttributeValue {
+pub(super) type Item = HashMap<String, AttributeValue>;
+
+pub(super) fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
 }
 
-fn n(value: impl ToString) -> AttributeValue {
+pub(super) fn n(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
@@ -75,6 +84,10 @@ fn due_shard_key(payment_id: &PaymentId) -> String {
     format!("DUE#{}", due_shard(payment_id))
 }
 
+fn effects_shard_key(payment_id: &PaymentId) -> String {
+    format!("EFX#{}", due_shard(payment_id))
+}
+
 fn refund_sk(id: &RefundId) -> String {
     format!("REFUND#{id}")
 }
@@ -96,6 +109,12 @@ fn payment_item(payment: &Payment) -> anyhow::Result<Item> {
     let mut item: Item = to_item(payment).context("serialize payment")?;
     if payment.status == crate::domain::PaymentStatus::Pending && payment.next_check_at.is_some() {
         item.insert("due_shard".into(), s(due_shard_key(&payment.payment_id)));
+    }
+    if payment.effects_check_at.is_some() {
+        item.insert(
+            "effects_shard".into(),
+            s(effects_shard_key(&payment.payment_id)),
+        );
     }
     Ok(with_key(
         item,
@@ -126,7 +145,7 @@ fn put_new(table: &str, item: Item) -> anyhow::Result<TransactWriteItem> {
 }
 
 /// How a cancelled transaction ended, item by item.
-enum Cancelled {
+pub(super) enum Cancelled {
     /// Item `index` failed its condition; `old` is the item as it was, if it existed.
     Condition {
         index: usize,
@@ -139,7 +158,7 @@ enum Cancelled {
 impl Cancelled {
     /// A cancellation the caller has no answer for: a lost write race stays retryable, anything
     /// else is unexpected, named by `what`.
-    fn unexpected(self, what: &str) -> StoreError {
+    pub(super) fn unexpected(self, what: &str) -> StoreError {
         match self {
             Self::Conflict => StoreError::Conflict,
             Self::Condition { index, .. } => {
@@ -152,7 +171,7 @@ impl Cancelled {
     }
 }
 
-fn classify(err: SdkError<TransactWriteItemsError>) -> Result<Cancelled, StoreError> {
+pub(super) fn classify(err: SdkError<TransactWriteItemsError>) -> Result<Cancelled, StoreError> {
     let service = err.into_service_error();
     let TransactWriteItemsError::TransactionCanceledException(cancelled) = service else {
         if let TransactWriteItemsError::TransactionInProgressException(_) = service {
@@ -233,7 +252,7 @@ async fn send_check_update(
 }
 
 /// Whether an `UpdateItem` failed on its condition.
-fn is_condition_failure(
+pub(super) fn is_condition_failure(
     err: &SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError>,
 ) -> bool {
     matches!(
@@ -439,6 +458,7 @@ pub struct DynamoStore {
     table: String,
     idempotency: DynamoIdempotency,
     compensations: Option<String>,
+    check_back_after_s: i64,
 }
 
 #[derive(Serialize)]
@@ -464,7 +484,14 @@ impl DynamoStore {
             table: payments_table.into(),
             idempotency,
             compensations: None,
+            check_back_after_s: crate::domain::event::DEFAULT_CHECK_BACK_AFTER_S,
         }
+    }
+
+    /// How long after a payment is paid the check-back first looks for its effects.
+    pub fn with_check_back_after(mut self, seconds: i64) -> Self {
+        self.check_back_after_s = seconds;
+        self
     }
 
     /// Claims a due check on item `sk` of the payment's partition: one conditional write that
@@ -624,6 +651,13 @@ impl DynamoStore {
         if t.to != crate::domain::PaymentStatus::Pending {
             remove.push("next_check_at");
             remove.push("due_shard");
+        }
+        if let Some(at) = t.effects_check_at(self.check_back_after_s) {
+            set.push("effects_shard = :effects_shard");
+            set.push("effects_check_at = :effects_at");
+            update = update
+                .expression_attribute_values(":effects_shard", s(effects_shard_key(&t.payment_id)))
+                .expression_attribute_values(":effects_at", n(at.unix_ms()));
         }
         let mut expression = format!("SET {}", set.join(", "));
         if !remove.is_empty() {
@@ -1123,6 +1157,72 @@ impl PaymentStore for DynamoStore {
             }
         }
         Ok(due)
+    }
+
+    async fn effect_checks_due(
+        &self,
+        shard: u32,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<PaymentId>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(EFFECTS_INDEX)
+            .key_condition_expression("effects_shard = :shard AND effects_check_at <= :now")
+            .expression_attribute_values(":shard", s(format!("EFX#{shard}")))
+            .expression_attribute_values(":now", n(now.unix_ms()))
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .context("query effects checks")?;
+        let mut due = Vec::new();
+        for item in out.items() {
+            let Some(AttributeValue::S(pk)) = item.get("pk") else {
+                continue;
+            };
+            match pk.strip_prefix("PAY#").map(PaymentId::parse) {
+                Some(Ok(id)) => due.push(id),
+                _ => tracing::error!(pk, "effects index: unreadable payment key skipped"),
+            }
+        }
+        Ok(due)
+    }
+
+    async fn move_effect_check(
+        &self,
+        payment_id: &PaymentId,
+        at: Timestamp,
+        next: Option<Timestamp>,
+        republished: u32,
+    ) -> Result<bool, StoreError> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(payment_pk(payment_id)))
+            .key("sk", s("PAYMENT"))
+            .condition_expression("effects_check_at = :at")
+            .expression_attribute_values(":at", n(at.unix_ms()))
+            .expression_attribute_values(":republished", n(republished));
+        let update = match next {
+            Some(next) => update
+                .update_expression(
+                    "SET effects_check_at = :next, effects_republished = :republished",
+                )
+                .expression_attribute_values(":next", n(next.unix_ms())),
+            None => update.update_expression(
+                "SET effects_republished = :republished REMOVE effects_check_at, effects_shard",
+            ),
+        };
+        match update.send().await {
+            Ok(_) => Ok(true),
+            Err(err) if is_condition_failure(&err) => Ok(false),
+            Err(err) => Err(StoreError::Unexpected(
+                anyhow::Error::new(err).context("move effects check"),
+            )),
+        }
     }
 
     async fn claim_check(

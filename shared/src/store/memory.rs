@@ -5,15 +5,17 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
+use crate::domain::event::{Consumer, PaymentEvent};
 use crate::domain::idempotency::{IdempotencyRecord, RecordStatus, StoredResponse};
 use crate::domain::payment::{Transition, check_transition};
 use crate::domain::refund::{Refund, RefundStatus};
 use crate::domain::{HistoryEntry, OrderId, Payment, PaymentId, Timestamp};
 use crate::domain::{PaymentStatus, RefundId};
 use crate::ports::{
-    CheckRecord, ClaimOutcome, Compensation, CreateCompletion, DueCheck, IdempotencyStore,
-    InsertOutcome, NewPayment, PaymentRecord, PaymentStore, RefundCheck, RefundInsert,
-    RefundSettlement, StoreError, TransitionOutcome, due_shard,
+    Applied, CheckRecord, ClaimOutcome, Compensation, CreateCompletion, DeadLetter,
+    DeadLetterStatus, DeadLetterStore, DueCheck, Effects, IdempotencyStore, InsertOutcome,
+    NewPayment, PaymentRecord, PaymentStore, RefundCheck, RefundInsert, RefundSettlement,
+    StoreError, TransitionOutcome, due_shard,
 };
 
 #[derive(Debug, Default)]
@@ -26,14 +28,30 @@ struct State {
     refunds: HashMap<(PaymentId, RefundId), Refund>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    check_back_after_s: i64,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            check_back_after_s: crate::domain::event::DEFAULT_CHECK_BACK_AFTER_S,
+        }
+    }
 }
 
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// How long after a payment is paid the check-back first looks for its effects.
+    pub fn with_check_back_after(mut self, seconds: i64) -> Self {
+        self.check_back_after_s = seconds;
+        self
     }
 
     /// The compensation records, by id.
@@ -69,7 +87,11 @@ fn complete_record(
     }
 }
 
-fn apply(state: &mut State, t: &Transition) -> Result<TransitionOutcome, StoreError> {
+fn apply(
+    state: &mut State,
+    t: &Transition,
+    check_back_after_s: i64,
+) -> Result<TransitionOutcome, StoreError> {
     check_transition(t.from, t.to).map_err(anyhow::Error::new)?;
     let Some(payment) = state.payments.get_mut(&t.payment_id) else {
         return Ok(TransitionOutcome::NotFound);
@@ -78,6 +100,9 @@ fn apply(state: &mut State, t: &Transition) -> Result<TransitionOutcome, StoreEr
         return Ok(TransitionOutcome::GuardFailed(Box::new(payment.clone())));
     }
     t.apply_to(payment);
+    if let Some(at) = t.effects_check_at(check_back_after_s) {
+        payment.effects_check_at = Some(at);
+    }
     state
         .history
         .entry(t.payment_id.clone())
@@ -182,7 +207,7 @@ impl PaymentStore for MemoryStore {
         &self,
         transition: &Transition,
     ) -> Result<TransitionOutcome, StoreError> {
-        apply(&mut self.lock(), transition)
+        apply(&mut self.lock(), transition, self.check_back_after_s)
     }
 
     async fn payment(&self, payment_id: &PaymentId) -> Result<Option<PaymentRecord>, StoreError> {
@@ -385,6 +410,44 @@ impl PaymentStore for MemoryStore {
         Ok(Some(refund.clone()))
     }
 
+    async fn effect_checks_due(
+        &self,
+        shard: u32,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<PaymentId>, StoreError> {
+        let state = self.lock();
+        let mut due: Vec<(Timestamp, PaymentId)> = state
+            .payments
+            .values()
+            .filter(|p| due_shard(&p.payment_id) == shard)
+            .filter_map(|p| {
+                let at = p.effects_check_at.filter(|at| *at <= now)?;
+                Some((at, p.payment_id.clone()))
+            })
+            .collect();
+        due.sort();
+        Ok(due.into_iter().take(limit).map(|(_, id)| id).collect())
+    }
+
+    async fn move_effect_check(
+        &self,
+        payment_id: &PaymentId,
+        at: Timestamp,
+        next: Option<Timestamp>,
+        republished: u32,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        match state.payments.get_mut(payment_id) {
+            Some(p) if p.effects_check_at == Some(at) => {
+                p.effects_check_at = next;
+                p.effects_republished = republished;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn put_compensation(&self, compensation: &Compensation) -> Result<bool, StoreError> {
         let mut state = self.lock();
         if state.compensations.contains_key(&compensation.id) {
@@ -424,7 +487,7 @@ impl PaymentStore for MemoryStore {
         compensation: &Compensation,
     ) -> Result<TransitionOutcome, StoreError> {
         let mut state = self.lock();
-        let outcome = apply(&mut state, transition)?;
+        let outcome = apply(&mut state, transition, self.check_back_after_s)?;
         if outcome == TransitionOutcome::Applied {
             state
                 .compensations
@@ -463,5 +526,131 @@ impl IdempotencyStore for MemoryStore {
 
     async fn record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
         Ok(self.lock().idempotency.get(key).cloned())
+    }
+}
+
+/// One consumer's effects in memory: effects by order, dedupe records by event id.
+#[derive(Debug)]
+pub struct MemoryEffects {
+    consumer: Consumer,
+    state: Mutex<EffectsState>,
+}
+
+#[derive(Debug, Default)]
+struct EffectsState {
+    /// Order -> the event whose effect it got.
+    effects: HashMap<OrderId, PaymentEvent>,
+    dedupe: HashMap<String, Applied>,
+}
+
+impl MemoryEffects {
+    pub fn new(consumer: Consumer) -> Self {
+        Self {
+            consumer,
+            state: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, EffectsState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The orders with this consumer's effect, and the payment that caused each.
+    pub fn effects(&self) -> HashMap<OrderId, PaymentId> {
+        self.lock()
+            .effects
+            .iter()
+            .map(|(order, event)| (order.clone(), event.payment_id.clone()))
+            .collect()
+    }
+
+    /// How many events this consumer has recorded.
+    pub fn recorded_count(&self) -> usize {
+        self.lock().dedupe.len()
+    }
+}
+
+#[async_trait]
+impl Effects for MemoryEffects {
+    fn consumer(&self) -> Consumer {
+        self.consumer
+    }
+
+    async fn apply(&self, event: &PaymentEvent, _now: Timestamp) -> Result<Applied, StoreError> {
+        let mut state = self.lock();
+        if state.dedupe.contains_key(&event.event_id) {
+            return Ok(Applied::Duplicate);
+        }
+        let outcome = match state.effects.get(&event.order_id) {
+            Some(earlier) => Applied::OrderAlreadyDone {
+                by_payment: earlier.payment_id.clone(),
+            },
+            None => {
+                state.effects.insert(event.order_id.clone(), event.clone());
+                Applied::Applied
+            }
+        };
+        state.dedupe.insert(event.event_id.clone(), outcome.clone());
+        Ok(outcome)
+    }
+
+    async fn recorded(&self, event_id: &str) -> Result<bool, StoreError> {
+        Ok(self.lock().dedupe.contains_key(event_id))
+    }
+}
+
+/// Dead messages in memory.
+#[derive(Debug, Default)]
+pub struct MemoryDeadLetters {
+    state: Mutex<HashMap<String, DeadLetter>>,
+}
+
+impl MemoryDeadLetters {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, DeadLetter>> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl DeadLetterStore for MemoryDeadLetters {
+    async fn put_dead_letter(&self, dead: &DeadLetter) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        if let Some(stored) = state.get_mut(&dead.id) {
+            stored.last_seen = stored.last_seen.max(dead.last_seen);
+            return Ok(false);
+        }
+        state.insert(dead.id.clone(), dead.clone());
+        Ok(true)
+    }
+
+    async fn dead_letter(&self, id: &str) -> Result<Option<DeadLetter>, StoreError> {
+        Ok(self.lock().get(id).cloned())
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut all: Vec<DeadLetter> = self.lock().values().cloned().collect();
+        all.sort_by(|a, b| (a.first_seen, &a.id).cmp(&(b.first_seen, &b.id)));
+        Ok(all)
+    }
+
+    async fn mark_dead_letter(
+        &self,
+        id: &str,
+        from: DeadLetterStatus,
+        to: DeadLetterStatus,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        match self.lock().get_mut(id) {
+            Some(dead) if dead.status == from => {
+                dead.status = to;
+                dead.status_changed_at = Some(at);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 }

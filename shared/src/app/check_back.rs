@@ -1,0 +1,140 @@
+//! The check-back (the "compensation queue" of RocketMQ's transactional messages): a paid
+//! payment whose effects are not all recorded some time after payment gets its paid event
+//! published again, to the consumers that miss it. It catches what the stream cannot: a record
+//! past its 24 h retention, a relay that gave up. Consumers dedupe, so a republish is harmless.
+
+use std::sync::Arc;
+
+use crate::domain::event::{Consumer, PaymentEvent};
+use crate::domain::{PaymentId, PaymentStatus, Timestamp};
+use crate::ports::{DUE_SHARDS, Effects, EventBus, PaymentStore, StoreError};
+use crate::telemetry;
+
+/// After this many republishes without effects, every further one also raises an alarm.
+pub const ALARM_AFTER_REPUBLISHES: u32 = 3;
+
+pub struct CheckBackDeps<'a> {
+    pub store: &'a dyn PaymentStore,
+    /// Every consumer's effects (read only here).
+    pub effects: &'a [Arc<dyn Effects>],
+    pub bus: &'a dyn EventBus,
+    /// Wait between republishes.
+    pub after_s: i64,
+    /// Payments per shard per run.
+    pub page: usize,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CheckBackSummary {
+    pub checked: usize,
+    /// Every effect recorded: out of the index.
+    pub complete: usize,
+    pub republished: usize,
+    pub failed: usize,
+}
+
+/// One run over every shard.
+pub async fn run_check_back(deps: &CheckBackDeps<'_>, now: Timestamp) -> CheckBackSummary {
+    let mut summary = CheckBackSummary::default();
+    for shard in 0..DUE_SHARDS {
+        let due = match deps.store.effect_checks_due(shard, now, deps.page).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(shard, error = format!("{e:#}"), "check-back: shard unread");
+                summary.failed += 1;
+                continue;
+            }
+        };
+        for payment_id in due {
+            summary.checked += 1;
+            match check(deps, &payment_id, now).await {
+                Ok(Checked::Complete) => summary.complete += 1,
+                Ok(Checked::Republished) => summary.republished += 1,
+                Ok(Checked::Skipped) => {}
+                Err(e) => {
+                    tracing::warn!(%payment_id, error = format!("{e:#}"), "check-back: payment not checked");
+                    summary.failed += 1;
+                }
+            }
+        }
+    }
+    summary
+}
+
+enum Checked {
+    Complete,
+    Republished,
+    /// Moved on meanwhile (another run, or nothing to check).
+    Skipped,
+}
+
+async fn check(
+    deps: &CheckBackDeps<'_>,
+    payment_id: &PaymentId,
+    now: Timestamp,
+) -> Result<Checked, anyhow::Error> {
+    let Some(record) = deps.store.payment(payment_id).await? else {
+        return Ok(Checked::Skipped);
+    };
+    let payment = &record.payment;
+    let Some(at) = payment.effects_check_at else {
+        return Ok(Checked::Skipped);
+    };
+    // The paid transition: its entry rebuilds the very event the relay published.
+    let Some(entry) = record
+        .history
+        .iter()
+        .rev()
+        .find(|h| h.to == PaymentStatus::Paid)
+    else {
+        deps.store
+            .move_effect_check(payment_id, at, None, payment.effects_republished)
+            .await?;
+        return Ok(Checked::Skipped);
+    };
+    let event = PaymentEvent::of_history(payment, entry);
+    let mut missing: Vec<Consumer> = Vec::new();
+    for effects in deps.effects {
+        if !effects.recorded(&event.event_id).await? {
+            missing.push(effects.consumer());
+        }
+    }
+    if missing.is_empty() {
+        let moved = deps
+            .store
+            .move_effect_check(payment_id, at, None, payment.effects_republished)
+            .await?;
+        return Ok(if moved {
+            Checked::Complete
+        } else {
+            Checked::Skipped
+        });
+    }
+    let republished = payment.effects_republished + 1;
+    // Claim first, so an overlapping run does not publish it too.
+    if !deps
+        .store
+        .move_effect_check(payment_id, at, Some(now.plus_s(deps.after_s)), republished)
+        .await?
+    {
+        return Ok(Checked::Skipped);
+    }
+    deps.bus
+        .publish(std::slice::from_ref(&event), &missing)
+        .await
+        .map_err(|e| StoreError::Unexpected(e.error))?;
+    let missing_names: Vec<&str> = missing.iter().map(|c| c.as_str()).collect();
+    if republished >= ALARM_AFTER_REPUBLISHES {
+        telemetry::alarm(
+            "effects_missing",
+            &format!(
+                "payment {payment_id} (order {}) paid, effects of {} still missing after {republished} republishes",
+                payment.order_id,
+                missing_names.join(", ")
+            ),
+        );
+    } else {
+        tracing::warn!(%payment_id, event_id = %event.event_id, missing = ?missing_names, republished, "check-back: effects missing; event published again");
+    }
+    Ok(Checked::Republished)
+}
