@@ -33,7 +33,7 @@ use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, warn};
 
-use crate::template::{Function, Physical, StartingPosition, local_seconds};
+use crate::template::{Function, Physical, StartingPosition};
 
 /// Pollers per queue mapping (each with at most one batch in flight).
 const QUEUE_POLLERS: usize = 2;
@@ -110,12 +110,9 @@ impl Mapping {
 }
 
 /// The event source mappings of `functions`, with the queues and streams `physical` resolves.
-/// Record ages are divided by `time_scale` (at least 1 s), like the queues' visibility timeouts.
-pub fn mappings(
-    functions: &[Function],
-    physical: &Physical,
-    time_scale: u32,
-) -> anyhow::Result<Vec<Mapping>> {
+/// (The queues' own timings were time-scaled when they were created; record ages are real
+/// seconds.)
+pub fn mappings(functions: &[Function], physical: &Physical) -> anyhow::Result<Vec<Mapping>> {
     let mut mappings = Vec::new();
     for function in functions {
         let target = Target {
@@ -164,9 +161,9 @@ pub fn mappings(
                 batch_size: source.batch_size,
                 bisect_on_error: source.bisect_on_error,
                 max_retry_attempts: source.max_retry_attempts,
-                max_record_age: source
-                    .max_record_age_s
-                    .map(|s| Duration::from_secs(local_seconds(s, time_scale))),
+                // Not time-scaled: it bounds how stale an event may get, not how long anything
+                // waits, and a busy local stack can lag its stream by seconds.
+                max_record_age: source.max_record_age_s.map(Duration::from_secs),
                 report_batch_item_failures: source.report_batch_item_failures,
                 on_failure_queue_url,
             }));

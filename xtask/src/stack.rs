@@ -451,7 +451,7 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
             Ok((id.clone(), url.to_owned()))
         })
         .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
-    let mappings = crate::event_sources::mappings(&functions, &physical, options.time_scale)?;
+    let mappings = crate::event_sources::mappings(&functions, &physical)?;
 
     let mut specs = Vec::new();
     let mut routes = Vec::new();

@@ -609,7 +609,7 @@ async fn the_real_template_creates_and_wires_its_queues_tables_and_event_sources
             .environment(function, &resolver, &physical)
             .expect(&function.logical_id);
     }
-    let mappings = event_sources::mappings(&functions, &physical, 60).expect("mappings");
+    let mappings = event_sources::mappings(&functions, &physical).expect("mappings");
     let streams: Vec<&StreamMapping> = mappings
         .iter()
         .filter_map(|m| match m {
@@ -620,7 +620,7 @@ async fn the_real_template_creates_and_wires_its_queues_tables_and_event_sources
     assert_eq!(mappings.len(), 6, "{mappings:#?}");
     assert_eq!(streams.len(), 1);
     assert_eq!(streams[0].target.binary, "outbox-relay");
-    assert_eq!(streams[0].max_record_age, Some(Duration::from_secs(60)));
+    assert_eq!(streams[0].max_record_age, Some(Duration::from_secs(3600)));
     assert_eq!(
         streams[0].on_failure_queue_url.as_deref(),
         physical.reference("RelayFailures")

@@ -563,3 +563,80 @@ async fn dead_letters_are_stored_whole_once_and_name_their_source() {
     assert_eq!(by_consumer.body, "{not json");
     assert_eq!(by_consumer.receive_count, 1);
 }
+
+/// Delivers `events` to a consumer as queue messages, each `copies` times.
+async fn deliver(deps: &ConsumerDeps<'_>, events: &[PaymentEvent], copies: u32) {
+    for (i, event) in events.iter().enumerate() {
+        for copy in 1..=copies {
+            let m = message(&format!("m-{i}-{}", event.event_id), &event.to_json(), copy);
+            assert!(consume(deps, std::slice::from_ref(&m), T0).await.is_empty());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_relay_that_gives_up_and_consumers_that_crash_still_end_with_one_effect_per_order() {
+    let store = MemoryStore::new().with_check_back_after(AFTER_S);
+    let mut changes = Vec::new();
+    let mut events = Vec::new();
+    for (id, order) in [
+        ("PAYR1", "order-r1"),
+        ("PAYR2", "order-r2"),
+        ("PAYR3", "order-r3"),
+    ] {
+        let (change, event) = pay(&store, id, order).await;
+        changes.push(Ok(change));
+        events.push(event);
+    }
+    // The transactions are written; the relay sends the first event, fails on the second, and
+    // its event source gives up on the rest (no retry here).
+    let bus = RecordingBus::default();
+    *bus.fail_at.lock().unwrap() = Some(1);
+    let summary = relay(&bus, changes).await;
+    assert_eq!(summary.failed_at.as_deref(), Some("seq-PAYR2"));
+
+    let orders = Arc::new(MemoryEffects::new(Consumer::OrderUpdater));
+    let coupons = Arc::new(MemoryEffects::new(Consumer::CouponGranter));
+    let queue = RecordingQueue::default();
+    // Each delivery arrives twice, and each consumer "crashes" after its effect and before the
+    // acknowledgement (the same message comes back with a higher receive count).
+    for effects in [&orders, &coupons] {
+        let deps = consumer_deps(effects.as_ref(), &queue);
+        deliver(&deps, &bus.sent_to(effects.consumer()), 3).await;
+    }
+    assert_eq!(orders.effects().len(), 1);
+
+    // The check-back finds the two payments whose effects never came and publishes them again;
+    // they arrive in reverse order, with a stray copy of the first event.
+    let effects: Vec<Arc<dyn Effects>> = vec![orders.clone(), coupons.clone()];
+    let republish = RecordingBus::default();
+    let deps = CheckBackDeps {
+        store: &store,
+        effects: &effects,
+        bus: &republish,
+        after_s: AFTER_S,
+        page: 25,
+    };
+    let due = T0.plus_s(10 + AFTER_S);
+    let run = run_check_back(&deps, due).await;
+    assert_eq!((run.complete, run.republished), (1, 2));
+    for effects in [&orders, &coupons] {
+        let consumer_deps = consumer_deps(effects.as_ref(), &queue);
+        let mut again = republish.sent_to(effects.consumer());
+        again.reverse();
+        again.push(events[0].clone());
+        deliver(&consumer_deps, &again, 2).await;
+    }
+
+    for effects in [&orders, &coupons] {
+        let expected: std::collections::HashMap<OrderId, PaymentId> = events
+            .iter()
+            .map(|e| (e.order_id.clone(), e.payment_id.clone()))
+            .collect();
+        assert_eq!(effects.effects(), expected, "{}", effects.consumer());
+        assert_eq!(effects.recorded_count(), 3);
+    }
+    let settled = run_check_back(&deps, due.plus_s(AFTER_S)).await;
+    assert_eq!((settled.complete, settled.republished), (2, 0));
+    assert!(queue.dead.lock().unwrap().is_empty());
+}
