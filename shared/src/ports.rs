@@ -30,6 +30,10 @@ pub enum StoreError {
     /// A concurrent transaction touched the same item; retrying may succeed.
     #[error("lost a write conflict with a concurrent transaction")]
     Conflict,
+    /// Stored data this code cannot use (a record of the wrong shape, a broken reference): no
+    /// retry can help until someone repairs it.
+    #[error("corrupt stored data: {0:#}")]
+    Corrupt(anyhow::Error),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -354,7 +358,9 @@ pub fn dead_letter_id(consumer: &str, message_id: &str) -> String {
 
 #[async_trait]
 pub trait DeadLetterStore: Send + Sync {
-    /// Stores a dead message once per id: `false` (and only `last_seen` moved) if it was there.
+    /// Stores a dead message once per id: `false` (and only `last_seen` moved) if it is there and
+    /// open. One that was redriven or compensated and died again is opened again (`true`: a new
+    /// death, worth an alarm).
     async fn put_dead_letter(&self, dead: &DeadLetter) -> Result<bool, StoreError>;
 
     async fn dead_letter(&self, id: &str) -> Result<Option<DeadLetter>, StoreError>;

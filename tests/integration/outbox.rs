@@ -8,8 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use serde_json::json;
 use shared::app::check_back::{CheckBackDeps, run_check_back};
+use shared::app::consume::{ConsumerDeps, RetryDelays, consume};
+use shared::app::dead_letters::{DeadLetterSource, store_dead_letters};
 use shared::app::redrive::{RedriveOutcome, redrive};
 use shared::domain::event::{Consumer, PaymentEvent};
 use shared::domain::idempotency::IdempotencyRecord;
@@ -17,8 +20,9 @@ use shared::domain::payment::Transition;
 use shared::domain::{HistoryEntry, Payment, PaymentId, PaymentStatus, Timestamp};
 use shared::ports::{
     Applied, DeadLetter, DeadLetterStatus, DeadLetterStore, Effects, NewPayment, PaymentStore,
+    QueueMessage, StoreError,
 };
-use shared::queue::{SqsEventBus, SqsSender};
+use shared::queue::{SqsConsumerQueue, SqsEventBus, SqsSender};
 use shared::store::{DynamoDeadLetters, DynamoEffects, DynamoStore};
 use tests::{
     create, create_body, dynamo, fresh_table_set, sandbox, scan_all, sqs, stack, unique,
@@ -152,9 +156,10 @@ async fn paid_payments_with_duplicated_notifications_get_one_order_update_and_on
             );
         }
     }
-    // The check-back, which runs every second here, finds their effects and lets them go.
+    // The relay delivered them (the check-back never had to republish), and the check-back, at
+    // its first look, finds their effects and takes them out of its index.
     for (_, payment_id) in &paid {
-        let cleared = eventually(Duration::from_secs(15), || async {
+        let cleared = eventually(Duration::from_secs(40), || async {
             let item = client
                 .get_item()
                 .table_name(&stack().payments_table)
@@ -166,12 +171,14 @@ async fn paid_payments_with_duplicated_notifications_get_one_order_update_and_on
                 .unwrap()
                 .item
                 .unwrap();
-            (!item.contains_key("effects_check_at")).then_some(())
+            (!item.contains_key("effects_check_at")).then_some(item)
         })
-        .await;
-        assert!(
-            cleared.is_some(),
-            "{payment_id} is still in the effects index"
+        .await
+        .unwrap_or_else(|| panic!("{payment_id} is still in the effects index"));
+        assert_eq!(
+            cleared.get("effects_republished"),
+            Some(&AttributeValue::N("0".into())),
+            "{payment_id} needed the check-back: {cleared:?}"
         );
     }
     // Nothing of theirs died.
@@ -243,12 +250,12 @@ async fn a_permanent_error_is_dead_lettered_on_its_first_failure_and_fails_only_
 }
 
 #[tokio::test]
-async fn a_poison_message_dies_after_max_receive_count_and_a_redrive_applies_it_once() {
+async fn corrupt_order_data_is_dead_lettered_at_once_and_a_redrive_after_repair_applies_once() {
     let client = dynamo(None).await;
-    let order_id = unique("poison");
+    let order_id = unique("corrupt");
     let effect_pk = format!("ORDER#{order_id}");
     // The order platform holds a corrupt record for this order (no payment): applying fails,
-    // and no retry can fix it until someone repairs the record.
+    // and no retry can fix it until someone repairs the record, so it is not retried.
     client
         .put_item()
         .table_name(&stack().orders_table)
@@ -271,13 +278,12 @@ async fn a_poison_message_dies_after_max_receive_count_and_a_redrive_applies_it_
         .await
         .unwrap();
 
-    // Retried with growing delays (1, 2, 4, 8 s here), then moved by moto's redrive policy.
-    let dead = dead_letter_with_body(&event.to_json(), Duration::from_secs(60))
+    let dead = dead_letter_with_body(&event.to_json(), Duration::from_secs(20))
         .await
-        .expect("the poison message reached the dead-letter table");
+        .expect("the message reached the dead-letter table");
     assert_eq!(dead.consumer, "order-updater");
-    assert!(dead.receive_count >= 5, "{dead:?}");
-    assert!(dead.error.contains("redrive policy"), "{dead:?}");
+    assert_eq!(dead.receive_count, 1, "{dead:?}");
+    assert!(dead.error.contains("corrupt stored data"), "{dead:?}");
     assert_eq!(
         get(
             &client,
@@ -522,4 +528,192 @@ async fn on_moto_the_check_back_republishes_only_the_event_whose_effects_are_mis
         due.extend(store.effect_checks_due(shard, far, 25).await.unwrap());
     }
     assert_eq!(due, vec![half.payment_id.clone()]);
+}
+
+/// A consumer's store that is down: every effect fails, transiently.
+struct DownEffects;
+
+#[async_trait::async_trait]
+impl Effects for DownEffects {
+    fn consumer(&self) -> Consumer {
+        Consumer::OrderUpdater
+    }
+
+    async fn apply(&self, _: &PaymentEvent, _: Timestamp) -> Result<Applied, StoreError> {
+        Err(StoreError::Unexpected(anyhow::anyhow!("throttled")))
+    }
+
+    async fn recorded(&self, _: &str) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+}
+
+/// An SQS message as Lambda's event hands it over.
+fn queue_message(m: &aws_sdk_sqs::types::Message, source_arn: &str) -> QueueMessage {
+    QueueMessage {
+        message_id: m.message_id().unwrap_or_default().to_owned(),
+        receipt_handle: m.receipt_handle().unwrap_or_default().to_owned(),
+        body: m.body().unwrap_or_default().to_owned(),
+        attributes: m
+            .attributes()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.as_str().to_owned(), v.clone()))
+            .collect(),
+        message_attributes: m
+            .message_attributes()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.clone(), v.string_value()?.to_owned())))
+            .collect(),
+        source_arn: source_arn.to_owned(),
+    }
+}
+
+async fn queue_arn(client: &aws_sdk_sqs::Client, url: &str) -> String {
+    client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&QueueAttributeName::QueueArn]
+        .clone()
+}
+
+async fn receive(client: &aws_sdk_sqs::Client, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+    client
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn on_moto_a_message_that_keeps_failing_is_moved_by_the_redrive_policy_after_max_receive_count()
+ {
+    const MAX_RECEIVES: u32 = 3;
+    let queues = sqs().await;
+    let dlq = fresh_queue(&queues, "poison-dlq").await;
+    let dlq_arn = queue_arn(&queues, &dlq).await;
+    let source = queues
+        .create_queue()
+        .queue_name(format!("poison-{}", ulid::Ulid::new()).to_lowercase())
+        .attributes(QueueAttributeName::VisibilityTimeout, "30")
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVES.to_string() })
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let source_arn = queue_arn(&queues, &source).await;
+    let (_, event) = paid(
+        &new_payment_id(),
+        &unique("poison"),
+        Timestamp::from_unix_s(1_800_000_000),
+    );
+    queues
+        .send_message()
+        .queue_url(&source)
+        .message_body(event.to_json())
+        .send()
+        .await
+        .unwrap();
+
+    // The consumer's own code against the real queue, with the mapping's part played here:
+    // receive, consume, delete only what did not fail.
+    let effects = DownEffects;
+    let queue = SqsConsumerQueue::new(queues.clone(), Consumer::OrderUpdater, &source, &dlq);
+    let deps = ConsumerDeps {
+        effects: &effects,
+        queue: &queue,
+        retry: RetryDelays {
+            base_s: 1,
+            max_s: 1,
+        },
+    };
+    let now = Timestamp::from_unix_s(1_800_000_000);
+    let mut receives = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let dead = loop {
+        for m in receive(&queues, &source).await {
+            let message = queue_message(&m, &source_arn);
+            receives.push(message.receive_count());
+            let failed = consume(&deps, std::slice::from_ref(&message), now).await;
+            assert_eq!(failed.len(), 1, "a transient failure is reported");
+            assert_eq!(failed[0], message.message_id);
+        }
+        if let Some(dead) = receive(&queues, &dlq).await.into_iter().next() {
+            break dead;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "moto never moved the message to the dead-letter queue (receives: {receives:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Each failure hid it for the consumer's delay (1 s) instead of the queue's 30 s, and SQS,
+    // not the consumer, gave up after maxReceiveCount receives.
+    assert_eq!(receives, (1..=MAX_RECEIVES).collect::<Vec<_>>());
+    assert_eq!(dead.body(), Some(event.to_json().as_str()));
+
+    // The dead-letter handler's part, on a fresh compensations table.
+    let client = dynamo(None).await;
+    let tables = fresh_table_set(&client).await;
+    let store = DynamoDeadLetters::new(client, &tables.compensations);
+    let sources = [DeadLetterSource {
+        consumer: "order-updater".into(),
+        dead_letter_queue_arn: dlq_arn.clone(),
+        source_queue_url: Some(source.clone()),
+    }];
+    let message = queue_message(&dead, &dlq_arn);
+    assert!(
+        store_dead_letters(&store, &sources, std::slice::from_ref(&message), now)
+            .await
+            .is_empty()
+    );
+    let stored = store.dead_letters().await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert!(
+        stored[0].error.contains("redrive policy"),
+        "{:?}",
+        stored[0]
+    );
+    assert_eq!(stored[0].receive_count, MAX_RECEIVES, "{:?}", stored[0]);
+    assert_eq!(stored[0].source_queue_url.as_deref(), Some(source.as_str()));
+    // Delivered twice to the handler: stored once. Redriven and dead again: open again.
+    assert!(!store.put_dead_letter(&stored[0]).await.unwrap());
+    assert!(
+        store
+            .mark_dead_letter(
+                &stored[0].id,
+                DeadLetterStatus::Open,
+                DeadLetterStatus::Redriven,
+                now
+            )
+            .await
+            .unwrap()
+    );
+    assert!(store.put_dead_letter(&stored[0]).await.unwrap());
+    assert_eq!(
+        store
+            .dead_letter(&stored[0].id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        DeadLetterStatus::Open
+    );
 }

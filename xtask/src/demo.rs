@@ -276,6 +276,22 @@ pub async fn run(payments: usize, port: u16, provider: &str) -> anyhow::Result<(
     let summary = result?;
     print_summary(&summary, payments, provider, started.elapsed());
     let _ = std::fs::remove_dir_all(&work_dir);
+    let paid = summary.statuses.get("paid").copied().unwrap_or(0);
+    let effects = &summary.effects;
+    if effects.orders_paid != paid
+        || effects.coupons != paid
+        || effects.mismatched > 0
+        || effects.dead_letters > 0
+    {
+        bail!(
+            "the downstream effects do not match the payments: {paid} paid, {} orders marked, {} \
+             coupons, {} of another payment, {} dead letters",
+            effects.orders_paid,
+            effects.coupons,
+            effects.mismatched,
+            effects.dead_letters
+        );
+    }
     Ok(())
 }
 

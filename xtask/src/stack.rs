@@ -409,7 +409,7 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
         key("unionpay_ca_intermediate.pem"),
     );
     parameters.insert("CallbackBaseUrl".into(), api_url.clone());
-    // Time-scaled like the sandbox's resends, the schedules and the queues' visibility timeouts.
+    // Time-scaled like the sandbox's resends and the schedules.
     for name in [
         "PollScheduleSeconds",
         "CheckBackAfterSeconds",
@@ -420,6 +420,15 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
                 .with_context(|| format!("template parameter {name}"))?;
             parameters.insert(name.into(), scaled);
         }
+    }
+    // The check-back is for what the relay lost: locally too it must not race a relay that is
+    // merely busy, or it would deliver effects the relay path is there to deliver.
+    if let Some(scaled) = parameters.get("CheckBackAfterSeconds") {
+        let floored = scaled
+            .parse::<u64>()
+            .context("template parameter CheckBackAfterSeconds")?
+            .max(MIN_LOCAL_CHECK_BACK_S);
+        parameters.insert("CheckBackAfterSeconds".into(), floored.to_string());
     }
     parameters.insert(
         "ProviderTimeoutMs".into(),
@@ -439,7 +448,7 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
         .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     template
-        .create_queues(&sqs, &resolver, options.time_scale, &mut physical)
+        .create_queues(&sqs, &resolver, &mut physical)
         .await?;
     let queues = template
         .queue_ids()
@@ -505,6 +514,9 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
         front,
     })
 }
+
+/// The check-back's wait on the local stack, at any time scale.
+const MIN_LOCAL_CHECK_BACK_S: u64 = 10;
 
 /// `60,300` divided by `time_scale`, each at least 1 s.
 fn scale_seconds(steps: &str, time_scale: u32) -> anyhow::Result<String> {

@@ -345,18 +345,17 @@ impl Template {
     }
 
     /// Creates every queue of the template, each dead-letter target before the queues naming it,
-    /// and records their URLs, ARNs and names in `physical`. `VisibilityTimeout` is divided by
-    /// `time_scale` (at least 1 s), like the rest of the stack's clock.
+    /// and records their URLs, ARNs and names in `physical`. Their timings are the template's
+    /// own (see `queue_attributes`).
     pub async fn create_queues(
         &self,
         client: &aws_sdk_sqs::Client,
         resolver: &Resolver,
-        time_scale: u32,
         physical: &mut Physical,
     ) -> anyhow::Result<()> {
         for id in self.queue_creation_order()? {
             let name = self.queue_name(&id, resolver)?;
-            let attributes = self.queue_attributes(&id, resolver, physical, time_scale)?;
+            let attributes = self.queue_attributes(&id, resolver, physical)?;
             let url = client
                 .create_queue()
                 .queue_name(&name)
@@ -442,7 +441,6 @@ impl Template {
         logical_id: &str,
         resolver: &Resolver,
         physical: &Physical,
-        time_scale: u32,
     ) -> anyhow::Result<HashMap<QueueAttributeName, String>> {
         let mut attributes = HashMap::new();
         let Some(props) = self.properties(logical_id)? else {
@@ -464,11 +462,11 @@ impl Template {
             logical_id,
         )?;
         if get(props, "VisibilityTimeout").is_some() {
+            // Not time-scaled: it must outlast an invocation (Lambda refuses a mapping whose
+            // function timeout exceeds it), or a slow success is delivered again and counted
+            // towards maxReceiveCount. Retry delays are the consumer's own, and those scale.
             let seconds = number_in(props, "VisibilityTimeout", 0..=43_200, 30, logical_id)?;
-            attributes.insert(
-                QueueAttributeName::VisibilityTimeout,
-                local_seconds(seconds.unsigned_abs(), time_scale).to_string(),
-            );
+            attributes.insert(QueueAttributeName::VisibilityTimeout, seconds.to_string());
         }
         if get(props, "MessageRetentionPeriod").is_some() {
             let seconds = number_in(
@@ -1189,9 +1187,9 @@ mod tests {
         );
 
         let work = template
-            .queue_attributes("Work", &resolver(), &created(), 60)
+            .queue_attributes("Work", &resolver(), &created())
             .expect("attributes");
-        assert_eq!(work[&QueueAttributeName::VisibilityTimeout], "1");
+        assert_eq!(work[&QueueAttributeName::VisibilityTimeout], "60");
         let policy: serde_json::Value =
             serde_json::from_str(&work[&QueueAttributeName::RedrivePolicy]).expect("json");
         assert_eq!(
@@ -1202,14 +1200,14 @@ mod tests {
             })
         );
         let dead = template
-            .queue_attributes("Dead", &resolver(), &created(), 60)
+            .queue_attributes("Dead", &resolver(), &created())
             .expect("attributes");
         assert_eq!(dead[&QueueAttributeName::MessageRetentionPeriod], "1209600");
         assert_eq!(dead.len(), 1);
 
         // The dead-letter queue must exist first.
         let error = template
-            .queue_attributes("Work", &resolver(), &Physical::default(), 60)
+            .queue_attributes("Work", &resolver(), &Physical::default())
             .expect_err("no Dead yet");
         assert!(
             format!("{error:#}").contains("Fn::GetAtt [Dead, Arn]"),
@@ -1276,7 +1274,7 @@ mod tests {
                 .queue_creation_order()
                 .and_then(|_| {
                     template
-                        .queue_attributes("A", &resolver(), &created(), 1)
+                        .queue_attributes("A", &resolver(), &created())
                         .map(drop)
                 })
                 .expect_err(expected);

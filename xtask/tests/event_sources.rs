@@ -140,7 +140,7 @@ async fn create(sdk: &aws_config::SdkConfig, resources: &str) -> Physical {
         .await
         .expect("tables");
     template
-        .create_queues(&aws_sdk_sqs::Client::new(sdk), &resolver, 1, &mut physical)
+        .create_queues(&aws_sdk_sqs::Client::new(sdk), &resolver, &mut physical)
         .await
         .expect("queues");
     physical
@@ -577,7 +577,7 @@ async fn the_real_template_creates_and_wires_its_queues_tables_and_event_sources
         .await
         .expect("tables");
     template
-        .create_queues(&aws.sqs(), &resolver, 60, &mut physical)
+        .create_queues(&aws.sqs(), &resolver, &mut physical)
         .await
         .expect("queues");
 
@@ -593,7 +593,7 @@ async fn the_real_template_creates_and_wires_its_queues_tables_and_event_sources
         .expect("attributes")
         .attributes
         .unwrap_or_default();
-    assert_eq!(attributes[&Name::VisibilityTimeout], "1");
+    assert_eq!(attributes[&Name::VisibilityTimeout], "60");
     let policy: Value = serde_json::from_str(&attributes[&Name::RedrivePolicy]).expect("json");
     assert_eq!(
         policy["deadLetterTargetArn"],

@@ -150,7 +150,7 @@ pub(crate) async fn apply_notification(
             }
             Ok(TransitionOutcome::GuardFailed(current)) => current,
             Err(StoreError::Conflict) => return CallbackResult::RetryLater,
-            Err(StoreError::Unexpected(e)) => {
+            Err(StoreError::Unexpected(e) | StoreError::Corrupt(e)) => {
                 tracing::error!(error = format!("{e:#}"), payment_id = %n.payment_id, "callback could not be stored");
                 return CallbackResult::RetryLater;
             }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::domain::event::{Consumer, PaymentEvent};
 use crate::domain::{PaymentId, PaymentStatus, Timestamp};
-use crate::ports::{DUE_SHARDS, Effects, EventBus, PaymentStore, StoreError};
+use crate::ports::{DUE_SHARDS, Effects, EventBus, PaymentStore};
 use crate::telemetry;
 
 /// After this many republishes without effects, every further one also raises an alarm.
@@ -77,7 +77,8 @@ async fn check(
         return Ok(Checked::Skipped);
     };
     let payment = &record.payment;
-    let Some(at) = payment.effects_check_at else {
+    // The index is eventually consistent; the item is not. Another run may have moved it on.
+    let Some(at) = payment.effects_check_at.filter(|at| *at <= now) else {
         return Ok(Checked::Skipped);
     };
     // The paid transition: its entry rebuilds the very event the relay published.
@@ -111,18 +112,27 @@ async fn check(
         });
     }
     let republished = payment.effects_republished + 1;
+    let next = now.plus_s(deps.after_s);
     // Claim first, so an overlapping run does not publish it too.
     if !deps
         .store
-        .move_effect_check(payment_id, at, Some(now.plus_s(deps.after_s)), republished)
+        .move_effect_check(payment_id, at, Some(next), republished)
         .await?
     {
         return Ok(Checked::Skipped);
     }
-    deps.bus
+    if let Err(e) = deps
+        .bus
         .publish(std::slice::from_ref(&event), &missing)
         .await
-        .map_err(|e| StoreError::Unexpected(e.error))?;
+    {
+        // Nothing went out: give the claim back, so the next run tries again and the count
+        // stays true. (If this fails too, the check waits one period: still checked.)
+        deps.store
+            .move_effect_check(payment_id, next, Some(at), payment.effects_republished)
+            .await?;
+        return Err(e.error);
+    }
     let missing_names: Vec<&str> = missing.iter().map(|c| c.as_str()).collect();
     if republished >= ALARM_AFTER_REPUBLISHES {
         telemetry::alarm(

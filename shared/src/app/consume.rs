@@ -6,13 +6,14 @@
 //! - An event other than `payment.paid` has no effect here: acknowledged.
 //! - A paid event is applied through the consumer's dedupe record; duplicates and events of an
 //!   order already done are acknowledged.
-//! - A store error is transient: the message is hidden for a delay that grows with its receive
-//!   count and reported failed; after the queue's `maxReceiveCount` receives SQS moves it to the
-//!   dead-letter queue itself.
+//! - Corrupt stored data (the order's effect record unreadable) is permanent too.
+//! - Any other store error is transient: the message is hidden for a delay that grows with its
+//!   receive count and reported failed; after the queue's `maxReceiveCount` receives SQS moves it
+//!   to the dead-letter queue itself.
 
 use crate::domain::Timestamp;
 use crate::domain::event::{Consumer, PaymentEvent};
-use crate::ports::{Applied, ConsumerQueue, Effects, QueueMessage};
+use crate::ports::{Applied, ConsumerQueue, Effects, QueueMessage, StoreError};
 use crate::telemetry;
 
 /// The retry delays of transient failures: `base * 2^(receives - 1)`, at most `max`.
@@ -96,28 +97,34 @@ pub async fn consume_one(
 ) -> Outcome {
     let event = match PaymentEvent::parse(&message.body) {
         Ok(event) => event,
-        Err(error) => {
-            let error = error.to_string();
-            return match deps.queue.dead_letter(message, &error).await {
-                Ok(()) => Outcome::DeadLettered(error),
-                Err(e) => {
-                    Outcome::Retry(format!("{error}; and the dead-letter send failed: {e:#}"))
-                }
-            };
-        }
+        Err(error) => return dead_letter(deps, message, error.to_string()).await,
     };
     if !event.is_paid() {
         return Outcome::Ignored;
     }
     match apply(deps.effects, &event, now).await {
         Ok(outcome) => outcome,
+        // Data a retry cannot repair: waiting through the retries would only delay the
+        // operator's look.
+        Err(StoreError::Corrupt(error)) => {
+            dead_letter(deps, message, format!("corrupt stored data: {error:#}")).await
+        }
         Err(error) => {
             let delay = deps.retry.after(message.receive_count());
             if let Err(e) = deps.queue.delay_retry(message, delay).await {
                 tracing::warn!(error = format!("{e:#}"), "could not delay the retry");
             }
-            Outcome::Retry(error)
+            Outcome::Retry(format!("{error:#}"))
         }
+    }
+}
+
+/// A permanent error: the message goes to the dead-letter queue now (and is acknowledged), or,
+/// if even that fails, is left for a retry.
+async fn dead_letter(deps: &ConsumerDeps<'_>, message: &QueueMessage, error: String) -> Outcome {
+    match deps.queue.dead_letter(message, &error).await {
+        Ok(()) => Outcome::DeadLettered(error),
+        Err(e) => Outcome::Retry(format!("{error}; and the dead-letter send failed: {e:#}")),
     }
 }
 
@@ -126,7 +133,7 @@ pub async fn apply(
     effects: &dyn Effects,
     event: &PaymentEvent,
     now: Timestamp,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, StoreError> {
     match effects.apply(event, now).await {
         Ok(Applied::Applied) => Ok(Outcome::Applied),
         Ok(Applied::Duplicate) => Ok(Outcome::Duplicate),
@@ -142,6 +149,6 @@ pub async fn apply(
             }
             Ok(Outcome::OrderAlreadyDone)
         }
-        Err(e) => Err(format!("{e:#}")),
+        Err(e) => Err(e),
     }
 }

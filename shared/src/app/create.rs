@@ -182,7 +182,7 @@ fn response_for_stored(p: &Payment) -> StoredResponse {
 fn store_unavailable(err: &StoreError) -> ApiError {
     match err {
         StoreError::Conflict => in_progress(1),
-        StoreError::Unexpected(e) => {
+        StoreError::Unexpected(e) | StoreError::Corrupt(e) => {
             tracing::error!(error = format!("{e:#}"), "payment store failed");
             ApiError::unavailable("could not store the payment; retry with the same request")
         }

@@ -54,9 +54,11 @@ pub fn dead_letter(
         .unwrap_or_else(|| "unknown".to_owned());
     // A consumer that dead-letters a message itself names it; SQS's own redrive keeps its id.
     let original_id = attribute("source_message_id").unwrap_or_else(|| message.message_id.clone());
+    // Moved by the redrive policy, a message keeps counting receives: this handler's receive
+    // from the dead-letter queue is one more than its consumers had.
     let receive_count = attribute("receive_count")
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| message.receive_count());
+        .unwrap_or_else(|| message.receive_count().saturating_sub(1).max(1));
     let error = attribute("error").unwrap_or_else(|| match source {
         Some(s) if s.source_queue_url.is_none() => {
             "the event source mapping gave up on these stream records".to_owned()

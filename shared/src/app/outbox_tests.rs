@@ -51,6 +51,8 @@ impl RecordingBus {
 #[async_trait]
 impl EventBus for RecordingBus {
     async fn publish(&self, events: &[PaymentEvent], to: &[Consumer]) -> Result<(), PublishError> {
+        // A real send suspends: concurrent runs interleave here.
+        tokio::task::yield_now().await;
         for (i, event) in events.iter().enumerate() {
             let n = self.asked.fetch_add(1, Ordering::SeqCst);
             if *self.fail_at.lock().unwrap() == Some(n) {
@@ -248,19 +250,23 @@ async fn the_relay_publishes_transitions_only_and_retries_from_the_first_unsent(
         vec![event_a, event_b.clone()]
     );
 
-    // An unreadable record stops the batch there; what came before is published.
+    // An unreadable record fails the same way on every retry: it is skipped (with an alarm),
+    // and the good records around it are published.
     let bus = RecordingBus::default();
     let (paid_c, event_c) = pay(&store, "PAYC", "order-c").await;
+    let (paid_d, event_d) = pay(&store, "PAYD", "order-d").await;
     let summary = relay(
         &bus,
         vec![
             Ok(paid_c),
             Err(("seq-bad".into(), anyhow::anyhow!("not a payment"))),
+            Ok(paid_d),
         ],
     )
     .await;
-    assert_eq!(summary.failed_at.as_deref(), Some("seq-bad"));
-    assert_eq!(bus.sent_to(Consumer::OrderUpdater), vec![event_c]);
+    assert_eq!(summary.failed_at, None);
+    assert_eq!((summary.published, summary.unreadable), (2, 1));
+    assert_eq!(bus.sent_to(Consumer::OrderUpdater), vec![event_c, event_d]);
 }
 
 #[tokio::test]
@@ -513,8 +519,9 @@ async fn dead_letters_are_stored_whole_once_and_name_their_source() {
     );
     assert!(parse_sources("order-updater|arn").is_err());
     let store = MemoryDeadLetters::default();
-    // Moved by the queue's redrive policy after 5 receives: SQS keeps the id and the count.
-    let mut redriven = message("m-redriven", "{\"schema_version\":1}", 5);
+    // Moved by the queue's redrive policy after 5 receives: SQS keeps the id and the count,
+    // and this receive from the dead-letter queue is the sixth.
+    let mut redriven = message("m-redriven", "{\"schema_version\":1}", 6);
     redriven.source_arn = "arn:dlq-orders".into();
     // Dead-lettered by the consumer itself: it says why, and which message it was.
     let mut permanent = message("m-new-id", "{not json", 1);
@@ -562,6 +569,30 @@ async fn dead_letters_are_stored_whole_once_and_name_their_source() {
     assert_eq!(by_consumer.error, "malformed event: ...");
     assert_eq!(by_consumer.body, "{not json");
     assert_eq!(by_consumer.receive_count, 1);
+
+    // Redriven, then dead again (SQS keeps the message id): open once more, not swallowed.
+    assert!(
+        store
+            .mark_dead_letter(
+                &by_policy.id,
+                DeadLetterStatus::Open,
+                DeadLetterStatus::Redriven,
+                now
+            )
+            .await
+            .unwrap()
+    );
+    let mut again = message("m-redriven", "{\"schema_version\":1}", 8);
+    again.source_arn = "arn:dlq-orders".into();
+    assert!(
+        store_dead_letters(&store, &sources, &[again], now.plus_s(60))
+            .await
+            .is_empty()
+    );
+    let reopened = store.dead_letter(&by_policy.id).await.unwrap().unwrap();
+    assert_eq!(reopened.status, DeadLetterStatus::Open);
+    assert_eq!(reopened.receive_count, 7);
+    assert_eq!(reopened.first_seen, T0);
 }
 
 /// Delivers `events` to a consumer as queue messages, each `copies` times.

@@ -232,7 +232,7 @@ pub async fn compensate(
     let effect = if event.is_paid() {
         consume::apply(consumer_effects.as_ref(), &event, now)
             .await
-            .map_err(CompensateError::ApplyFailed)?
+            .map_err(|e| CompensateError::ApplyFailed(format!("{e:#}")))?
     } else {
         Outcome::Ignored
     };

@@ -6,10 +6,16 @@
 //! batch stops and names it, and the event source retries from there (records before it are
 //! done). A record that keeps failing goes, after the mapping's retries, to its on-failure
 //! destination; the check-back republishes paid events whose effects never showed up.
+//!
+//! A payment record that cannot be read (a status this code does not know, during a rolling
+//! deploy, say) fails the same way on every retry, and retrying from it would hold back every
+//! good record after it until the event source gave up on all of them. So it is skipped with an
+//! alarm: if it was a paid payment, the check-back brings its event back.
 
 use crate::domain::event::{Consumer, PaymentEvent};
 use crate::ports::EventBus;
 use crate::queue::PaymentChange;
+use crate::telemetry;
 
 /// The event a change publishes, if it is a transition (or a creation).
 pub fn event_of(change: &PaymentChange) -> Option<PaymentEvent> {
@@ -25,6 +31,8 @@ pub fn event_of(change: &PaymentChange) -> Option<PaymentEvent> {
 pub struct RelaySummary {
     pub records: usize,
     pub published: usize,
+    /// Records skipped because they do not read as payments (each raised an alarm).
+    pub unreadable: usize,
     /// The sequence number to retry from, if the batch stopped.
     pub failed_at: Option<String>,
 }
@@ -39,9 +47,7 @@ pub async fn relay(
         records: changes.len(),
         ..RelaySummary::default()
     };
-    // Records up to the first unreadable one; that one fails the batch from there.
     let mut pending: Vec<(String, PaymentEvent)> = Vec::new();
-    let mut unreadable = None;
     for change in changes {
         match change {
             Ok(change) => {
@@ -50,18 +56,20 @@ pub async fn relay(
                 }
             }
             Err((sequence_number, error)) => {
-                tracing::error!(%sequence_number, error = format!("{error:#}"), "relay: unreadable payment record");
-                unreadable = Some(sequence_number);
-                break;
+                summary.unreadable += 1;
+                telemetry::alarm(
+                    "outbox_unreadable_record",
+                    &format!(
+                        "payments stream record {sequence_number} skipped: it does not read as \
+                         a payment: {error:#}"
+                    ),
+                );
             }
         }
     }
     let events: Vec<PaymentEvent> = pending.iter().map(|(_, e)| e.clone()).collect();
     match bus.publish(&events, &Consumer::ALL).await {
-        Ok(()) => {
-            summary.published = events.len();
-            summary.failed_at = unreadable;
-        }
+        Ok(()) => summary.published = events.len(),
         Err(e) => {
             tracing::warn!(
                 error = format!("{:#}", e.error),
@@ -69,10 +77,7 @@ pub async fn relay(
                 "relay: publish failed; the batch retries from the first unsent record"
             );
             summary.published = e.sent;
-            summary.failed_at = pending
-                .get(e.sent)
-                .map(|(seq, _)| seq.clone())
-                .or(unreadable);
+            summary.failed_at = pending.get(e.sent).map(|(seq, _)| seq.clone());
         }
     }
     summary

@@ -207,10 +207,18 @@ impl Effects for DynamoEffects {
                 old: Some(old),
             } => {
                 let by_payment = match old.get("payment_id") {
-                    Some(AttributeValue::S(id)) => {
-                        PaymentId::parse(id).context("the effect's payment id")?
+                    Some(AttributeValue::S(id)) => PaymentId::parse(id).map_err(|e| {
+                        StoreError::Corrupt(anyhow::anyhow!(
+                            "{}: its payment id {id:?}: {e}",
+                            self.effect_pk(event.order_id.as_str())
+                        ))
+                    })?,
+                    _ => {
+                        return Err(StoreError::Corrupt(anyhow::anyhow!(
+                            "{} exists but names no payment",
+                            self.effect_pk(event.order_id.as_str())
+                        )));
                     }
-                    _ => return Err(anyhow::anyhow!("the order's effect names no payment").into()),
                 };
                 self.record_only(event, by_payment, now).await
             }
@@ -271,7 +279,35 @@ impl DeadLetterStore for DynamoDeadLetters {
                     .as_service_error()
                     .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
             {
-                // Seen again (the handler retried, or the queue delivered it twice).
+                // Known. Redriven or compensated, and dead again: open once more.
+                let reopened = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .key("id", s(&dead.id))
+                    .update_expression(
+                        "SET #status = :open, #error = :error, receive_count = :receives, \
+                         last_seen = :seen REMOVE status_changed_at",
+                    )
+                    .condition_expression("#status <> :open")
+                    .expression_attribute_names("#status", "status")
+                    .expression_attribute_names("#error", "error")
+                    .expression_attribute_values(":open", s("open"))
+                    .expression_attribute_values(":error", s(&dead.error))
+                    .expression_attribute_values(":receives", n(dead.receive_count))
+                    .expression_attribute_values(":seen", n(dead.last_seen.unix_ms()))
+                    .send()
+                    .await;
+                match reopened {
+                    Ok(_) => return Ok(true),
+                    Err(err) if is_condition_failure(&err) => {}
+                    Err(err) => {
+                        return Err(StoreError::Unexpected(
+                            anyhow::Error::new(err).context("reopen dead letter"),
+                        ));
+                    }
+                }
+                // Still open: seen again (the handler retried, or the queue delivered it twice).
                 let seen = self
                     .client
                     .update_item()

@@ -621,7 +621,15 @@ impl DeadLetterStore for MemoryDeadLetters {
         let mut state = self.lock();
         if let Some(stored) = state.get_mut(&dead.id) {
             stored.last_seen = stored.last_seen.max(dead.last_seen);
-            return Ok(false);
+            if stored.status == DeadLetterStatus::Open {
+                return Ok(false);
+            }
+            // Redriven or compensated, and dead again: open once more.
+            stored.status = DeadLetterStatus::Open;
+            stored.status_changed_at = None;
+            stored.error.clone_from(&dead.error);
+            stored.receive_count = dead.receive_count;
+            return Ok(true);
         }
         state.insert(dead.id.clone(), dead.clone());
         Ok(true)
