@@ -136,6 +136,8 @@ pub struct Tables {
     pub compensations: String,
     pub orders: String,
     pub coupons: String,
+    /// The tables with TTL, as the template declares them.
+    pub ttl: Vec<xtask::template::TtlTable>,
 }
 
 /// An SQS client for moto.
@@ -172,6 +174,7 @@ pub async fn fresh_table_set(client: &aws_sdk_dynamodb::Client) -> Tables {
         compensations: name("CompensationsTable"),
         orders: name("OrdersTable"),
         coupons: name("CouponsTable"),
+        ttl: template.ttl_tables(&resolver).expect("ttl tables"),
     }
 }
 

@@ -717,3 +717,69 @@ async fn on_moto_a_message_that_keeps_failing_is_moved_by_the_redrive_policy_aft
         DeadLetterStatus::Open
     );
 }
+
+#[tokio::test]
+async fn dedupe_records_expire_by_ttl_and_a_late_redelivery_still_changes_nothing() {
+    let client = dynamo(None).await;
+    let tables = fresh_table_set(&client).await;
+    let orders_ttl = tables
+        .ttl
+        .iter()
+        .find(|t| t.table == tables.orders)
+        .expect("the orders table has TTL")
+        .clone();
+    assert_eq!(orders_ttl.attribute, "expires_at");
+    let with_ttl: Vec<(&str, &str)> = tables
+        .ttl
+        .iter()
+        .map(|t| (t.table.as_str(), t.attribute.as_str()))
+        .collect();
+    assert!(with_ttl.contains(&(tables.idempotency.as_str(), "expiration")));
+    assert!(with_ttl.contains(&(tables.coupons.as_str(), "expires_at")));
+    assert!(!with_ttl.iter().any(|(t, _)| *t == tables.payments));
+    let orders = DynamoEffects::new(client.clone(), &tables.orders, Consumer::OrderUpdater);
+    let now_s = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    // Applied 40 days ago: its dedupe record has expired (35 days), its effect never does.
+    let then = Timestamp::from_unix_s(now_s - 40 * 86_400);
+    let (_, event) = paid(&new_payment_id(), &unique("ttl"), then);
+    assert_eq!(orders.apply(&event, then).await.unwrap(), Applied::Applied);
+    let dedupe_pk = format!("EVENT#{}", event.event_id);
+    let dedupe = get(&client, &tables.orders, &dedupe_pk).await.unwrap();
+    assert_eq!(
+        string(&dedupe, "expires_at"),
+        Some((then.unix_s() + 35 * 86_400).to_string())
+    );
+
+    // The local stack's TTL sweeper (moto expires nothing by itself).
+    let now = u64::try_from(now_s).unwrap();
+    assert_eq!(
+        xtask::ttl::sweep(&client, &orders_ttl, now).await.unwrap(),
+        1
+    );
+    assert_eq!(get(&client, &tables.orders, &dedupe_pk).await, None);
+    let effect_pk = format!("ORDER#{}", event.order_id);
+    let effect = get(&client, &tables.orders, &effect_pk).await.unwrap();
+
+    // A redelivery after that finds the order's effect: nothing changes, nothing alarms.
+    assert_eq!(
+        orders
+            .apply(&event, Timestamp::from_unix_s(now_s))
+            .await
+            .unwrap(),
+        Applied::OrderAlreadyDone {
+            by_payment: event.payment_id.clone()
+        }
+    );
+    assert_eq!(get(&client, &tables.orders, &effect_pk).await, Some(effect));
+    assert!(orders.recorded(&event.event_id).await.unwrap());
+    assert_eq!(
+        xtask::ttl::sweep(&client, &orders_ttl, now).await.unwrap(),
+        0
+    );
+}

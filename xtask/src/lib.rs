@@ -11,6 +11,7 @@ pub mod sandbox;
 pub mod schedules;
 pub mod stack;
 pub mod template;
+pub mod ttl;
 pub mod venv;
 
 /// The region the local stack pretends to be in.

@@ -65,6 +65,7 @@ pub struct Stack {
     sandbox: Option<SandboxHandle>,
     _emulator: Emulator,
     _schedules: Schedules,
+    _ttl: crate::ttl::Sweeper,
     _event_sources: EventSources,
     front: tokio::task::JoinHandle<()>,
 }
@@ -441,6 +442,7 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
     };
     let client = aws_sdk_dynamodb::Client::new(&sdk);
     let mut physical = template.create_tables(&client, &resolver).await?;
+    let ttl = crate::ttl::start(client.clone(), template.ttl_tables(&resolver)?);
     let tables = template
         .table_ids()
         .into_iter()
@@ -510,6 +512,7 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
         sandbox: Some(sandbox),
         _emulator: emulator,
         _schedules: schedules,
+        _ttl: ttl,
         _event_sources: event_sources,
         front,
     })

@@ -159,6 +159,14 @@ pub fn parse_rate(expression: &str) -> anyhow::Result<u64> {
     Ok(value * unit_s)
 }
 
+/// A table with TTL: its name, the TTL attribute (epoch seconds), and its key attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TtlTable {
+    pub table: String,
+    pub attribute: String,
+    pub key: Vec<String>,
+}
+
 /// What `Ref` and `Fn::Sub` resolve to locally.
 #[derive(Debug, Clone)]
 pub struct Resolver {
@@ -320,6 +328,42 @@ impl Template {
             physical.insert(id, table_name, attributes);
         }
         Ok(physical)
+    }
+
+    /// The tables with DynamoDB TTL enabled (`TimeToLiveSpecification`), named as `resolver`
+    /// names them: what the local stack's sweeper expires, as moto does not.
+    pub fn ttl_tables(&self, resolver: &Resolver) -> anyhow::Result<Vec<TtlTable>> {
+        let mut tables = Vec::new();
+        for (id, resource) in self.resources_of_type("AWS::DynamoDB::Table") {
+            let Some(props) = get(resource, "Properties") else {
+                continue;
+            };
+            let Some(spec) = get(props, "TimeToLiveSpecification") else {
+                continue;
+            };
+            check_keys(
+                spec,
+                &["AttributeName", "Enabled"],
+                "TimeToLiveSpecification",
+            )?;
+            if get(spec, "Enabled").and_then(Value::as_bool) != Some(true) {
+                continue;
+            }
+            let attribute = str_of(
+                get(spec, "AttributeName")
+                    .with_context(|| format!("{id}: TimeToLiveSpecification.AttributeName"))?,
+                "AttributeName",
+            )?;
+            tables.push(TtlTable {
+                table: self.table_name(id, resolver)?,
+                attribute: attribute.to_owned(),
+                key: key_schema(get(props, "KeySchema"))?
+                    .into_iter()
+                    .map(|k| k.attribute_name)
+                    .collect(),
+            });
+        }
+        Ok(tables)
     }
 
     /// The physical name of a table resource.

@@ -5,7 +5,8 @@
 //! - `ORDER#<order_id>` (order-updater) or `COUPON#<order_id>` (coupon-granter): the effect, at
 //!   most one per order, naming the payment and event that made it.
 //! - `EVENT#<event_id>`: the dedupe record (consumer + event id), written in the same transaction
-//!   as the effect, or alone when the order's effect already exists.
+//!   as the effect, or alone when the order's effect already exists; it expires (TTL
+//!   `expires_at`) after [`DEDUPE_TTL_S`], the effect never does.
 //!
 //! Compensations table (`id`): dead messages are `dead-letter:<consumer>:<message id>` items of
 //! `kind = dead_letter`, next to the poller's compensation records.
@@ -45,7 +46,14 @@ struct DedupeItem<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     by_payment: Option<&'a PaymentId>,
     recorded_at: Timestamp,
+    /// The table's TTL attribute, epoch seconds.
+    expires_at: i64,
 }
+
+/// How long a dedupe record is kept: longer than a message lives in its queue (14 days) and
+/// then in its dead-letter queue (14 days). After that a redelivery still finds the effect,
+/// keyed by the order, and changes nothing.
+pub const DEDUPE_TTL_S: i64 = 35 * 86_400;
 
 #[derive(Serialize)]
 struct EffectItem<'a> {
@@ -106,6 +114,7 @@ impl DynamoEffects {
             },
             by_payment,
             recorded_at: now,
+            expires_at: now.plus_s(DEDUPE_TTL_S).unix_s(),
         })?)
     }
 
