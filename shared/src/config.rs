@@ -30,7 +30,7 @@ use crate::provider::wechatpay::{
     WechatPayConfig, WechatPayProvider, platform_certificates, platform_public_key,
 };
 use crate::provider::{SandboxConfig, SandboxProvider};
-use crate::queue::{SqsConsumerQueue, SqsEventBus};
+use crate::queue::{SqsConsumerQueue, SqsEventBus, sdk_error};
 use crate::store::{DynamoDeadLetters, DynamoEffects, DynamoStore};
 
 /// The signer company UnionPay puts in its certificates' CN.
@@ -128,14 +128,6 @@ fn secret_sources(
         Ok((name, source))
     })
     .collect()
-}
-
-/// An SDK error with its whole chain of causes (the SDK's own `Display` shows only the top).
-fn sdk_error(error: impl std::error::Error + Send + Sync + 'static) -> anyhow::Error {
-    anyhow!(
-        "{}",
-        aws_smithy_types::error::display::DisplayErrorContext(error)
-    )
 }
 
 /// The AWS clients that secret sources need, built on first use.

@@ -443,8 +443,10 @@ pub struct CheckRecord {
     pub recent_checks: Vec<String>,
     /// Set when the check re-created the trade at the provider and got its answer.
     pub created: Option<ProviderCreated>,
-    /// Whether our create's outcome is still unknown after this check.
-    pub create_unknown: bool,
+    /// What this check learned of our create's outcome: still unknown, or known now. `None`
+    /// leaves the stored flag alone: the create itself may be setting it while the check runs
+    /// on the payment as claimed.
+    pub create_unknown: Option<bool>,
 }
 
 /// Work a human (or a later job) must finish: why, and what we knew.

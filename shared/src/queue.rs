@@ -89,7 +89,8 @@ impl SqsEventBus {
     }
 }
 
-fn sdk_error(error: impl std::error::Error + Send + Sync + 'static) -> anyhow::Error {
+/// An AWS SDK error with its whole chain of causes (the SDK's own `Display` shows only the top).
+pub(crate) fn sdk_error(error: impl std::error::Error + Send + Sync + 'static) -> anyhow::Error {
     anyhow!(
         "{}",
         aws_smithy_types::error::display::DisplayErrorContext(error)
@@ -284,8 +285,14 @@ pub fn payment_changes(
             let read = || -> anyhow::Result<(Payment, Option<(PaymentStatus, u32)>)> {
                 let after: Payment =
                     serde_dynamo::from_item(change.new_image).context("new image")?;
+                // Of the payment before, only its status and version matter.
+                #[derive(serde::Deserialize)]
+                struct Before {
+                    status: PaymentStatus,
+                    version: u32,
+                }
                 let before = if is_payment(&change.old_image) {
-                    let old: Payment =
+                    let old: Before =
                         serde_dynamo::from_item(change.old_image).context("old image")?;
                     Some((old.status, old.version))
                 } else {

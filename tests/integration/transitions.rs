@@ -5,6 +5,7 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use shared::domain::event::DEFAULT_CHECK_BACK_AFTER_S;
 use shared::domain::idempotency::IdempotencyRecord;
+use shared::domain::idempotency::StoredResponse;
 use shared::domain::payment::{
     ExpiryGuard, INITIAL_VERSION, Transition, TransitionError, check_transition,
 };
@@ -13,8 +14,8 @@ use shared::domain::{
     Timestamp,
 };
 use shared::ports::{
-    IdempotencyStore, InsertOutcome, NewPayment, PaymentRecord, PaymentStore, StoreError,
-    TransitionOutcome,
+    CheckRecord, CreateCompletion, IdempotencyStore, InsertOutcome, NewPayment, PaymentRecord,
+    PaymentStore, StoreError, TransitionOutcome,
 };
 use shared::store::DynamoStore;
 use tests::{dynamo, fresh_tables, unique};
@@ -588,4 +589,69 @@ async fn insert_claims_key_and_order_all_or_nothing() {
         order_item.item.is_none(),
         "the refused insert left its order item"
     );
+}
+
+/// The poller checks a payment as it claimed it; the create may record its unknown outcome in
+/// between. The check's write must leave that alone (it once wrote back the stale flag, and the
+/// lost code was then never asked for again).
+#[tokio::test]
+async fn a_check_never_undoes_what_the_create_recorded_meanwhile() {
+    let client = dynamo(None).await;
+    let (payments, idempotency) = fresh_tables(&client).await;
+    let dynamo_store = DynamoStore::new(client, payments, idempotency);
+    let memory_store = shared::store::MemoryStore::new();
+    for (name, store) in [
+        ("dynamodb", &dynamo_store as &dyn PaymentStore),
+        ("memory", &memory_store),
+    ] {
+        let payment_id = new_payment_id();
+        let order_id = OrderId::parse(&unique("race")).unwrap();
+        let mut payment = pending(&payment_id, &order_id, at(900));
+        payment.pay_url = None;
+        let key = format!("create-payment#{order_id}");
+        store
+            .insert_payment(&new_payment(payment, &key), at(0))
+            .await
+            .unwrap();
+        // The poller claims it while the create still waits for the provider ...
+        let lease = at(180);
+        let claimed = store.claim_check(&payment_id, at(60), lease).await.unwrap();
+        assert!(!claimed.unwrap().create_unknown, "{name}");
+        // ... whose answer never comes: the create records its outcome as unknown ...
+        store
+            .complete_create(
+                &payment_id,
+                &CreateCompletion::Unknown,
+                &key,
+                &StoredResponse {
+                    status: 202,
+                    body: "{}".into(),
+                },
+            )
+            .await
+            .unwrap();
+        // ... and the check ends having learned nothing about the create.
+        let check = CheckRecord {
+            checks_done: 1,
+            unknown_checks: 0,
+            next_check_at: at(360),
+            recent_checks: vec!["waiting for the payer".into()],
+            created: None,
+            create_unknown: None,
+        };
+        assert!(
+            store
+                .record_check(&payment_id, lease, &check)
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        let stored = store.payment(&payment_id).await.unwrap().unwrap().payment;
+        assert!(
+            stored.create_unknown,
+            "{name}: the create's unknown outcome was lost"
+        );
+        assert_eq!(stored.checks_done, 1, "{name}");
+        assert_eq!(stored.next_check_at, Some(at(360)), "{name}");
+    }
 }

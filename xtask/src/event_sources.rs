@@ -795,7 +795,7 @@ pub fn stream_event(records: &[ShardRecord]) -> Value {
 }
 
 /// An SDK error with its causes, as one line.
-fn sdk_error<E: std::error::Error>(e: E) -> anyhow::Error {
+pub(crate) fn sdk_error<E: std::error::Error>(e: E) -> anyhow::Error {
     anyhow::anyhow!("{}", aws_sdk_dynamodbstreams::error::DisplayErrorContext(e))
 }
 

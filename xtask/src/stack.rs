@@ -410,26 +410,19 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
         key("unionpay_ca_intermediate.pem"),
     );
     parameters.insert("CallbackBaseUrl".into(), api_url.clone());
-    // Time-scaled like the sandbox's resends and the schedules.
-    for name in [
-        "PollScheduleSeconds",
-        "CheckBackAfterSeconds",
-        "ConsumerRetrySeconds",
+    // Time-scaled like the sandbox's resends and the schedules, each step at least `min_s`.
+    // The check-back is for what the relay lost: locally too it must not race a relay that is
+    // merely busy, or it would deliver effects the relay path is there to deliver.
+    for (name, min_s) in [
+        ("PollScheduleSeconds", 1),
+        ("CheckBackAfterSeconds", 10),
+        ("ConsumerRetrySeconds", 1),
     ] {
         if let Some(steps) = parameters.get(name) {
-            let scaled = scale_seconds(steps, options.time_scale)
+            let scaled = scale_seconds(steps, options.time_scale, min_s)
                 .with_context(|| format!("template parameter {name}"))?;
             parameters.insert(name.into(), scaled);
         }
-    }
-    // The check-back is for what the relay lost: locally too it must not race a relay that is
-    // merely busy, or it would deliver effects the relay path is there to deliver.
-    if let Some(scaled) = parameters.get("CheckBackAfterSeconds") {
-        let floored = scaled
-            .parse::<u64>()
-            .context("template parameter CheckBackAfterSeconds")?
-            .max(MIN_LOCAL_CHECK_BACK_S);
-        parameters.insert("CheckBackAfterSeconds".into(), floored.to_string());
     }
     parameters.insert(
         "ProviderTimeoutMs".into(),
@@ -518,17 +511,30 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
     })
 }
 
-/// The check-back's wait on the local stack, at any time scale.
-const MIN_LOCAL_CHECK_BACK_S: u64 = 10;
-
-/// `60,300` divided by `time_scale`, each at least 1 s.
-fn scale_seconds(steps: &str, time_scale: u32) -> anyhow::Result<String> {
+/// `60,300` divided by `time_scale`, each at least `min_s`.
+fn scale_seconds(steps: &str, time_scale: u32, min_s: u64) -> anyhow::Result<String> {
     steps
         .split(',')
         .map(|step| {
             let step: u64 = step.trim().parse().context("whole seconds")?;
-            Ok((step / u64::from(time_scale.max(1))).max(1).to_string())
+            Ok((step / u64::from(time_scale.max(1))).max(min_s).to_string())
         })
         .collect::<anyhow::Result<Vec<_>>>()
         .map(|steps| steps.join(","))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_scale_down_to_their_minimum() {
+        assert_eq!(scale_seconds("60,300,900", 60, 1).unwrap(), "1,5,15");
+        assert_eq!(scale_seconds("60, 30", 60, 1).unwrap(), "1,1");
+        assert_eq!(scale_seconds("600", 1000, 10).unwrap(), "10");
+        assert_eq!(scale_seconds("600", 1, 10).unwrap(), "600");
+        assert_eq!(scale_seconds("60", 0, 1).unwrap(), "60");
+        assert!(scale_seconds("1.5", 60, 1).is_err());
+    }
 }

@@ -52,8 +52,6 @@ pub struct QueueSource {
     /// The queue's logical id (`Queue: Fn::GetAtt [Id, Arn]`).
     pub queue: String,
     pub batch_size: u32,
-    /// Read but not played: the local pollers invoke with what one receive returns.
-    pub batching_window_s: u32,
     /// `FunctionResponseTypes: [ReportBatchItemFailures]`.
     pub report_batch_item_failures: bool,
 }
@@ -74,8 +72,6 @@ pub struct StreamSource {
     pub table: String,
     pub starting_position: StartingPosition,
     pub batch_size: u32,
-    /// Read but not played: the local reader invokes with what one poll returns.
-    pub batching_window_s: u32,
     pub bisect_on_error: bool,
     /// `None` is -1: retry until the record expires.
     pub max_retry_attempts: Option<u32>,
@@ -674,14 +670,6 @@ impl Template {
     }
 }
 
-/// Seconds on the local clock: divided by `time_scale`, at least 1 s unless 0.
-pub fn local_seconds(seconds: u64, time_scale: u32) -> u64 {
-    if seconds == 0 {
-        return 0;
-    }
-    (seconds / u64::from(time_scale.max(1))).max(1)
-}
-
 /// The target of `Fn::GetAtt` (`[Id, Attribute]` or `"Id.Attribute"`), or `None` when `value`
 /// is not one.
 fn get_att(value: &Value) -> anyhow::Result<Option<(String, String)>> {
@@ -857,6 +845,7 @@ fn parse_queue_source(
         &[
             "Queue",
             "BatchSize",
+            // Accepted, not played: a local batch is what one receive returns.
             "MaximumBatchingWindowInSeconds",
             "FunctionResponseTypes",
             "Enabled",
@@ -871,13 +860,6 @@ fn parse_queue_source(
         name: name.to_owned(),
         queue: get_att_of(queue, "Arn", &format!("{what}: Queue"))?,
         batch_size: u32::try_from(number_in(props, "BatchSize", 1..=10_000, 10, what)?)?,
-        batching_window_s: u32::try_from(number_in(
-            props,
-            "MaximumBatchingWindowInSeconds",
-            0..=300,
-            0,
-            what,
-        )?)?,
         report_batch_item_failures: report_batch_item_failures(props, what)?,
     }))
 }
@@ -895,6 +877,7 @@ fn parse_stream_source(
             "Stream",
             "StartingPosition",
             "BatchSize",
+            // Accepted, not played: a local batch is what one poll returns.
             "MaximumBatchingWindowInSeconds",
             "BisectBatchOnFunctionError",
             "MaximumRetryAttempts",
@@ -930,13 +913,6 @@ fn parse_stream_source(
         table: get_att_of(stream, "StreamArn", &format!("{what}: Stream"))?,
         starting_position,
         batch_size: u32::try_from(number_in(props, "BatchSize", 1..=10_000, 100, what)?)?,
-        batching_window_s: u32::try_from(number_in(
-            props,
-            "MaximumBatchingWindowInSeconds",
-            0..=300,
-            0,
-            what,
-        )?)?,
         bisect_on_error: flag(props, "BisectBatchOnFunctionError", false, what)?,
         max_retry_attempts: u32::try_from(max_retry_attempts).ok(),
         max_record_age_s: u64::try_from(max_record_age_s).ok(),
@@ -1109,7 +1085,6 @@ mod tests {
                 table: "PaymentsTable".into(),
                 starting_position: StartingPosition::TrimHorizon,
                 batch_size: 100,
-                batching_window_s: 1,
                 bisect_on_error: true,
                 max_retry_attempts: Some(5),
                 max_record_age_s: Some(3600),
@@ -1260,19 +1235,6 @@ mod tests {
     }
 
     #[test]
-    fn local_seconds_scale_down_to_one_second_but_keep_zero() {
-        for (seconds, scale, expected) in [
-            (60, 60, 1),
-            (30, 60, 1),
-            (600, 60, 10),
-            (0, 60, 0),
-            (60, 0, 60),
-        ] {
-            assert_eq!(local_seconds(seconds, scale), expected, "{seconds}/{scale}");
-        }
-    }
-
-    #[test]
     fn queue_problems_are_named() {
         for (resources, expected) in [
             (
@@ -1420,7 +1382,6 @@ mod tests {
                 name: "Q".into(),
                 queue: "Work".into(),
                 batch_size: 10,
-                batching_window_s: 0,
                 report_batch_item_failures: false,
             }]
         );
@@ -1431,7 +1392,6 @@ mod tests {
                 table: "Table".into(),
                 starting_position: StartingPosition::Latest,
                 batch_size: 100,
-                batching_window_s: 0,
                 bisect_on_error: false,
                 max_retry_attempts: None,
                 max_record_age_s: None,

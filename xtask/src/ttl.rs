@@ -97,11 +97,8 @@ pub async fn sweep(
                 if e.as_service_error()
                     .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
             Err(e) => {
-                return Err(anyhow::anyhow!(
-                    "{}",
-                    aws_sdk_dynamodb::error::DisplayErrorContext(e)
-                ))
-                .with_context(|| format!("deleting from {}", table.table));
+                return Err(crate::event_sources::sdk_error(e))
+                    .with_context(|| format!("deleting from {}", table.table));
             }
         }
     }

@@ -437,7 +437,7 @@ async fn schedule_next(
             .next_check_at(checks_done, now, payment.expires_at),
         recent_checks,
         created: wait.created,
-        create_unknown: wait.create_unknown.unwrap_or(payment.create_unknown),
+        create_unknown: wait.create_unknown,
     };
     match deps
         .store

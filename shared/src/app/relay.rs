@@ -47,12 +47,15 @@ pub async fn relay(
         records: changes.len(),
         ..RelaySummary::default()
     };
-    let mut pending: Vec<(String, PaymentEvent)> = Vec::new();
+    // The events to publish, and the record each came from.
+    let mut events: Vec<PaymentEvent> = Vec::new();
+    let mut sequence_numbers: Vec<String> = Vec::new();
     for change in changes {
         match change {
             Ok(change) => {
                 if let Some(event) = event_of(&change) {
-                    pending.push((change.sequence_number, event));
+                    events.push(event);
+                    sequence_numbers.push(change.sequence_number);
                 }
             }
             Err((sequence_number, error)) => {
@@ -67,7 +70,6 @@ pub async fn relay(
             }
         }
     }
-    let events: Vec<PaymentEvent> = pending.iter().map(|(_, e)| e.clone()).collect();
     match bus.publish(&events, &Consumer::ALL).await {
         Ok(()) => summary.published = events.len(),
         Err(e) => {
@@ -77,7 +79,7 @@ pub async fn relay(
                 "relay: publish failed; the batch retries from the first unsent record"
             );
             summary.published = e.sent;
-            summary.failed_at = pending.get(e.sent).map(|(seq, _)| seq.clone());
+            summary.failed_at = sequence_numbers.get(e.sent).cloned();
         }
     }
     summary

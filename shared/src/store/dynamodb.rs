@@ -45,11 +45,39 @@ use crate::ports::{
     RefundSettlement, StoreError, TransitionOutcome, due_shard,
 };
 
-/// The sparse index of pending payments by due check.
-pub const DUE_INDEX: &str = "due-checks";
+/// A sparse GSI of items by when something about them is due: only items that carry its shard
+/// attribute are in it, spread over [`crate::ports::DUE_SHARDS`] partitions by a hash of the
+/// payment id.
+pub struct SparseIndex {
+    pub name: &'static str,
+    /// The hash key: `<shard_prefix><n>`.
+    pub shard_attribute: &'static str,
+    pub shard_prefix: &'static str,
+    /// The range key: unix ms.
+    pub at_attribute: &'static str,
+}
 
-/// The sparse index of paid payments by effects check.
-pub const EFFECTS_INDEX: &str = "effects-checks";
+impl SparseIndex {
+    fn shard_key(&self, payment_id: &PaymentId) -> String {
+        format!("{}{}", self.shard_prefix, due_shard(payment_id))
+    }
+}
+
+/// Pending payments and refunds by their next check with the provider.
+pub const DUE_INDEX: SparseIndex = SparseIndex {
+    name: "due-checks",
+    shard_attribute: "due_shard",
+    shard_prefix: "DUE#",
+    at_attribute: "next_check_at",
+};
+
+/// Paid payments by the check-back's next look at their effects.
+pub const EFFECTS_INDEX: SparseIndex = SparseIndex {
+    name: "effects-checks",
+    shard_attribute: "effects_shard",
+    shard_prefix: "EFX#",
+    at_attribute: "effects_check_at",
+};
 
 pub(super) type Item = HashMap<String, AttributeValue>;
 
@@ -80,14 +108,6 @@ fn with_key(mut item: Item, pk: String, sk: &str, kind: &str) -> Item {
     item
 }
 
-fn due_shard_key(payment_id: &PaymentId) -> String {
-    format!("DUE#{}", due_shard(payment_id))
-}
-
-fn effects_shard_key(payment_id: &PaymentId) -> String {
-    format!("EFX#{}", due_shard(payment_id))
-}
-
 fn refund_sk(id: &RefundId) -> String {
     format!("REFUND#{id}")
 }
@@ -95,7 +115,10 @@ fn refund_sk(id: &RefundId) -> String {
 fn refund_item(refund: &Refund) -> anyhow::Result<Item> {
     let mut item: Item = to_item(refund).context("serialize refund")?;
     if refund.status == RefundStatus::Pending && refund.next_check_at.is_some() {
-        item.insert("due_shard".into(), s(due_shard_key(&refund.payment_id)));
+        item.insert(
+            "due_shard".into(),
+            s(DUE_INDEX.shard_key(&refund.payment_id)),
+        );
     }
     Ok(with_key(
         item,
@@ -108,12 +131,15 @@ fn refund_item(refund: &Refund) -> anyhow::Result<Item> {
 fn payment_item(payment: &Payment) -> anyhow::Result<Item> {
     let mut item: Item = to_item(payment).context("serialize payment")?;
     if payment.status == crate::domain::PaymentStatus::Pending && payment.next_check_at.is_some() {
-        item.insert("due_shard".into(), s(due_shard_key(&payment.payment_id)));
+        item.insert(
+            "due_shard".into(),
+            s(DUE_INDEX.shard_key(&payment.payment_id)),
+        );
     }
     if payment.effects_check_at.is_some() {
         item.insert(
             "effects_shard".into(),
-            s(effects_shard_key(&payment.payment_id)),
+            s(EFFECTS_INDEX.shard_key(&payment.payment_id)),
         );
     }
     Ok(with_key(
@@ -594,6 +620,44 @@ impl DynamoStore {
         self
     }
 
+    /// The keys (payment id, sort key) due at `now` in one shard of a sparse index, at most
+    /// `limit`, earliest first. One unreadable key must not stop the shard: it is skipped, loudly.
+    async fn due_in(
+        &self,
+        index: &SparseIndex,
+        shard: u32,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(PaymentId, String)>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(index.name)
+            .key_condition_expression("#shard = :shard AND #at <= :now")
+            .expression_attribute_names("#shard", index.shard_attribute)
+            .expression_attribute_names("#at", index.at_attribute)
+            .expression_attribute_values(":shard", s(format!("{}{shard}", index.shard_prefix)))
+            .expression_attribute_values(":now", n(now.unix_ms()))
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .with_context(|| format!("query {}", index.name))?;
+        let mut keys = Vec::new();
+        for item in out.items() {
+            let (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk))) =
+                (item.get("pk"), item.get("sk"))
+            else {
+                continue;
+            };
+            match pk.strip_prefix("PAY#").map(PaymentId::parse) {
+                Some(Ok(payment_id)) => keys.push((payment_id, sk.clone())),
+                _ => tracing::error!(pk, index = index.name, "unreadable payment key skipped"),
+            }
+        }
+        Ok(keys)
+    }
+
     /// The guarded update of a transition. Its condition carries status, version and, when the
     /// trigger reported them, amount and currency.
     fn transition_update(&self, t: &Transition) -> anyhow::Result<Update> {
@@ -656,7 +720,10 @@ impl DynamoStore {
             set.push("effects_shard = :effects_shard");
             set.push("effects_check_at = :effects_at");
             update = update
-                .expression_attribute_values(":effects_shard", s(effects_shard_key(&t.payment_id)))
+                .expression_attribute_values(
+                    ":effects_shard",
+                    s(EFFECTS_INDEX.shard_key(&t.payment_id)),
+                )
                 .expression_attribute_values(":effects_at", n(at.unix_ms()));
         }
         let mut expression = format!("SET {}", set.join(", "));
@@ -1120,43 +1187,23 @@ impl PaymentStore for DynamoStore {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<DueCheck>, StoreError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(DUE_INDEX)
-            .key_condition_expression("due_shard = :shard AND next_check_at <= :now")
-            .expression_attribute_values(":shard", s(format!("DUE#{shard}")))
-            .expression_attribute_values(":now", n(now.unix_ms()))
-            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
-            .send()
-            .await
-            .context("query due checks")?;
-        let mut due = Vec::new();
-        for item in out.items() {
-            let (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk))) =
-                (item.get("pk"), item.get("sk"))
-            else {
-                continue;
-            };
-            let Some(id) = pk.strip_prefix("PAY#") else {
-                continue;
-            };
-            // One unreadable key must not stop the shard: skip it, loudly.
-            let Ok(payment_id) = PaymentId::parse(id) else {
-                tracing::error!(pk, "due index: unreadable payment key skipped");
-                continue;
-            };
-            if sk == "PAYMENT" {
-                due.push(DueCheck::Payment(payment_id));
-            } else if let Some(refund_id) = sk.strip_prefix("REFUND#") {
-                match RefundId::parse(refund_id) {
-                    Ok(refund_id) => due.push(DueCheck::Refund(payment_id, refund_id)),
-                    Err(_) => tracing::error!(pk, sk, "due index: unreadable refund key skipped"),
+        let keys = self.due_in(&DUE_INDEX, shard, now, limit).await?;
+        Ok(keys
+            .into_iter()
+            .filter_map(|(payment_id, sk)| {
+                if sk == "PAYMENT" {
+                    return Some(DueCheck::Payment(payment_id));
                 }
-            }
-        }
-        Ok(due)
+                let refund_id = sk.strip_prefix("REFUND#")?;
+                match RefundId::parse(refund_id) {
+                    Ok(refund_id) => Some(DueCheck::Refund(payment_id, refund_id)),
+                    Err(_) => {
+                        tracing::error!(%payment_id, sk, "due index: unreadable refund key skipped");
+                        None
+                    }
+                }
+            })
+            .collect())
     }
 
     async fn effect_checks_due(
@@ -1165,29 +1212,12 @@ impl PaymentStore for DynamoStore {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<PaymentId>, StoreError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(EFFECTS_INDEX)
-            .key_condition_expression("effects_shard = :shard AND effects_check_at <= :now")
-            .expression_attribute_values(":shard", s(format!("EFX#{shard}")))
-            .expression_attribute_values(":now", n(now.unix_ms()))
-            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
-            .send()
-            .await
-            .context("query effects checks")?;
-        let mut due = Vec::new();
-        for item in out.items() {
-            let Some(AttributeValue::S(pk)) = item.get("pk") else {
-                continue;
-            };
-            match pk.strip_prefix("PAY#").map(PaymentId::parse) {
-                Some(Ok(id)) => due.push(id),
-                _ => tracing::error!(pk, "effects index: unreadable payment key skipped"),
-            }
-        }
-        Ok(due)
+        let keys = self.due_in(&EFFECTS_INDEX, shard, now, limit).await?;
+        Ok(keys
+            .into_iter()
+            .filter(|(_, sk)| sk == "PAYMENT")
+            .map(|(payment_id, _)| payment_id)
+            .collect())
     }
 
     async fn move_effect_check(
@@ -1253,11 +1283,13 @@ impl PaymentStore for DynamoStore {
         };
         let (mut update, mut set) =
             self.check_update(payment_id, "PAYMENT", lease_until, &counters);
-        set.push("create_unknown = :create_unknown");
-        update = update.expression_attribute_values(
-            ":create_unknown",
-            AttributeValue::Bool(check.create_unknown),
-        );
+        if let Some(create_unknown) = check.create_unknown {
+            set.push("create_unknown = :create_unknown");
+            update = update.expression_attribute_values(
+                ":create_unknown",
+                AttributeValue::Bool(create_unknown),
+            );
+        }
         if let Some(created) = &check.created {
             set.push("pay_url = :url");
             update = update.expression_attribute_values(":url", s(&created.pay_url));

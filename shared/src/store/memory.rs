@@ -287,7 +287,9 @@ impl PaymentStore for MemoryStore {
         payment.checks_done = check.checks_done;
         payment.unknown_checks = check.unknown_checks;
         payment.recent_checks.clone_from(&check.recent_checks);
-        payment.create_unknown = check.create_unknown;
+        if let Some(create_unknown) = check.create_unknown {
+            payment.create_unknown = create_unknown;
+        }
         if let Some(created) = &check.created {
             payment.pay_url = Some(created.pay_url.clone());
             if let Some(trade_no) = &created.provider_trade_no {
