@@ -10,6 +10,9 @@ use crate::domain::event::{Consumer, PaymentEvent};
 use crate::domain::idempotency::{IdempotencyRecord, StoredResponse};
 use crate::domain::payment::Transition;
 use crate::domain::refund::{Refund, RefundStatus};
+pub use crate::domain::report::{
+    CloseOutcome, Compensation, NotifiedStatus, ProviderTrade, RefundState,
+};
 use crate::domain::{
     Currency, HistoryEntry, Money, OrderId, Payment, PaymentId, PaymentStatus, ProviderName,
     RefundId, Timestamp,
@@ -449,19 +452,6 @@ pub struct CheckRecord {
     pub create_unknown: Option<bool>,
 }
 
-/// Work a human (or a later job) must finish: why, and what we knew.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Compensation {
-    /// Unique per cause, so raising it twice records it once.
-    pub id: String,
-    pub kind: &'static str,
-    pub payment_id: PaymentId,
-    pub reason: String,
-    /// The last provider answers, oldest first.
-    pub evidence: Vec<String>,
-    pub created_at: Timestamp,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimOutcome {
     Claimed,
@@ -520,15 +510,6 @@ pub struct ProviderCreated {
     pub provider_trade_no: Option<String>,
 }
 
-/// The provider's view of a trade, from a query.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProviderTrade {
-    pub status: NotifiedStatus,
-    pub provider_trade_no: Option<String>,
-    pub amount_minor: i64,
-    pub currency: Currency,
-}
-
 /// Outbound failures, split by what we know about the provider's side.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProviderError {
@@ -538,14 +519,6 @@ pub enum ProviderError {
     /// Timeout, 5xx, unverifiable answer: it may or may not have happened.
     #[error("provider outcome unknown: {0}")]
     Unknown(String),
-}
-
-/// The status a provider notification reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NotifiedStatus {
-    Paid,
-    Pending,
-    Closed,
 }
 
 /// A verified provider notification, in one shape for every provider.
@@ -643,20 +616,6 @@ pub struct RefundNotice {
     pub amount_minor: i64,
 }
 
-/// What the provider said to a close.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseOutcome {
-    /// Closed now, or closed already: it can no longer be paid.
-    Closed,
-    /// The provider has no such trade (never scanned or never created): nothing can be paid.
-    NoTrade,
-    /// The provider has no close for an unpaid order; it lapses at the expiry sent with the
-    /// create. Only an expired payment may be called closed on this answer.
-    LapsesAtExpiry,
-    /// Too late: the trade is paid. Query and record the payment.
-    AlreadyPaid,
-}
-
 /// A refund as a provider is asked for it, or about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderRefund {
@@ -672,16 +631,6 @@ pub struct ProviderRefund {
     pub provider_trade_no: Option<String>,
     /// When the refund was first asked for (UnionPay queries a transaction by its `txnTime`).
     pub requested_at: Timestamp,
-}
-
-/// What a provider says of a refund.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RefundState {
-    Succeeded,
-    /// Accepted, money not moved yet: ask again later.
-    Processing,
-    /// It will not happen (for instance the trade's balance is too low).
-    Failed(String),
 }
 
 /// The providers configured in this deployment.

@@ -1,13 +1,18 @@
 //! `POST /payments/{payment_id}/close`: the merchant closes a payment early, by the poller's
 //! path — query first, close at the provider, then `closed`; a close answered "already paid" is
-//! queried again and recorded `paid`.
+//! queried again and recorded `paid`. The decision table decides each step.
 
 use crate::api::ApiError;
 use crate::app::Deps;
-use crate::app::poll::{CheckOutcome, Verdict, close_at_provider, report, transition};
+use crate::app::apply::{Applied, Start, apply_report};
+use crate::app::ask::{ask, query};
 use crate::app::query::{PaymentView, parse_payment_id};
-use crate::domain::{Payment, PaymentStatus};
-use crate::ports::NotifiedStatus;
+use crate::domain::decision::{Action, Asker, CloseRequest, Context, close_request, decide};
+use crate::domain::{Payment, PaymentId, PaymentStatus};
+use crate::ports::PaymentProvider;
+
+/// Bound on the questions one close asks the provider (query, close, query again).
+const ASKS_PER_CLOSE: usize = 3;
 
 fn conflict(code: &'static str, message: String) -> ApiError {
     ApiError::new(409, code, message)
@@ -18,19 +23,19 @@ fn conflict(code: &'static str, message: String) -> ApiError {
 pub async fn close_payment(deps: &Deps, raw_id: &str) -> Result<PaymentView, ApiError> {
     let id = parse_payment_id(raw_id)?;
     let payment = read(deps, &id).await?;
-    match payment.status {
-        PaymentStatus::Closed => return Ok(PaymentView::from(&payment)),
-        PaymentStatus::Pending => {}
-        PaymentStatus::Paid => {
+    match close_request(&payment) {
+        CloseRequest::AlreadyClosed => return Ok(PaymentView::from(&payment)),
+        CloseRequest::AskProvider => {}
+        CloseRequest::AlreadyPaid => {
             return Err(conflict(
                 "already_paid",
                 format!("payment {id} is paid; refund it instead"),
             ));
         }
-        status => {
+        CloseRequest::NotClosable => {
             return Err(conflict(
                 "not_closable",
-                format!("payment {id} is {status}"),
+                format!("payment {id} is {}", payment.status),
             ));
         }
     }
@@ -45,68 +50,67 @@ pub async fn close_payment(deps: &Deps, raw_id: &str) -> Result<PaymentView, Api
                 format!("{} is not configured here", payment.provider),
             )
         })?;
-    let now = deps.clock.now();
-    let verdict = match adapter.query(&payment.payment_id).await {
-        Ok(Some(trade)) if trade.status != NotifiedStatus::Pending => Verdict::Report(trade),
-        Ok(_) => close_at_provider(adapter.as_ref(), &payment, now).await,
-        Err(e) => {
-            tracing::warn!(payment_id = %id, error = %e, "close: query failed");
-            return Err(ApiError::unavailable(
-                "the provider did not answer; retry the close",
-            ));
-        }
-    };
-    let outcome = match verdict {
-        Verdict::Report(trade) => report(deps, &payment, &trade, "close").await,
-        Verdict::Close(reason) => {
-            let reason = format!("closed by the merchant: {reason}");
-            transition(
-                deps,
-                &payment,
-                PaymentStatus::Closed,
-                None,
-                "close",
-                reason,
-                now,
-            )
-            .await
-        }
-        Verdict::Fail(reason) => {
-            transition(
-                deps,
-                &payment,
-                PaymentStatus::Failed,
-                None,
-                "close",
-                reason,
-                now,
-            )
-            .await
-        }
-        Verdict::Wait(wait) if wait.unknown => {
-            tracing::warn!(payment_id = %id, answer = wait.answer, "close: outcome unknown");
-            return Err(ApiError::unavailable(
-                "the provider did not confirm the close; retry",
-            ));
-        }
-        Verdict::Wait(wait) => {
-            return Err(conflict(
-                "close_unsupported",
-                format!(
-                    "{}: {}; it closes at {}",
-                    payment.provider,
-                    wait.answer,
-                    payment.expires_at.to_rfc3339()
-                ),
-            ));
-        }
-    };
-    if outcome == CheckOutcome::StoreError {
+    let applied = close_at_provider(deps, adapter.as_ref(), payment).await?;
+    if applied == Applied::StoreFailed {
         return Err(ApiError::unavailable("could not record the close; retry"));
     }
-    let now_record = read(deps, &id).await?;
-    match now_record.status {
-        PaymentStatus::Closed => Ok(PaymentView::from(&now_record)),
+    answer(&read(deps, &id).await?)
+}
+
+/// Asks the provider what the table asks, and applies what it then decides.
+async fn close_at_provider(
+    deps: &Deps,
+    adapter: &dyn PaymentProvider,
+    payment: Payment,
+) -> Result<Applied, ApiError> {
+    let ctx = Context {
+        asker: Asker::Merchant,
+        provider: payment.provider,
+        now: deps.clock.now(),
+        max_unknown_checks: deps.poll.max_unknown_checks(),
+    };
+    let mut report = query(adapter, &payment).await;
+    for asked in 0..=ASKS_PER_CLOSE {
+        let decision = decide(&payment, &report, &ctx);
+        match decision.action {
+            Action::Ask(question) if asked < ASKS_PER_CLOSE => {
+                report = ask(adapter, &payment, question).await.report;
+            }
+            Action::Wait(wait) if wait.unknown => {
+                tracing::warn!(payment_id = %payment.payment_id, answer = wait.note, "close: outcome unknown");
+                return Err(ApiError::unavailable(if asked == 0 {
+                    "the provider did not answer; retry the close"
+                } else {
+                    "the provider did not confirm the close; retry"
+                }));
+            }
+            Action::Wait(wait) => {
+                return Err(conflict(
+                    "close_unsupported",
+                    format!(
+                        "{}: {}; it closes at {}",
+                        payment.provider,
+                        wait.note,
+                        payment.expires_at.to_rfc3339()
+                    ),
+                ));
+            }
+            _ => {
+                let start = Start::Decided(Box::new(payment), decision);
+                return Ok(apply_report(deps, start, &report, &ctx).await);
+            }
+        }
+    }
+    Err(ApiError::unavailable(
+        "the provider did not confirm the close; retry",
+    ))
+}
+
+/// The close's answer, from the payment as it is after it.
+fn answer(payment: &Payment) -> Result<PaymentView, ApiError> {
+    let id = &payment.payment_id;
+    match payment.status {
+        PaymentStatus::Closed => Ok(PaymentView::from(payment)),
         PaymentStatus::Paid => Err(conflict(
             "already_paid",
             format!("payment {id} was paid before it could be closed"),
@@ -118,7 +122,7 @@ pub async fn close_payment(deps: &Deps, raw_id: &str) -> Result<PaymentView, Api
     }
 }
 
-async fn read(deps: &Deps, id: &crate::domain::PaymentId) -> Result<Payment, ApiError> {
+async fn read(deps: &Deps, id: &PaymentId) -> Result<Payment, ApiError> {
     let record = deps.store.payment(id).await.map_err(|e| {
         tracing::error!(error = %e, "reading payment failed");
         ApiError::unavailable("could not read the payment; retry")

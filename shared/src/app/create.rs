@@ -16,8 +16,9 @@ use serde::Serialize;
 use crate::api::{ApiError, JsonBody, invalid_field};
 use crate::app::Deps;
 use crate::crypto::sha256_hex;
+use crate::domain::decision::{self, Action, Asker, Context, CreateAnswer, Report};
 use crate::domain::idempotency::{IdempotencyRecord, NextAction, StoredResponse, decide};
-use crate::domain::payment::{INITIAL_VERSION, Transition};
+use crate::domain::payment::INITIAL_VERSION;
 use crate::domain::{
     Currency, HistoryEntry, Money, OrderId, Payment, PaymentId, PaymentStatus, ProviderName,
     Timestamp,
@@ -272,10 +273,7 @@ pub async fn create_payment(
 
 /// An order's active payment is over when it can never be paid: then the order may try again.
 fn is_over(payment: &Payment) -> bool {
-    matches!(
-        payment.status,
-        PaymentStatus::Closed | PaymentStatus::Failed
-    )
+    payment.status.is_over()
 }
 
 fn payment_id_of(record: &IdempotencyRecord) -> Result<PaymentId, ApiError> {
@@ -434,10 +432,7 @@ async fn take_over(
         }
         ClaimOutcome::Claimed => {}
     }
-    let never_answered = existing.status == PaymentStatus::Pending
-        && existing.pay_url.is_none()
-        && !existing.create_unknown;
-    if never_answered {
+    if existing.awaits_create_answer() {
         return call_provider(deps, provider, existing, &key).await;
     }
     // The provider's answer is already stored: answer as the first request would have.
@@ -473,18 +468,18 @@ async fn call_provider(
         }
         Err(ProviderError::Rejected { code, message }) => {
             tracing::warn!(payment_id = %payment.payment_id, code, "provider rejected the create");
-            let transition = Transition {
-                payment_id: payment.payment_id.clone(),
-                from: PaymentStatus::Pending,
-                to: PaymentStatus::Failed,
-                expected_version: payment.version,
-                amount_guard: None,
-                expiry_guard: None,
-                provider_guard: None,
-                at: now,
-                source: "provider_create",
-                reason: Some(format!("{code}: {message}")),
-                provider_trade_no: None,
+            let ctx = Context {
+                asker: Asker::Create,
+                provider: payment.provider,
+                now,
+                max_unknown_checks: deps.poll.max_unknown_checks(),
+            };
+            let report = Report::Created(CreateAnswer::Refused(format!("{code}: {message}")));
+            let Action::Move(transition) = decision::decide(&payment, &report, &ctx).action else {
+                return Err(store_unavailable(&StoreError::Unexpected(anyhow::anyhow!(
+                    "a refused create of payment {} moved nothing",
+                    payment.payment_id
+                ))));
             };
             transition.apply_to(&mut payment);
             (

@@ -1,10 +1,16 @@
 //! Use cases, one module each, written over the ports only.
+//!
+//! Files form a tree: the shared steps at the bottom ([`apply`], [`ask`], [`settle`]) return
+//! their own types and import no entry point; the entry points on top own their outcomes, and
+//! no two of them import each other (checked by `xtask/tests/layout.rs`).
 
 use std::sync::Arc;
 
 use crate::domain::polling::PollSchedule;
 use crate::ports::{Clock, IdSource, IdempotencyStore, PaymentStore, Providers};
 
+pub mod apply;
+pub mod ask;
 pub mod callback;
 pub mod check_back;
 pub mod close;
@@ -14,8 +20,10 @@ pub mod dead_letters;
 pub mod poll;
 pub mod query;
 pub mod redrive;
+pub mod refund_check;
 pub mod refunds;
 pub mod relay;
+pub mod settle;
 
 /// Storage the use cases need: payments and idempotency records.
 pub trait Store: PaymentStore + IdempotencyStore {}

@@ -21,17 +21,17 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::app::Deps;
-use crate::app::callback::{CallbackResult, apply_notification};
-use crate::app::refunds::check_refund;
-use crate::domain::payment::{ExpiryGuard, Transition};
-use crate::domain::polling::{CLOSE_GRACE_S, remember};
+use crate::app::apply::{Applied, Start, apply_report};
+use crate::app::ask::{Answer, ask, query};
+use crate::app::refund_check::{RefundChecked, check_refund};
+use crate::domain::decision::{Action, Asker, Context, Report, Wait, decide};
+use crate::domain::polling::remember;
+use crate::domain::refund::RefundStatus;
 use crate::domain::{Payment, PaymentId, PaymentStatus, Timestamp};
-use crate::ports::{
-    CheckRecord, CloseOutcome, Compensation, DUE_SHARDS, DueCheck, Notification, NotifiedStatus,
-    PaymentProvider, ProviderCreate, ProviderCreated, ProviderError, ProviderTrade,
-    TransitionOutcome,
-};
-use crate::telemetry::alarm;
+use crate::ports::{CheckRecord, DUE_SHARDS, DueCheck, ProviderCreated};
+
+/// Bound on the questions one check asks the provider (query, close, query again).
+const ASKS_PER_CHECK: usize = 4;
 
 /// One poller run's bounds.
 #[derive(Debug, Clone)]
@@ -72,7 +72,7 @@ pub enum CheckOutcome {
     /// The store failed; the claim lapses and the check comes round again.
     StoreError,
     /// A pending refund was settled so.
-    Refund(crate::domain::refund::RefundStatus),
+    Refund(RefundStatus),
 }
 
 /// A run's counts, logged by the function.
@@ -104,9 +104,7 @@ impl PollSummary {
             CheckOutcome::Waiting => &mut self.waiting,
             CheckOutcome::Moved => &mut self.moved,
             CheckOutcome::StoreError => &mut self.errors,
-            CheckOutcome::Refund(crate::domain::refund::RefundStatus::Succeeded) => {
-                &mut self.refunds_succeeded
-            }
+            CheckOutcome::Refund(RefundStatus::Succeeded) => &mut self.refunds_succeeded,
             CheckOutcome::Refund(_) => &mut self.refunds_failed,
         };
         *slot += 1;
@@ -137,7 +135,8 @@ pub async fn run_poller(deps: &Deps, run: &PollRun) -> PollSummary {
             match check {
                 DueCheck::Payment(payment_id) => check_payment(&deps, &run, &payment_id, now).await,
                 DueCheck::Refund(payment_id, refund_id) => {
-                    check_refund(&deps, &run, &payment_id, &refund_id, now).await
+                    let checked = check_refund(&deps, run.lease_s, &payment_id, &refund_id, now);
+                    refund_outcome(checked.await)
                 }
             }
         });
@@ -152,6 +151,16 @@ pub async fn run_poller(deps: &Deps, run: &PollRun) -> PollSummary {
         }
     }
     summary
+}
+
+fn refund_outcome(checked: RefundChecked) -> CheckOutcome {
+    match checked {
+        RefundChecked::NotClaimed => CheckOutcome::NotClaimed,
+        RefundChecked::Settled(to) => CheckOutcome::Refund(to),
+        RefundChecked::Waiting => CheckOutcome::Waiting,
+        RefundChecked::Moved => CheckOutcome::Moved,
+        RefundChecked::StoreError => CheckOutcome::StoreError,
+    }
 }
 
 /// Claims one due payment and checks it with its provider.
@@ -171,251 +180,76 @@ pub async fn check_payment(
             return CheckOutcome::StoreError;
         }
     };
-    let verdict = match deps.providers.get(payment.provider) {
-        Some(adapter) => examine(adapter.as_ref(), &payment, now).await,
-        None => Verdict::Wait(Wait::unknown(format!(
-            "provider {} is not configured here",
-            payment.provider
-        ))),
-    };
-    let outcome = settle(deps, &payment, verdict, now, lease_until).await;
-    tracing::info!(%payment_id, provider = %payment.provider, ?outcome, "checked with the provider");
+    let outcome = examine(deps, payment, now, lease_until).await;
+    tracing::info!(%payment_id, ?outcome, "checked with the provider");
     outcome
 }
 
-/// What the provider's answers mean for the payment.
-pub(crate) enum Verdict {
-    /// The provider reports a final state: apply it as a callback would.
-    Report(ProviderTrade),
-    /// The provider says it can no longer be paid.
-    Close(String),
-    /// The provider definitely refused the create we repeated.
-    Fail(String),
-    Wait(Wait),
-}
-
-pub(crate) struct Wait {
-    pub(crate) answer: String,
-    /// No usable answer: counts towards the unknown-checks limit.
-    pub(crate) unknown: bool,
-    created: Option<ProviderCreated>,
-    /// Whether our create's outcome stays unknown.
-    create_unknown: Option<bool>,
-}
-
-impl Wait {
-    fn answered(answer: impl Into<String>) -> Self {
-        Self {
-            answer: answer.into(),
-            unknown: false,
-            created: None,
-            create_unknown: None,
-        }
-    }
-
-    fn unknown(answer: impl Into<String>) -> Self {
-        Self {
-            unknown: true,
-            ..Self::answered(answer)
-        }
-    }
-}
-
-/// Query first; then, only on what the provider said, close or create again.
-async fn examine(adapter: &dyn PaymentProvider, payment: &Payment, now: Timestamp) -> Verdict {
-    let expired = payment.expires_at <= now;
-    match adapter.query(&payment.payment_id).await {
-        Ok(Some(trade)) => match trade.status {
-            NotifiedStatus::Paid | NotifiedStatus::Closed => Verdict::Report(trade),
-            NotifiedStatus::Pending if expired => close_at_provider(adapter, payment, now).await,
-            // The trade exists but our create's answer (the code for the payer) was lost: ask
-            // again with the same id, which is the same trade at the provider.
-            NotifiedStatus::Pending if payment.create_unknown && payment.pay_url.is_none() => {
-                recreate(adapter, payment, true).await
-            }
-            NotifiedStatus::Pending => Verdict::Wait(Wait::answered("waiting for the payer")),
-        },
-        Ok(None) if expired => close_at_provider(adapter, payment, now).await,
-        // Our create never got an answer and the provider has no trade: create it again, with
-        // the same payment id as the provider's order number.
-        Ok(None) if payment.create_unknown || payment.pay_url.is_none() => {
-            recreate(adapter, payment, false).await
-        }
-        // Alipay has no trade until the payer scans; that is not a failure.
-        Ok(None) => Verdict::Wait(Wait::answered("no trade at the provider yet")),
-        Err(e) => Verdict::Wait(Wait::unknown(format!("query: {e}"))),
-    }
-}
-
-/// Creates the trade again with the same payment id (the provider's order number, so the same
-/// trade there). `trade_exists`: the query showed it, and only its code is missing.
-async fn recreate(adapter: &dyn PaymentProvider, payment: &Payment, trade_exists: bool) -> Verdict {
-    let done = if trade_exists {
-        "the trade exists; asked again with the same id for its code"
-    } else {
-        "no trade at the provider; created again with the same id"
-    };
-    match adapter.create(&ProviderCreate::for_payment(payment)).await {
-        Ok(created) => Verdict::Wait(Wait {
-            created: Some(created),
-            create_unknown: Some(false),
-            ..Wait::answered(done)
-        }),
-        // A provider that refuses to repeat a create it has (UnionPay's duplicate) has still
-        // made the trade: never `failed`, and not asked again.
-        Err(ProviderError::Rejected { code, message }) if trade_exists => Verdict::Wait(Wait {
-            create_unknown: Some(false),
-            ..Wait::answered(format!(
-                "the trade exists, but the provider would not repeat its create ({code}: {message})"
-            ))
-        }),
-        Err(ProviderError::Rejected { code, message }) => {
-            Verdict::Fail(format!("{code}: {message}"))
-        }
-        Err(ProviderError::Unknown(why)) => Verdict::Wait(Wait {
-            create_unknown: Some(true),
-            ..Wait::unknown(format!("create again: {why}"))
-        }),
-    }
-}
-
-/// Closes an unpaid payment at its provider; a close answered "already paid" is queried again.
-pub(crate) async fn close_at_provider(
-    adapter: &dyn PaymentProvider,
-    payment: &Payment,
-    now: Timestamp,
-) -> Verdict {
-    // Without a close the provider confirms, only the lapse of the expiry (plus a grace for
-    // clocks and payments in flight) ends the payer's chance to pay.
-    let lapsed = payment.expires_at.plus_s(CLOSE_GRACE_S) <= now;
-    match adapter.close(&payment.payment_id).await {
-        Ok(CloseOutcome::Closed) => Verdict::Close("closed at the provider".into()),
-        Ok(CloseOutcome::NoTrade) if lapsed => {
-            Verdict::Close("the provider has no trade, and its expiry has passed".into())
-        }
-        Ok(CloseOutcome::LapsesAtExpiry) if lapsed => {
-            Verdict::Close("lapsed at its expiry (the provider closes unpaid orders itself)".into())
-        }
-        Ok(CloseOutcome::NoTrade | CloseOutcome::LapsesAtExpiry) => Verdict::Wait(Wait::answered(
-            "the provider cannot close it; it lapses at its expiry",
-        )),
-        Ok(CloseOutcome::AlreadyPaid) => match adapter.query(&payment.payment_id).await {
-            Ok(Some(trade)) if trade.status == NotifiedStatus::Paid => Verdict::Report(trade),
-            other => Verdict::Wait(Wait::unknown(format!(
-                "close answered already paid, the query then answered {other:?}"
-            ))),
-        },
-        Err(e) => Verdict::Wait(Wait::unknown(format!("close: {e}"))),
-    }
-}
-
-/// Applies a verdict: a transition, or the next check.
-async fn settle(
+/// Query first; then only what the decision table asks on the provider's answers.
+async fn examine(
     deps: &Deps,
-    payment: &Payment,
-    verdict: Verdict,
+    payment: Payment,
     now: Timestamp,
     lease_until: Timestamp,
 ) -> CheckOutcome {
-    match verdict {
-        Verdict::Report(trade) => report(deps, payment, &trade, "poll").await,
-        Verdict::Close(reason) => {
-            // Only an expired payment is closed by the poller; the guard re-checks it.
-            let guard = Some(ExpiryGuard::ExpiredBy(now));
-            transition(
-                deps,
-                payment,
-                PaymentStatus::Closed,
-                guard,
-                "poll",
-                reason,
-                now,
-            )
-            .await
+    let ctx = Context {
+        asker: Asker::Poller,
+        provider: payment.provider,
+        now,
+        max_unknown_checks: deps.poll.max_unknown_checks(),
+    };
+    let Some(adapter) = deps.providers.get(payment.provider).cloned() else {
+        let note = format!("provider {} is not configured here", payment.provider);
+        let answer = Answer::from(Report::NoAnswer(note));
+        return conclude(deps, payment, answer, &ctx, lease_until).await;
+    };
+    let mut answer = Answer::from(query(adapter.as_ref(), &payment).await);
+    for _ in 0..ASKS_PER_CHECK {
+        match decide(&payment, &answer.report, &ctx).action {
+            Action::Ask(question) => answer = ask(adapter.as_ref(), &payment, question).await,
+            _ => return conclude(deps, payment, answer, &ctx, lease_until).await,
         }
-        Verdict::Fail(reason) => {
-            transition(
-                deps,
-                payment,
-                PaymentStatus::Failed,
-                None,
-                "poll",
-                reason,
-                now,
-            )
-            .await
-        }
-        Verdict::Wait(wait) => schedule_next(deps, payment, wait, now, lease_until).await,
     }
+    let note = "the provider's answers went round in circles".to_owned();
+    conclude(
+        deps,
+        payment,
+        Answer::from(Report::NoAnswer(note)),
+        &ctx,
+        lease_until,
+    )
+    .await
 }
 
-/// Records what the provider reported through the callback's own guarded transition.
-pub(crate) async fn report(
+/// Acts on the last answer: the next check, or what the table decided.
+async fn conclude(
     deps: &Deps,
-    payment: &Payment,
-    trade: &ProviderTrade,
-    source: &'static str,
+    payment: Payment,
+    answer: Answer,
+    ctx: &Context,
+    lease_until: Timestamp,
 ) -> CheckOutcome {
-    let notification = Notification {
-        notify_id: format!("{source}-{}", payment.checks_done + 1),
-        payment_id: payment.payment_id.clone(),
-        provider_trade_no: trade.provider_trade_no.clone(),
-        status: trade.status,
-        amount_minor: trade.amount_minor,
-        currency: trade.currency,
-    };
-    match apply_notification(deps, payment.provider, &notification, source).await {
-        CallbackResult::Applied if trade.status == NotifiedStatus::Closed => CheckOutcome::Closed,
-        CallbackResult::Applied => CheckOutcome::Paid,
-        CallbackResult::AmountMismatch => CheckOutcome::Exception,
-        CallbackResult::RetryLater => CheckOutcome::StoreError,
+    let decision = decide(&payment, &answer.report, ctx);
+    if let Action::Wait(wait) = decision.action {
+        return schedule_next(deps, &payment, wait, answer.created, ctx.now, lease_until).await;
+    }
+    let start = Start::Decided(Box::new(payment), decision);
+    match apply_report(deps, start, &answer.report, ctx).await {
+        Applied::Moved(PaymentStatus::Paid) => CheckOutcome::Paid,
+        Applied::Moved(PaymentStatus::Closed) => CheckOutcome::Closed,
+        Applied::Moved(PaymentStatus::Failed) => CheckOutcome::Failed,
+        Applied::Moved(PaymentStatus::Exception) => CheckOutcome::Exception,
+        Applied::StoreFailed => CheckOutcome::StoreError,
         _ => CheckOutcome::Moved,
     }
 }
 
-pub(crate) async fn transition(
-    deps: &Deps,
-    payment: &Payment,
-    to: PaymentStatus,
-    expiry_guard: Option<ExpiryGuard>,
-    source: &'static str,
-    reason: String,
-    now: Timestamp,
-) -> CheckOutcome {
-    let transition = Transition {
-        payment_id: payment.payment_id.clone(),
-        from: PaymentStatus::Pending,
-        to,
-        expected_version: payment.version,
-        amount_guard: None,
-        expiry_guard,
-        provider_guard: Some(payment.provider),
-        at: now,
-        source,
-        reason: Some(reason),
-        provider_trade_no: None,
-    };
-    match deps.store.apply_transition(&transition).await {
-        Ok(TransitionOutcome::Applied) => match to {
-            PaymentStatus::Closed => CheckOutcome::Closed,
-            PaymentStatus::Failed => CheckOutcome::Failed,
-            PaymentStatus::Paid => CheckOutcome::Paid,
-            _ => CheckOutcome::Exception,
-        },
-        Ok(_) => CheckOutcome::Moved,
-        Err(e) => {
-            tracing::error!(payment_id = %payment.payment_id, error = format!("{e:#}"), "transition failed");
-            CheckOutcome::StoreError
-        }
-    }
-}
-
-/// Still pending: the next check along the schedule, or `exception` once the unknown checks
-/// run out.
+/// Still pending: the next check along the schedule.
 async fn schedule_next(
     deps: &Deps,
     payment: &Payment,
     wait: Wait,
+    created: Option<ProviderCreated>,
     now: Timestamp,
     lease_until: Timestamp,
 ) -> CheckOutcome {
@@ -425,18 +259,14 @@ async fn schedule_next(
     } else {
         0
     };
-    let recent_checks = remember(&payment.recent_checks, now, &wait.answer);
-    if unknown_checks >= deps.poll.max_unknown_checks() {
-        return escalate(deps, payment, unknown_checks, recent_checks, now).await;
-    }
     let check = CheckRecord {
         checks_done,
         unknown_checks,
         next_check_at: deps
             .poll
             .next_check_at(checks_done, now, payment.expires_at),
-        recent_checks,
-        created: wait.created,
+        recent_checks: remember(&payment.recent_checks, now, &wait.note),
+        created: created.filter(|_| wait.created),
         create_unknown: wait.create_unknown,
     };
     match deps
@@ -448,58 +278,6 @@ async fn schedule_next(
         Ok(false) => CheckOutcome::Moved,
         Err(e) => {
             tracing::error!(payment_id = %payment.payment_id, error = format!("{e:#}"), "recording a check failed");
-            CheckOutcome::StoreError
-        }
-    }
-}
-
-/// The provider stayed unreachable through the whole schedule: `exception`, a compensation
-/// record with the last answers, and an alarm. Never `closed`: only the provider can say that.
-async fn escalate(
-    deps: &Deps,
-    payment: &Payment,
-    unknown_checks: u32,
-    evidence: Vec<String>,
-    now: Timestamp,
-) -> CheckOutcome {
-    let reason = format!(
-        "the provider's state stayed unknown through {unknown_checks} checks; query it and settle by hand"
-    );
-    let transition = Transition {
-        payment_id: payment.payment_id.clone(),
-        from: PaymentStatus::Pending,
-        to: PaymentStatus::Exception,
-        expected_version: payment.version,
-        amount_guard: None,
-        expiry_guard: None,
-        provider_guard: Some(payment.provider),
-        at: now,
-        source: "poll",
-        reason: Some(reason.clone()),
-        provider_trade_no: None,
-    };
-    let compensation = Compensation {
-        id: format!("poll-exhausted#{}", payment.payment_id),
-        kind: "poll_exhausted",
-        payment_id: payment.payment_id.clone(),
-        reason,
-        evidence,
-        created_at: now,
-    };
-    match deps.store.escalate(&transition, &compensation).await {
-        Ok(TransitionOutcome::Applied) => {
-            alarm(
-                "poll_exhausted",
-                &format!(
-                    "payment {} ({}) went to exception: provider unreachable",
-                    payment.payment_id, payment.provider
-                ),
-            );
-            CheckOutcome::Exception
-        }
-        Ok(_) => CheckOutcome::Moved,
-        Err(e) => {
-            tracing::error!(payment_id = %payment.payment_id, error = format!("{e:#}"), "escalating failed");
             CheckOutcome::StoreError
         }
     }

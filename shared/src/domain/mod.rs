@@ -1,5 +1,6 @@
 //! The domain: plain data and rules. Nothing here performs I/O or knows about AWS.
 
+pub mod decision;
 pub mod event;
 pub mod idempotency;
 pub mod ids;
@@ -7,6 +8,7 @@ pub mod money;
 pub mod payment;
 pub mod polling;
 pub mod refund;
+pub mod report;
 pub mod time;
 
 pub use ids::{OrderId, PaymentId, ProviderName, RefundId};

@@ -38,19 +38,34 @@ impl PaymentStatus {
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [
-            Self::Pending,
-            Self::Paid,
-            Self::Closed,
-            Self::Failed,
-            Self::Exception,
-            Self::PartiallyRefunded,
-            Self::Refunded,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
     }
 }
+
+impl PaymentStatus {
+    /// Every status, for tables and tests.
+    pub const ALL: [Self; 7] = [
+        Self::Pending,
+        Self::Paid,
+        Self::Closed,
+        Self::Failed,
+        Self::Exception,
+        Self::PartiallyRefunded,
+        Self::Refunded,
+    ];
+
+    /// Can never be paid any more: the order may try again with a new payment.
+    pub fn is_over(self) -> bool {
+        matches!(self, Self::Closed | Self::Failed)
+    }
+}
+
+/// Statuses a merchant's refund may be asked for in.
+pub const MERCHANT_REFUNDABLE: [PaymentStatus; 2] =
+    [PaymentStatus::Paid, PaymentStatus::PartiallyRefunded];
+/// Statuses in which money that arrived anyway is given back (a late payment's refund).
+pub const LATE_PAYMENT_REFUNDABLE: [PaymentStatus; 2] =
+    [PaymentStatus::Closed, PaymentStatus::Failed];
 
 impl fmt::Display for PaymentStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -164,6 +179,14 @@ pub struct Payment {
     pub effects_republished: u32,
 }
 
+impl Payment {
+    /// Pending with no answer from the provider to our create, and none known to be lost: a
+    /// create that takes this payment over calls the provider for it.
+    pub fn awaits_create_answer(&self) -> bool {
+        self.status == PaymentStatus::Pending && self.pay_url.is_none() && !self.create_unknown
+    }
+}
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
@@ -235,6 +258,77 @@ pub struct Transition {
 }
 
 impl Transition {
+    /// The one constructor: `payment_id` from `from` (at `expected_version`) to `to`, with no
+    /// guard beyond status and version; the `with_*` methods add the others.
+    pub fn new(
+        payment_id: PaymentId,
+        (from, to): (PaymentStatus, PaymentStatus),
+        expected_version: u32,
+        at: Timestamp,
+        source: &'static str,
+    ) -> Self {
+        Self {
+            payment_id,
+            from,
+            to,
+            expected_version,
+            amount_guard: None,
+            expiry_guard: None,
+            provider_guard: None,
+            at,
+            source,
+            reason: None,
+            provider_trade_no: None,
+        }
+    }
+
+    /// The move of `payment` as read (its status and version) to `to`, kept to its provider.
+    pub fn of(payment: &Payment, to: PaymentStatus, at: Timestamp, source: &'static str) -> Self {
+        Self::new(
+            payment.payment_id.clone(),
+            (payment.status, to),
+            payment.version,
+            at,
+            source,
+        )
+        .with_provider(payment.provider)
+    }
+
+    pub fn with_amount(self, amount_minor: i64, currency: Currency) -> Self {
+        Self {
+            amount_guard: Some((amount_minor, currency)),
+            ..self
+        }
+    }
+
+    pub fn with_expiry(self, guard: ExpiryGuard) -> Self {
+        Self {
+            expiry_guard: Some(guard),
+            ..self
+        }
+    }
+
+    pub fn with_provider(self, provider: ProviderName) -> Self {
+        Self {
+            provider_guard: Some(provider),
+            ..self
+        }
+    }
+
+    pub fn because(self, reason: impl Into<String>) -> Self {
+        Self {
+            reason: Some(reason.into()),
+            ..self
+        }
+    }
+
+    pub fn with_trade_no(self, provider_trade_no: Option<String>) -> Self {
+        Self {
+            provider_trade_no,
+            ..self
+        }
+    }
+
     pub fn new_version(&self) -> u32 {
         self.expected_version + 1
     }
