@@ -277,14 +277,5 @@ pub fn status_after_refunds(amount: i64, refunded_minor: i64) -> super::PaymentS
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_follows_the_refunded_sum() {
-        use super::super::PaymentStatus::*;
-        assert_eq!(status_after_refunds(100, 1), PartiallyRefunded);
-        assert_eq!(status_after_refunds(100, 99), PartiallyRefunded);
-        assert_eq!(status_after_refunds(100, 100), Refunded);
-    }
-}
+#[path = "refund_tests.rs"]
+mod tests;
