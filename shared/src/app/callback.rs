@@ -6,7 +6,7 @@ use crate::app::Deps;
 use crate::app::apply::{Applied, Start, apply_report};
 use crate::app::settle::{raise, raise_alarm, settle_refund};
 use crate::domain::decision::{Asker, Context, Nothing, Report};
-use crate::domain::refund::{RefundDecision, RefundReport, RefundStatus, decide_refund};
+use crate::domain::refund::{Refund, RefundDecision, RefundReport, RefundStatus, decide_refund};
 use crate::domain::report::ProviderTrade;
 use crate::domain::{PaymentStatus, ProviderName};
 use crate::ports::{CallbackAnswer, CallbackReply, Notification, RefundNotice};
@@ -137,36 +137,9 @@ async fn settle_notified(
     provider: ProviderName,
     notice: &RefundNotice,
 ) -> CallbackResult {
-    let (payment, refunds) = match (
-        deps.store.payment(&notice.payment_id).await,
-        deps.store.refunds(&notice.payment_id).await,
-    ) {
-        (Ok(Some(record)), Ok(refunds)) => (record.payment, refunds),
-        (Ok(None), _) => return CallbackResult::UnknownPayment,
-        _ => return CallbackResult::RetryLater,
-    };
-    if payment.provider != provider {
-        alarm(
-            "callback_wrong_provider",
-            &format!(
-                "{provider} notified a refund of payment {} which belongs to {}",
-                payment.payment_id, payment.provider
-            ),
-        );
-        return CallbackResult::UnknownPayment;
-    }
-    let Some(refund) = refunds
-        .into_iter()
-        .find(|r| r.refund_no == notice.refund_no)
-    else {
-        alarm(
-            "callback_unknown_refund",
-            &format!(
-                "verified refund notification for unknown refund {} of payment {}",
-                notice.refund_no, notice.payment_id
-            ),
-        );
-        return CallbackResult::UnknownPayment;
+    let refund = match notified_refund(deps, provider, notice).await {
+        Ok(refund) => refund,
+        Err(result) => return result,
     };
     let report = RefundReport::Notified {
         state: notice.state.clone(),
@@ -202,4 +175,43 @@ async fn settle_notified(
         | RefundDecision::AskAgain
         | RefundDecision::Wait { .. } => CallbackResult::Duplicate,
     }
+}
+
+/// The refund a verified notice names, if it is one of ours with the provider that notified.
+async fn notified_refund(
+    deps: &Deps,
+    provider: ProviderName,
+    notice: &RefundNotice,
+) -> Result<Refund, CallbackResult> {
+    let (payment, refunds) = match (
+        deps.store.payment(&notice.payment_id).await,
+        deps.store.refunds(&notice.payment_id).await,
+    ) {
+        (Ok(Some(record)), Ok(refunds)) => (record.payment, refunds),
+        (Ok(None), _) => return Err(CallbackResult::UnknownPayment),
+        _ => return Err(CallbackResult::RetryLater),
+    };
+    if payment.provider != provider {
+        alarm(
+            "callback_wrong_provider",
+            &format!(
+                "{provider} notified a refund of payment {} which belongs to {}",
+                payment.payment_id, payment.provider
+            ),
+        );
+        return Err(CallbackResult::UnknownPayment);
+    }
+    let refund = refunds
+        .into_iter()
+        .find(|r| r.refund_no == notice.refund_no);
+    refund.ok_or_else(|| {
+        alarm(
+            "callback_unknown_refund",
+            &format!(
+                "verified refund notification for unknown refund {} of payment {}",
+                notice.refund_no, notice.payment_id
+            ),
+        );
+        CallbackResult::UnknownPayment
+    })
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::domain::event::{Consumer, PaymentEvent};
-use crate::domain::{PaymentId, PaymentStatus, Timestamp};
+use crate::domain::{Payment, PaymentId, PaymentStatus, Timestamp};
 use crate::ports::{DUE_SHARDS, Effects, EventBus, PaymentStore};
 use crate::telemetry;
 
@@ -111,6 +111,18 @@ async fn check(
             Checked::Skipped
         });
     }
+    republish(deps, payment, &event, &missing, (at, now)).await
+}
+
+/// Publishes the paid event again to the consumers that lack it, claiming the check first.
+async fn republish(
+    deps: &CheckBackDeps<'_>,
+    payment: &Payment,
+    event: &PaymentEvent,
+    missing: &[Consumer],
+    (at, now): (Timestamp, Timestamp),
+) -> Result<Checked, anyhow::Error> {
+    let payment_id = &payment.payment_id;
     let republished = payment.effects_republished + 1;
     let next = now.plus_s(deps.after_s);
     // Claim first, so an overlapping run does not publish it too.
@@ -121,11 +133,7 @@ async fn check(
     {
         return Ok(Checked::Skipped);
     }
-    if let Err(e) = deps
-        .bus
-        .publish(std::slice::from_ref(&event), &missing)
-        .await
-    {
+    if let Err(e) = deps.bus.publish(std::slice::from_ref(event), missing).await {
         // Nothing went out: give the claim back, so the next run tries again and the count
         // stays true. (If this fails too, the check waits one period: still checked.)
         deps.store

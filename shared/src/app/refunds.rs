@@ -110,70 +110,14 @@ pub async fn create_refund(
 ) -> Result<(u16, RefundView), ApiError> {
     let payment_id = parse_payment_id(raw_payment_id)?;
     let payment = read_payment(deps, &payment_id).await?;
-    let now = deps.clock.now();
-    let refund = Refund {
-        refund_id: request.refund_id.clone(),
-        payment_id: payment_id.clone(),
-        amount_minor: request.amount,
-        currency: payment.currency,
-        reason: request.reason.clone(),
-        kind: RefundKind::Merchant,
-        status: RefundStatus::Pending,
-        refund_no: refund_no(&payment_id, &request.refund_id),
-        provider_trade_no: payment.provider_trade_no.clone(),
-        created_at: now,
-        updated_at: now,
-        // Checked later only if the provider's answer does not settle it now.
-        next_check_at: Some(now.plus_s(deps.poll.delay_s(0))),
-        checks_done: 0,
-        unknown_checks: 0,
-        recent_checks: Vec::new(),
-        status_reason: None,
-    };
+    let refund = new_refund(deps, &payment, request);
     let inserted = deps
         .store
         .insert_refund(&refund, payment.amount_minor.get(), &MERCHANT_REFUNDABLE)
         .await
         .map_err(|e| unavailable(&e))?;
-    match inserted {
-        RefundInsert::Inserted => {}
-        RefundInsert::Exists(existing) => {
-            let same = existing.amount_minor == request.amount && existing.reason == request.reason;
-            if !same {
-                return Err(ApiError::new(
-                    409,
-                    "idempotency_mismatch",
-                    format!(
-                        "refund {} was already asked for with different details",
-                        request.refund_id
-                    ),
-                ));
-            }
-            return Ok((200, RefundView::from(existing.as_ref())));
-        }
-        RefundInsert::Refused(current) if !MERCHANT_REFUNDABLE.contains(&current.status) => {
-            return Err(ApiError::new(
-                409,
-                "not_refundable",
-                format!("payment {payment_id} is {}", current.status),
-            ));
-        }
-        RefundInsert::Refused(current) => {
-            let left = current.amount_minor.get() - current.refund_reserved_minor;
-            return Err(ApiError::field(
-                409,
-                "refund_exceeds_payment",
-                "amount_minor",
-                format!(
-                    "{} of {} is left to refund on payment {payment_id}",
-                    left.max(0),
-                    current.amount_minor.get()
-                ),
-            ));
-        }
-        RefundInsert::PaymentNotFound => {
-            return Err(ApiError::not_found(format!("no payment {payment_id}")));
-        }
+    if let Some(answer) = not_inserted(inserted, request, &payment_id) {
+        return answer;
     }
     send_refund(deps, &payment, &refund).await;
     let stored = deps
@@ -183,6 +127,75 @@ pub async fn create_refund(
         .map_err(|e| unavailable(&e))?
         .unwrap_or(refund);
     Ok((201, RefundView::from(&stored)))
+}
+
+fn new_refund(deps: &Deps, payment: &Payment, request: &RefundRequest) -> Refund {
+    let now = deps.clock.now();
+    Refund {
+        refund_id: request.refund_id.clone(),
+        payment_id: payment.payment_id.clone(),
+        amount_minor: request.amount,
+        currency: payment.currency,
+        reason: request.reason.clone(),
+        kind: RefundKind::Merchant,
+        status: RefundStatus::Pending,
+        refund_no: refund_no(&payment.payment_id, &request.refund_id),
+        provider_trade_no: payment.provider_trade_no.clone(),
+        created_at: now,
+        updated_at: now,
+        // Checked later only if the provider's answer does not settle it now.
+        next_check_at: Some(now.plus_s(deps.poll.delay_s(0))),
+        checks_done: 0,
+        unknown_checks: 0,
+        recent_checks: Vec::new(),
+        status_reason: None,
+    }
+}
+
+/// The answer when the refund was not inserted: the one this id names, or why not.
+fn not_inserted(
+    inserted: RefundInsert,
+    request: &RefundRequest,
+    payment_id: &PaymentId,
+) -> Option<Result<(u16, RefundView), ApiError>> {
+    let refused = match inserted {
+        RefundInsert::Inserted => return None,
+        RefundInsert::Exists(existing)
+            if existing.amount_minor == request.amount && existing.reason == request.reason =>
+        {
+            return Some(Ok((200, RefundView::from(existing.as_ref()))));
+        }
+        RefundInsert::Exists(_) => ApiError::new(
+            409,
+            "idempotency_mismatch",
+            format!(
+                "refund {} was already asked for with different details",
+                request.refund_id
+            ),
+        ),
+        RefundInsert::Refused(current) if !MERCHANT_REFUNDABLE.contains(&current.status) => {
+            ApiError::new(
+                409,
+                "not_refundable",
+                format!("payment {payment_id} is {}", current.status),
+            )
+        }
+        RefundInsert::Refused(current) => {
+            let left = current.amount_minor.get() - current.refund_reserved_minor;
+            ApiError::field(
+                409,
+                "refund_exceeds_payment",
+                "amount_minor",
+                format!(
+                    "{} of {} is left to refund on payment {payment_id}",
+                    left.max(0),
+                    current.amount_minor.get()
+                ),
+            )
+        }
+        RefundInsert::PaymentNotFound => ApiError::not_found(format!("no payment {payment_id}")),
+    };
+    Some(Err(refused))
 }
 
 pub async fn list_refunds(deps: &Deps, raw_payment_id: &str) -> Result<Vec<RefundView>, ApiError> {

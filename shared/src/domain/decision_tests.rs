@@ -21,7 +21,11 @@ fn payment(status: PaymentStatus) -> Payment {
         subject: "test".into(),
         attempt: 1,
         status,
-        version: if status == PaymentStatus::Pending { INITIAL_VERSION } else { 2 },
+        version: if status == PaymentStatus::Pending {
+            INITIAL_VERSION
+        } else {
+            2
+        },
         expires_at: Timestamp::from_unix_s(NOW_S + 300),
         created_at: at,
         updated_at: at,
@@ -65,7 +69,9 @@ fn summary(decision: &Decision) -> String {
         Action::Escalate(t, c) => format!("escalate {} ({})", t.to, c.kind),
         Action::Ask(Ask::Close) => "ask close".into(),
         Action::Ask(Ask::QueryAfterClose) => "ask query".into(),
-        Action::Ask(Ask::CreateAgain { trade_exists }) => format!("ask create (exists: {trade_exists})"),
+        Action::Ask(Ask::CreateAgain { trade_exists }) => {
+            format!("ask create (exists: {trade_exists})")
+        }
         Action::Wait(w) if w.unknown => "wait unknown".into(),
         Action::Wait(_) => "wait".into(),
         Action::RefundLatePayment(_) => "refund late payment".into(),
@@ -82,7 +88,11 @@ fn summary(decision: &Decision) -> String {
 
 fn check(status: PaymentStatus, asker: Asker, report: Report, expected: &str) {
     let decision = decide(&payment(status), &report, &ctx(asker));
-    assert_eq!(summary(&decision), expected, "{status} x {asker:?} x {report:?}");
+    assert_eq!(
+        summary(&decision),
+        expected,
+        "{status} x {asker:?} x {report:?}"
+    );
 }
 
 #[test]
@@ -98,7 +108,12 @@ fn table() {
         // What the provider says of the trade, from a callback or a query.
         (Pending, Callback, trade(T::Paid, AMOUNT), "move paid"),
         (Pending, Poller, trade(T::Paid, AMOUNT), "move paid"),
-        (Pending, Callback, trade(T::Paid, 1), "move exception !callback_amount_mismatch"),
+        (
+            Pending,
+            Callback,
+            trade(T::Paid, 1),
+            "move exception !callback_amount_mismatch",
+        ),
         (Pending, Callback, trade(T::Closed, AMOUNT), "move closed"),
         (Pending, Callback, trade(T::Pending, AMOUNT), "ignored"),
         (Pending, Poller, trade(T::Pending, AMOUNT), "wait"),
@@ -106,39 +121,159 @@ fn table() {
         (Pending, Merchant, trade(T::Closed, AMOUNT), "move closed"),
         (Paid, Callback, trade(T::Paid, AMOUNT), "duplicate"),
         (Paid, Callback, trade(T::Pending, AMOUNT), "ignored"),
-        (Paid, Callback, trade(T::Paid, 1), "duplicate !callback_conflicts_with_final_state"),
-        (Paid, Callback, trade(T::Closed, AMOUNT), "duplicate !callback_conflicts_with_final_state"),
-        (PartiallyRefunded, Callback, trade(T::Paid, AMOUNT), "duplicate"),
+        (
+            Paid,
+            Callback,
+            trade(T::Paid, 1),
+            "duplicate !callback_conflicts_with_final_state",
+        ),
+        (
+            Paid,
+            Callback,
+            trade(T::Closed, AMOUNT),
+            "duplicate !callback_conflicts_with_final_state",
+        ),
+        (
+            PartiallyRefunded,
+            Callback,
+            trade(T::Paid, AMOUNT),
+            "duplicate",
+        ),
         (Refunded, Callback, trade(T::Paid, AMOUNT), "duplicate"),
         (Refunded, Callback, trade(T::Closed, AMOUNT), "duplicate"),
         (Closed, Callback, trade(T::Closed, AMOUNT), "duplicate"),
-        (Closed, Callback, trade(T::Paid, AMOUNT), "refund late payment"),
-        (Failed, Poller, trade(T::Paid, AMOUNT), "refund late payment"),
-        (Closed, Callback, trade(T::Paid, 1), "compensate late_payment_amount_mismatch"),
-        (Failed, Callback, trade(T::Closed, AMOUNT), "duplicate !callback_conflicts_with_final_state"),
-        (Exception, Callback, trade(T::Paid, AMOUNT), "duplicate !paid_while_exception"),
+        (
+            Closed,
+            Callback,
+            trade(T::Paid, AMOUNT),
+            "refund late payment",
+        ),
+        (
+            Failed,
+            Poller,
+            trade(T::Paid, AMOUNT),
+            "refund late payment",
+        ),
+        (
+            Closed,
+            Callback,
+            trade(T::Paid, 1),
+            "compensate late_payment_amount_mismatch",
+        ),
+        (
+            Failed,
+            Callback,
+            trade(T::Closed, AMOUNT),
+            "duplicate !callback_conflicts_with_final_state",
+        ),
+        (
+            Exception,
+            Callback,
+            trade(T::Paid, AMOUNT),
+            "duplicate !paid_while_exception",
+        ),
         (Exception, Callback, trade(T::Closed, AMOUNT), "duplicate"),
         // The poller's and the merchant's questions.
         (Pending, Poller, Report::NoTrade, "wait"),
         (Pending, Merchant, Report::NoTrade, "ask close"),
-        (Pending, Poller, Report::NoAnswer("timeout".into()), "wait unknown"),
-        (Pending, Merchant, Report::NoAnswer("timeout".into()), "wait unknown"),
-        (Pending, Poller, Report::Close(CloseOutcome::Closed), "move closed"),
-        (Pending, Merchant, Report::Close(CloseOutcome::Closed), "move closed"),
-        (Pending, Poller, Report::Close(CloseOutcome::NoTrade), "wait"),
-        (Pending, Poller, Report::Close(CloseOutcome::LapsesAtExpiry), "wait"),
-        (Pending, Poller, Report::Close(CloseOutcome::AlreadyPaid), "ask query"),
-        (Pending, Poller, Report::TradeAfterClose(None), "wait unknown"),
-        (Pending, Poller, Report::TradeAfterClose(Some(paid_trade())), "move paid"),
+        (
+            Pending,
+            Poller,
+            Report::NoAnswer("timeout".into()),
+            "wait unknown",
+        ),
+        (
+            Pending,
+            Merchant,
+            Report::NoAnswer("timeout".into()),
+            "wait unknown",
+        ),
+        (
+            Pending,
+            Poller,
+            Report::Close(CloseOutcome::Closed),
+            "move closed",
+        ),
+        (
+            Pending,
+            Merchant,
+            Report::Close(CloseOutcome::Closed),
+            "move closed",
+        ),
+        (
+            Pending,
+            Poller,
+            Report::Close(CloseOutcome::NoTrade),
+            "wait",
+        ),
+        (
+            Pending,
+            Poller,
+            Report::Close(CloseOutcome::LapsesAtExpiry),
+            "wait",
+        ),
+        (
+            Pending,
+            Poller,
+            Report::Close(CloseOutcome::AlreadyPaid),
+            "ask query",
+        ),
+        (
+            Pending,
+            Poller,
+            Report::TradeAfterClose(None),
+            "wait unknown",
+        ),
+        (
+            Pending,
+            Poller,
+            Report::TradeAfterClose(Some(paid_trade())),
+            "move paid",
+        ),
         (Paid, Poller, Report::NoTrade, "ignored"),
-        (Closed, Poller, Report::Close(CloseOutcome::Closed), "ignored"),
+        (
+            Closed,
+            Poller,
+            Report::Close(CloseOutcome::Closed),
+            "ignored",
+        ),
         // Our creates.
-        (Pending, Create, Report::Created(CreateAnswer::Refused("E: no".into())), "move failed"),
-        (Pending, Create, Report::Created(CreateAnswer::Accepted), "ignored"),
-        (Pending, Poller, recreated(false, CreateAnswer::Refused("E: no".into())), "move failed"),
-        (Pending, Poller, recreated(true, CreateAnswer::Refused("E: dup".into())), "wait"),
-        (Pending, Poller, recreated(false, CreateAnswer::Accepted), "wait"),
-        (Pending, Poller, recreated(true, CreateAnswer::NoAnswer("5xx".into())), "wait unknown"),
+        (
+            Pending,
+            Create,
+            Report::Created(CreateAnswer::Refused("E: no".into())),
+            "move failed",
+        ),
+        (
+            Pending,
+            Create,
+            Report::Created(CreateAnswer::Accepted),
+            "ignored",
+        ),
+        (
+            Pending,
+            Poller,
+            recreated(false, CreateAnswer::Refused("E: no".into())),
+            "move failed",
+        ),
+        (
+            Pending,
+            Poller,
+            recreated(true, CreateAnswer::Refused("E: dup".into())),
+            "wait",
+        ),
+        (
+            Pending,
+            Poller,
+            recreated(false, CreateAnswer::Accepted),
+            "wait",
+        ),
+        (
+            Pending,
+            Poller,
+            recreated(true, CreateAnswer::NoAnswer("5xx".into())),
+            "wait unknown",
+        ),
         // Refunds.
         (Paid, Refund, refund(400), "move partially_refunded"),
         (Paid, Refund, refund(AMOUNT), "move refunded"),
@@ -176,21 +311,55 @@ fn table_beyond_status() {
     let decided = |p: &Payment, asker, report: Report| summary(&decide(p, &report, &ctx(asker)));
     let mut expired = payment(PaymentStatus::Pending);
     expired.expires_at = Timestamp::from_unix_s(NOW_S - 1);
-    assert_eq!(decided(&expired, Asker::Poller, Report::NoTrade), "ask close");
-    assert_eq!(decided(&expired, Asker::Poller, trade(NotifiedStatus::Pending, AMOUNT)), "ask close");
+    assert_eq!(
+        decided(&expired, Asker::Poller, Report::NoTrade),
+        "ask close"
+    );
+    assert_eq!(
+        decided(
+            &expired,
+            Asker::Poller,
+            trade(NotifiedStatus::Pending, AMOUNT)
+        ),
+        "ask close"
+    );
     // Within the grace after expiry, only the provider's own close ends it.
-    assert_eq!(decided(&expired, Asker::Poller, Report::Close(CloseOutcome::NoTrade)), "wait");
+    assert_eq!(
+        decided(
+            &expired,
+            Asker::Poller,
+            Report::Close(CloseOutcome::NoTrade)
+        ),
+        "wait"
+    );
     let mut lapsed = expired.clone();
     lapsed.expires_at = Timestamp::from_unix_s(NOW_S - CLOSE_GRACE_S);
-    assert_eq!(decided(&lapsed, Asker::Poller, Report::Close(CloseOutcome::NoTrade)), "move closed");
-    assert_eq!(decided(&lapsed, Asker::Poller, Report::Close(CloseOutcome::LapsesAtExpiry)), "move closed");
+    assert_eq!(
+        decided(&lapsed, Asker::Poller, Report::Close(CloseOutcome::NoTrade)),
+        "move closed"
+    );
+    assert_eq!(
+        decided(
+            &lapsed,
+            Asker::Poller,
+            Report::Close(CloseOutcome::LapsesAtExpiry)
+        ),
+        "move closed"
+    );
 
     let mut code_lost = payment(PaymentStatus::Pending);
     code_lost.pay_url = None;
-    assert_eq!(decided(&code_lost, Asker::Poller, Report::NoTrade), "ask create (exists: false)");
+    assert_eq!(
+        decided(&code_lost, Asker::Poller, Report::NoTrade),
+        "ask create (exists: false)"
+    );
     code_lost.create_unknown = true;
     assert_eq!(
-        decided(&code_lost, Asker::Poller, trade(NotifiedStatus::Pending, AMOUNT)),
+        decided(
+            &code_lost,
+            Asker::Poller,
+            trade(NotifiedStatus::Pending, AMOUNT)
+        ),
         "ask create (exists: true)"
     );
 
@@ -201,7 +370,10 @@ fn table_beyond_status() {
         "escalate exception (poll_exhausted) !poll_exhausted"
     );
     // Only the poller gives up; an answer, even "waiting", starts the count again.
-    assert_eq!(decided(&silent, Asker::Merchant, Report::NoAnswer("t".into())), "wait unknown");
+    assert_eq!(
+        decided(&silent, Asker::Merchant, Report::NoAnswer("t".into())),
+        "wait unknown"
+    );
     assert_eq!(decided(&silent, Asker::Poller, Report::NoTrade), "wait");
 
     let mut other = payment(PaymentStatus::Pending);
@@ -224,36 +396,66 @@ fn table_beyond_status() {
 #[test]
 fn moves_carry_their_guards() {
     let pending = payment(PaymentStatus::Pending);
-    let Action::Move(paid) = decide(&pending, &trade(NotifiedStatus::Paid, AMOUNT), &ctx(Asker::Callback)).action
+    let Action::Move(paid) = decide(
+        &pending,
+        &trade(NotifiedStatus::Paid, AMOUNT),
+        &ctx(Asker::Callback),
+    )
+    .action
     else {
         panic!("paid is a move");
     };
     assert_eq!(paid.amount_guard, Some((AMOUNT, Currency::Cny)));
     assert_eq!(paid.provider_guard, Some(ProviderName::Sandbox));
     assert_eq!(paid.provider_trade_no.as_deref(), Some("T1"));
-    assert_eq!((paid.source, paid.expected_version), ("callback", INITIAL_VERSION));
+    assert_eq!(
+        (paid.source, paid.expected_version),
+        ("callback", INITIAL_VERSION)
+    );
 
-    let Action::Move(closed) = decide(&pending, &Report::Close(CloseOutcome::Closed), &ctx(Asker::Poller)).action
+    let Action::Move(closed) = decide(
+        &pending,
+        &Report::Close(CloseOutcome::Closed),
+        &ctx(Asker::Poller),
+    )
+    .action
     else {
         panic!("closed is a move");
     };
-    assert_eq!(closed.expiry_guard, Some(ExpiryGuard::ExpiredBy(Timestamp::from_unix_s(NOW_S))));
-    let Action::Move(by_merchant) =
-        decide(&pending, &Report::Close(CloseOutcome::Closed), &ctx(Asker::Merchant)).action
+    assert_eq!(
+        closed.expiry_guard,
+        Some(ExpiryGuard::ExpiredBy(Timestamp::from_unix_s(NOW_S)))
+    );
+    let Action::Move(by_merchant) = decide(
+        &pending,
+        &Report::Close(CloseOutcome::Closed),
+        &ctx(Asker::Merchant),
+    )
+    .action
     else {
         panic!("closed is a move");
     };
     assert_eq!(by_merchant.expiry_guard, None);
-    assert_eq!(by_merchant.reason.as_deref(), Some("closed by the merchant: closed at the provider"));
+    assert_eq!(
+        by_merchant.reason.as_deref(),
+        Some("closed by the merchant: closed at the provider")
+    );
 
-    let first = first_move(&pending.payment_id, &paid_trade(), &ctx(Asker::Callback)).expect("a move");
-    assert_eq!((first.from, first.to, first.expected_version), (PaymentStatus::Pending, PaymentStatus::Paid, 1));
+    let first =
+        first_move(&pending.payment_id, &paid_trade(), &ctx(Asker::Callback)).expect("a move");
+    assert_eq!(
+        (first.from, first.to, first.expected_version),
+        (PaymentStatus::Pending, PaymentStatus::Paid, 1)
+    );
     assert_eq!(first.amount_guard, Some((AMOUNT, Currency::Cny)));
     let waiting = ProviderTrade {
         status: NotifiedStatus::Pending,
         ..paid_trade()
     };
-    assert_eq!(first_move(&pending.payment_id, &waiting, &ctx(Asker::Callback)), None);
+    assert_eq!(
+        first_move(&pending.payment_id, &waiting, &ctx(Asker::Callback)),
+        None
+    );
 }
 
 fn any_report() -> impl Strategy<Value = Report> {
@@ -319,7 +521,10 @@ fn play(steps: &[(Asker, Report, i64)]) -> Result<(), TestCaseError> {
             _ => 0,
         };
         // The store reserves before a refund can succeed: never above what is left.
-        let refundable = matches!(p.status, PaymentStatus::Paid | PaymentStatus::PartiallyRefunded);
+        let refundable = matches!(
+            p.status,
+            PaymentStatus::Paid | PaymentStatus::PartiallyRefunded
+        );
         if refunded > 0 && (!refundable || p.refunded_minor + refunded > AMOUNT) {
             continue;
         }
@@ -330,10 +535,16 @@ fn play(steps: &[(Asker, Report, i64)]) -> Result<(), TestCaseError> {
                 continue;
             }
         };
-        prop_assert!(TRANSITIONS.contains(&(transition.from, transition.to)), "{transition:?}");
+        prop_assert!(
+            TRANSITIONS.contains(&(transition.from, transition.to)),
+            "{transition:?}"
+        );
         prop_assert_eq!(transition.from, p.status);
         if transition.to == PaymentStatus::Paid {
-            prop_assert!(!tampered(report), "a tampered amount marked paid: {report:?}");
+            prop_assert!(
+                !tampered(report),
+                "a tampered amount marked paid: {report:?}"
+            );
         }
         if transition.guard_holds(&p) {
             p.refunded_minor += refunded;

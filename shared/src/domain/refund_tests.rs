@@ -53,21 +53,53 @@ fn refund_table() {
         (Pending, state(RefundState::Succeeded), "settle succeeded"),
         (Pending, state(failed()), "settle failed"),
         (Pending, state(RefundState::Processing), "wait"),
-        (Pending, RefundReport::RequestRefused("E: no".into()), "settle failed"),
+        (
+            Pending,
+            RefundReport::RequestRefused("E: no".into()),
+            "settle failed",
+        ),
         (Pending, RefundReport::NoSuchRefund, "ask again"),
-        (Pending, RefundReport::NoAnswer("timeout".into()), "wait unknown"),
-        (Pending, notified(RefundState::Succeeded, 400), "settle succeeded"),
+        (
+            Pending,
+            RefundReport::NoAnswer("timeout".into()),
+            "wait unknown",
+        ),
+        (
+            Pending,
+            notified(RefundState::Succeeded, 400),
+            "settle succeeded",
+        ),
         (Pending, notified(RefundState::Processing, 400), "ignored"),
-        (Pending, notified(RefundState::Succeeded, 399), "!refund_amount_mismatch"),
-        (Succeeded, notified(RefundState::Succeeded, 400), "duplicate"),
+        (
+            Pending,
+            notified(RefundState::Succeeded, 399),
+            "!refund_amount_mismatch",
+        ),
+        (
+            Succeeded,
+            notified(RefundState::Succeeded, 400),
+            "duplicate",
+        ),
         (Succeeded, state(failed()), "compensate refund_contradicted"),
-        (Failed, notified(RefundState::Succeeded, 400), "compensate refund_contradicted"),
+        (
+            Failed,
+            notified(RefundState::Succeeded, 400),
+            "compensate refund_contradicted",
+        ),
         (Failed, state(failed()), "duplicate"),
-        (Succeeded, RefundReport::NoAnswer("timeout".into()), "duplicate"),
+        (
+            Succeeded,
+            RefundReport::NoAnswer("timeout".into()),
+            "duplicate",
+        ),
         (Failed, RefundReport::NoSuchRefund, "duplicate"),
     ];
     for (status, report, expected) in rows {
-        let decision = decide_refund(&refund(status, RefundKind::Merchant), &report, Timestamp::from_unix_s(NOW_S));
+        let decision = decide_refund(
+            &refund(status, RefundKind::Merchant),
+            &report,
+            Timestamp::from_unix_s(NOW_S),
+        );
         assert_eq!(summary(&decision), expected, "{status} x {report:?}");
         if let RefundDecision::Settle { to, .. } = decision {
             assert!(refund_transition_is_legal(status, to), "{status} -> {to}");
@@ -83,14 +115,28 @@ fn a_human_is_told_when_a_refund_runs_long_or_a_late_payment_stays_unrefunded() 
     let now = Timestamp::from_unix_s(NOW_S);
     assert_eq!(refund_unresolved(&pending, (2, 2, 3), &[], now), None);
     let silent = refund_unresolved(&pending, (3, 3, 3), &[], now).expect("told");
-    assert!(silent.reason.contains("stayed unknown through 3 checks"), "{}", silent.reason);
+    assert!(
+        silent.reason.contains("stayed unknown through 3 checks"),
+        "{}",
+        silent.reason
+    );
     let stuck = refund_unresolved(&pending, (3, 0, 3), &[], now).expect("told");
-    assert!(stuck.reason.contains("still not settled after 3 checks"), "{}", stuck.reason);
+    assert!(
+        stuck.reason.contains("still not settled after 3 checks"),
+        "{}",
+        stuck.reason
+    );
     assert_eq!(stuck.id, "refund-unresolved#P1#r-1");
 
     let late = refund(RefundStatus::Pending, RefundKind::LatePayment);
-    assert_eq!(after_settled(&late, RefundStatus::Succeeded, None, now), None);
-    assert_eq!(after_settled(&pending, RefundStatus::Failed, None, now), None);
+    assert_eq!(
+        after_settled(&late, RefundStatus::Succeeded, None, now),
+        None
+    );
+    assert_eq!(
+        after_settled(&pending, RefundStatus::Failed, None, now),
+        None
+    );
     let unrefunded = after_settled(&late, RefundStatus::Failed, Some("no"), now).expect("told");
     assert_eq!(unrefunded.kind, "late_payment_unrefunded");
 }

@@ -498,6 +498,37 @@ struct CompensationItem<'a> {
     status: &'static str,
 }
 
+/// Adds a transition's guards beyond status and version (amount and currency, provider,
+/// expiry) to its update's condition.
+fn with_guards(
+    t: &Transition,
+    mut update: aws_sdk_dynamodb::types::builders::UpdateBuilder,
+    condition: &mut String,
+) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
+    if let Some((amount, currency)) = t.amount_guard {
+        condition.push_str(" AND amount_minor = :amount AND currency = :currency");
+        update = update
+            .expression_attribute_values(":amount", n(amount))
+            .expression_attribute_values(":currency", s(currency.code()));
+    }
+    if let Some(provider) = t.provider_guard {
+        condition.push_str(" AND provider = :provider");
+        update = update.expression_attribute_values(":provider", s(provider.as_str()));
+    }
+    match t.expiry_guard {
+        Some(ExpiryGuard::ExpiredBy(now)) => {
+            condition.push_str(" AND expires_at <= :now");
+            update = update.expression_attribute_values(":now", n(now.unix_ms()));
+        }
+        Some(ExpiryGuard::OpenAt(now)) => {
+            condition.push_str(" AND expires_at > :now");
+            update = update.expression_attribute_values(":now", n(now.unix_ms()));
+        }
+        None => {}
+    }
+    update
+}
+
 impl DynamoStore {
     pub fn new(
         client: Client,
@@ -680,27 +711,7 @@ impl DynamoStore {
             .expression_attribute_values(":new_version", n(t.new_version()))
             .expression_attribute_values(":at", n(t.at.unix_ms()))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        if let Some((amount, currency)) = t.amount_guard {
-            condition.push_str(" AND amount_minor = :amount AND currency = :currency");
-            update = update
-                .expression_attribute_values(":amount", n(amount))
-                .expression_attribute_values(":currency", s(currency.code()));
-        }
-        if let Some(provider) = t.provider_guard {
-            condition.push_str(" AND provider = :provider");
-            update = update.expression_attribute_values(":provider", s(provider.as_str()));
-        }
-        match t.expiry_guard {
-            Some(ExpiryGuard::ExpiredBy(now)) => {
-                condition.push_str(" AND expires_at <= :now");
-                update = update.expression_attribute_values(":now", n(now.unix_ms()));
-            }
-            Some(ExpiryGuard::OpenAt(now)) => {
-                condition.push_str(" AND expires_at > :now");
-                update = update.expression_attribute_values(":now", n(now.unix_ms()));
-            }
-            None => {}
-        }
+        update = with_guards(t, update, &mut condition);
         match &t.reason {
             Some(reason) => {
                 set.push("status_reason = :reason");
@@ -796,6 +807,73 @@ impl DynamoStore {
     }
 }
 
+/// The order's uniqueness item: new, or moved over from the payment it replaces (only from
+/// that one).
+fn order_item(
+    table: &str,
+    payment: &Payment,
+    replaces: Option<&PaymentId>,
+) -> Result<TransactWriteItem, StoreError> {
+    let item = match replaces {
+        None => {
+            let mut order = HashMap::new();
+            order.insert("payment_id".to_owned(), s(payment.payment_id.as_str()));
+            order.insert("created_at".to_owned(), n(payment.created_at.unix_ms()));
+            order.insert("attempt".to_owned(), n(payment.attempt));
+            put_new(
+                table,
+                with_key(order, order_pk(&payment.order_id), "ORDER", "order"),
+            )?
+        }
+        // The order's next attempt: its item moves over, only from the payment replaced.
+        Some(previous) => {
+            let update = Update::builder()
+                .table_name(table)
+                .key("pk", s(order_pk(&payment.order_id)))
+                .key("sk", s("ORDER"))
+                .update_expression(
+                    "SET payment_id = :new, created_at = :created, attempt = :attempt",
+                )
+                .condition_expression("payment_id = :previous")
+                .expression_attribute_values(":new", s(payment.payment_id.as_str()))
+                .expression_attribute_values(":created", n(payment.created_at.unix_ms()))
+                .expression_attribute_values(":attempt", n(payment.attempt))
+                .expression_attribute_values(":previous", s(previous.as_str()))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .build()
+                .context("order item update")?;
+            TransactWriteItem::builder().update(update).build()
+        }
+    };
+    Ok(item)
+}
+
+/// The refund's side of a settlement: from `pending` only.
+fn refund_settle_update(
+    table: &str,
+    settle: &RefundSettlement,
+) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
+    let refund = Update::builder()
+        .table_name(table)
+        .key("pk", s(payment_pk(&settle.payment_id)))
+        .key("sk", s(refund_sk(&settle.refund_id)))
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(":pending", s("pending"))
+        .expression_attribute_values(":to", s(settle.to.as_str()))
+        .expression_attribute_values(":at", n(settle.at.unix_ms()))
+        .condition_expression("#status = :pending");
+    match &settle.reason {
+        Some(reason) => refund
+            .update_expression("SET #status = :to, updated_at = :at, status_reason = :reason REMOVE next_check_at, due_shard")
+            .expression_attribute_values(":reason", s(reason)),
+        None => refund.update_expression(
+            "SET #status = :to, updated_at = :at REMOVE next_check_at, due_shard",
+        ),
+    }
+}
+
 #[async_trait]
 impl PaymentStore for DynamoStore {
     async fn insert_payment(
@@ -804,39 +882,7 @@ impl PaymentStore for DynamoStore {
         now: Timestamp,
     ) -> Result<InsertOutcome, StoreError> {
         let payment = &new.payment;
-        let order_item = match &new.replaces {
-            None => {
-                let mut order = HashMap::new();
-                order.insert("payment_id".to_owned(), s(payment.payment_id.as_str()));
-                order.insert("created_at".to_owned(), n(payment.created_at.unix_ms()));
-                order.insert("attempt".to_owned(), n(payment.attempt));
-                put_new(
-                    &self.table,
-                    with_key(order, order_pk(&payment.order_id), "ORDER", "order"),
-                )?
-            }
-            // The order's next attempt: its item moves over, only from the payment replaced.
-            Some(previous) => {
-                let update = Update::builder()
-                    .table_name(&self.table)
-                    .key("pk", s(order_pk(&payment.order_id)))
-                    .key("sk", s("ORDER"))
-                    .update_expression(
-                        "SET payment_id = :new, created_at = :created, attempt = :attempt",
-                    )
-                    .condition_expression("payment_id = :previous")
-                    .expression_attribute_values(":new", s(payment.payment_id.as_str()))
-                    .expression_attribute_values(":created", n(payment.created_at.unix_ms()))
-                    .expression_attribute_values(":attempt", n(payment.attempt))
-                    .expression_attribute_values(":previous", s(previous.as_str()))
-                    .return_values_on_condition_check_failure(
-                        ReturnValuesOnConditionCheckFailure::AllOld,
-                    )
-                    .build()
-                    .context("order item update")?;
-                TransactWriteItem::builder().update(update).build()
-            }
-        };
+        let order_item = order_item(&self.table, payment, new.replaces.as_ref())?;
         let claim = self
             .idempotency
             .claim_put_replacing(&new.claim, now, new.replaces.as_ref())?;
@@ -1028,23 +1074,7 @@ impl PaymentStore for DynamoStore {
     }
 
     async fn settle_refund(&self, settle: &RefundSettlement) -> Result<bool, StoreError> {
-        let refund = Update::builder()
-            .table_name(&self.table)
-            .key("pk", s(payment_pk(&settle.payment_id)))
-            .key("sk", s(refund_sk(&settle.refund_id)))
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":pending", s("pending"))
-            .expression_attribute_values(":to", s(settle.to.as_str()))
-            .expression_attribute_values(":at", n(settle.at.unix_ms()))
-            .condition_expression("#status = :pending");
-        let refund = match &settle.reason {
-            Some(reason) => refund
-                .update_expression("SET #status = :to, updated_at = :at, status_reason = :reason REMOVE next_check_at, due_shard")
-                .expression_attribute_values(":reason", s(reason)),
-            None => refund.update_expression(
-                "SET #status = :to, updated_at = :at REMOVE next_check_at, due_shard",
-            ),
-        };
+        let refund = refund_settle_update(&self.table, settle);
         let mut set = vec![];
         let mut payment = Update::builder()
             .table_name(&self.table)
