@@ -2,7 +2,7 @@
 //! one, a create at most two. Counted by an SDK interceptor on a real client against moto.
 
 use shared::app::callback::{CallbackResult, handle_callback};
-use shared::app::create::{CreatePaymentRequest, create_payment};
+use shared::app::create::create_payment;
 use shared::domain::ProviderName;
 use tests::{RequestCounter, create_body, in_process_deps, signed_notice, unique};
 
@@ -11,7 +11,7 @@ async fn create_costs_two_requests_and_callbacks_one() {
     let counter = RequestCounter::default();
     let deps = in_process_deps(&counter).await;
     let body = create_body(&unique("budget"), 4200).to_string();
-    let request = CreatePaymentRequest::parse(Some("application/json"), body.as_bytes()).unwrap();
+    let request = shared::edge::create_request(Some("application/json"), body.as_bytes()).unwrap();
 
     let created = create_payment(&deps, &request, None).await.unwrap();
     assert_eq!(created.status, 201, "{}", created.body);

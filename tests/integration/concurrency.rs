@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 use shared::app::callback::{CallbackResult, handle_callback};
-use shared::app::create::{CreatePaymentRequest, create_payment};
+use shared::app::create::create_payment;
 use shared::domain::{PaymentId, ProviderName, Timestamp};
 use shared::ports::{
     CallbackAnswer, CallbackRejection, CallbackReply, CloseOutcome, Notification, PaymentProvider,
@@ -170,7 +170,7 @@ async fn a_callback_racing_the_create_ends_paid() {
     assert!(racing.deps.set(deps.clone()).is_ok());
 
     let body = create_body(&unique("race"), 321).to_string();
-    let request = CreatePaymentRequest::parse(Some("application/json"), body.as_bytes()).unwrap();
+    let request = shared::edge::create_request(Some("application/json"), body.as_bytes()).unwrap();
     let created = create_payment(&deps, &request, None).await.unwrap();
     assert_eq!(created.status, 201, "{}", created.body);
     assert_eq!(*racing.callback.lock().await, Some(CallbackResult::Applied));

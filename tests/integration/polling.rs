@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use shared::app::Deps;
-use shared::app::create::{CreatePaymentRequest, create_payment};
+use shared::app::create::create_payment;
 use shared::app::poll::{PollRun, run_poller};
 use shared::clock::ManualClock;
 use shared::domain::polling::PollSchedule;
@@ -31,7 +31,7 @@ async fn world(max_unknown_checks: u32) -> (Deps, Arc<ManualClock>, tests::Table
 
 async fn create_in_process(deps: &Deps, order_id: &str) -> (PaymentId, String) {
     let body = create_body(order_id, 700).to_string();
-    let request = CreatePaymentRequest::parse(Some("application/json"), body.as_bytes()).unwrap();
+    let request = shared::edge::create_request(Some("application/json"), body.as_bytes()).unwrap();
     let created = create_payment(deps, &request, None).await.unwrap();
     assert_eq!(created.status, 201, "{}", created.body);
     let body: Value = serde_json::from_str(&created.body).unwrap();

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 use shared::app::callback::{CallbackResult, handle_callback};
-use shared::app::create::{CreatePaymentRequest, create_payment};
+use shared::app::create::create_payment;
 use shared::domain::refund::{Refund, RefundKind, RefundStatus};
 use shared::domain::{AmountMinor, Currency, PaymentId, PaymentStatus, ProviderName, RefundId};
 use shared::ports::{RefundInsert, RefundSettlement};
@@ -41,7 +41,7 @@ fn refund(payment_id: &PaymentId, refund_id: &str, amount: i64) -> Refund {
 async fn the_reservation_holds_under_concurrent_refunds_on_moto() {
     let deps = in_process_deps(&RequestCounter::default()).await;
     let body = create_body(&unique("refund-race"), AMOUNT).to_string();
-    let request = CreatePaymentRequest::parse(Some("application/json"), body.as_bytes()).unwrap();
+    let request = shared::edge::create_request(Some("application/json"), body.as_bytes()).unwrap();
     let created = create_payment(&deps, &request, None).await.unwrap();
     let payment_id = serde_json::from_str::<Value>(&created.body).unwrap()["payment_id"]
         .as_str()

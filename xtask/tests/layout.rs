@@ -303,3 +303,25 @@ fn only_domain_spells_transitions() {
         found.join("\n")
     );
 }
+
+/// The use cases return domain outcomes and refusals; only `edge` (and the functions) speak
+/// HTTP. The create's idempotency record is the one response app/ forms, through `api`'s
+/// shapes, because a repeat is answered with exactly what the first request got.
+#[test]
+fn app_speaks_no_http() {
+    let mut files = Vec::new();
+    rust_files(&root().join("shared/src/app"), &mut files);
+    let mut found = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("readable source");
+        let create = file.ends_with("create.rs");
+        for (n, line) in production_lines(&text) {
+            let edge = line.contains("crate::edge");
+            let api = line.contains("crate::api") && !create;
+            if edge || api || line.contains("ApiError") && !create {
+                found.push(format!("{}:{n}: {}", file.display(), line.trim()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "app/ speaking HTTP:\n{}", found.join("\n"));
+}

@@ -2,11 +2,10 @@
 //! path — query first, close at the provider, then `closed`; a close answered "already paid" is
 //! queried again and recorded `paid`. The decision table decides each step.
 
-use crate::api::ApiError;
 use crate::app::Deps;
 use crate::app::apply::{Applied, Start, apply_report};
 use crate::app::ask::{ask, query};
-use crate::app::query::{PaymentView, parse_payment_id};
+use crate::app::refusal::{self, Refusal, RefusalKind};
 use crate::domain::decision::{Action, Asker, CloseRequest, Context, close_request, decide};
 use crate::domain::{Payment, PaymentId, PaymentStatus};
 use crate::ports::PaymentProvider;
@@ -14,17 +13,16 @@ use crate::ports::PaymentProvider;
 /// Bound on the questions one close asks the provider (query, close, query again).
 const ASKS_PER_CLOSE: usize = 3;
 
-fn conflict(code: &'static str, message: String) -> ApiError {
-    ApiError::new(409, code, message)
+fn conflict(code: &'static str, message: String) -> Refusal {
+    Refusal::conflict(code, message)
 }
 
 /// Closes the payment, or says why it cannot be closed. Closing a closed payment answers it
 /// again (idempotent).
-pub async fn close_payment(deps: &Deps, raw_id: &str) -> Result<PaymentView, ApiError> {
-    let id = parse_payment_id(raw_id)?;
-    let payment = read(deps, &id).await?;
+pub async fn close_payment(deps: &Deps, id: &PaymentId) -> Result<Payment, Refusal> {
+    let payment = refusal::payment(deps, id).await?;
     match close_request(&payment) {
-        CloseRequest::AlreadyClosed => return Ok(PaymentView::from(&payment)),
+        CloseRequest::AlreadyClosed => return Ok(payment),
         CloseRequest::AskProvider => {}
         CloseRequest::AlreadyPaid => {
             return Err(conflict(
@@ -44,17 +42,17 @@ pub async fn close_payment(deps: &Deps, raw_id: &str) -> Result<PaymentView, Api
         .get(payment.provider)
         .cloned()
         .ok_or_else(|| {
-            ApiError::new(
-                422,
+            Refusal::new(
+                RefusalKind::Unsupported,
                 "provider_not_configured",
                 format!("{} is not configured here", payment.provider),
             )
         })?;
     let applied = close_at_provider(deps, adapter.as_ref(), payment).await?;
     if applied == Applied::StoreFailed {
-        return Err(ApiError::unavailable("could not record the close; retry"));
+        return Err(Refusal::unavailable("could not record the close; retry"));
     }
-    answer(&read(deps, &id).await?)
+    answer(refusal::payment(deps, id).await?)
 }
 
 /// Asks the provider what the table asks, and applies what it then decides.
@@ -62,7 +60,7 @@ async fn close_at_provider(
     deps: &Deps,
     adapter: &dyn PaymentProvider,
     payment: Payment,
-) -> Result<Applied, ApiError> {
+) -> Result<Applied, Refusal> {
     let ctx = Context {
         asker: Asker::Merchant,
         provider: payment.provider,
@@ -78,7 +76,7 @@ async fn close_at_provider(
             }
             Action::Wait(wait) if wait.unknown => {
                 tracing::warn!(payment_id = %payment.payment_id, answer = wait.note, "close: outcome unknown");
-                return Err(ApiError::unavailable(if asked == 0 {
+                return Err(Refusal::unavailable(if asked == 0 {
                     "the provider did not answer; retry the close"
                 } else {
                     "the provider did not confirm the close; retry"
@@ -101,16 +99,16 @@ async fn close_at_provider(
             }
         }
     }
-    Err(ApiError::unavailable(
+    Err(Refusal::unavailable(
         "the provider did not confirm the close; retry",
     ))
 }
 
 /// The close's answer, from the payment as it is after it.
-fn answer(payment: &Payment) -> Result<PaymentView, ApiError> {
+fn answer(payment: Payment) -> Result<Payment, Refusal> {
     let id = &payment.payment_id;
     match payment.status {
-        PaymentStatus::Closed => Ok(PaymentView::from(payment)),
+        PaymentStatus::Closed => Ok(payment),
         PaymentStatus::Paid => Err(conflict(
             "already_paid",
             format!("payment {id} was paid before it could be closed"),
@@ -120,14 +118,4 @@ fn answer(payment: &Payment) -> Result<PaymentView, ApiError> {
             format!("payment {id} is {status}"),
         )),
     }
-}
-
-async fn read(deps: &Deps, id: &PaymentId) -> Result<Payment, ApiError> {
-    let record = deps.store.payment(id).await.map_err(|e| {
-        tracing::error!(error = %e, "reading payment failed");
-        ApiError::unavailable("could not read the payment; retry")
-    })?;
-    record
-        .map(|r| r.payment)
-        .ok_or_else(|| ApiError::not_found(format!("no payment {id}")))
 }

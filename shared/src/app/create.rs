@@ -13,15 +13,15 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::api::{ApiError, JsonBody, invalid_field};
+use crate::api::ApiError;
 use crate::app::Deps;
+use crate::app::refusal::{Refusal, RefusalKind};
 use crate::crypto::sha256_hex;
 use crate::domain::decision::{self, Action, Asker, Context, CreateAnswer, Report};
 use crate::domain::idempotency::{IdempotencyRecord, NextAction, StoredResponse, decide};
 use crate::domain::payment::INITIAL_VERSION;
 use crate::domain::{
-    Currency, HistoryEntry, Money, OrderId, Payment, PaymentId, PaymentStatus, ProviderName,
-    Timestamp,
+    HistoryEntry, Money, OrderId, Payment, PaymentId, PaymentStatus, ProviderName, Timestamp,
 };
 use crate::ports::{
     ClaimOutcome, CreateCompletion, InsertOutcome, NewPayment, PaymentProvider, ProviderCreate,
@@ -39,15 +39,6 @@ pub const SUBJECT_MAX_CHARS: usize = 128;
 /// callback for the same payment landing at the same moment).
 const COMPLETE_ATTEMPTS: u32 = 4;
 
-const FIELDS: [&str; 6] = [
-    "order_id",
-    "amount_minor",
-    "currency",
-    "provider",
-    "subject",
-    "expires_in_s",
-];
-
 /// A create request that has passed every check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreatePaymentRequest {
@@ -59,42 +50,6 @@ pub struct CreatePaymentRequest {
 }
 
 impl CreatePaymentRequest {
-    /// Parses and checks the raw request. Nothing is written before this succeeds.
-    pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Self, ApiError> {
-        let body = JsonBody::parse(content_type, body, &FIELDS)?;
-        let order_id = OrderId::parse(body.required_str("order_id")?)
-            .map_err(|e| invalid_field("order_id", format!("order_id {e}")))?;
-        let amount = body.amount_minor("amount_minor")?;
-        let currency = Currency::parse(body.required_str("currency")?)
-            .map_err(|e| invalid_field("currency", e.to_string()))?;
-        let provider = ProviderName::parse(body.required_str("provider")?)
-            .map_err(|e| invalid_field("provider", e.to_string()))?;
-        let subject = body.printable("subject", SUBJECT_MAX_CHARS)?;
-        let expires_in_s = match body.get("expires_in_s") {
-            None => DEFAULT_EXPIRES_IN_S,
-            Some(v) => v
-                .as_i64()
-                .filter(|s| EXPIRES_IN_S_RANGE.contains(s))
-                .ok_or_else(|| {
-                    invalid_field(
-                        "expires_in_s",
-                        format!(
-                            "expires_in_s must be an integer from {} to {}",
-                            EXPIRES_IN_S_RANGE.start(),
-                            EXPIRES_IN_S_RANGE.end()
-                        ),
-                    )
-                })?,
-        };
-        Ok(Self {
-            order_id,
-            money: Money { amount, currency },
-            provider,
-            subject,
-            expires_in_s,
-        })
-    }
-
     /// SHA-256 over the normalized request: the same request in any key order hashes the same.
     pub fn hash(&self) -> String {
         sha256_hex(
@@ -180,37 +135,35 @@ fn response_for_stored(p: &Payment) -> StoredResponse {
     }
 }
 
-fn store_unavailable(err: &StoreError) -> ApiError {
+fn store_unavailable(err: &StoreError) -> Refusal {
     match err {
         StoreError::Conflict => in_progress(1),
         StoreError::Unexpected(e) | StoreError::Corrupt(e) => {
             tracing::error!(error = format!("{e:#}"), "payment store failed");
-            ApiError::unavailable("could not store the payment; retry with the same request")
+            Refusal::unavailable("could not store the payment; retry with the same request")
         }
     }
 }
 
-fn in_progress(retry_after_s: u64) -> ApiError {
-    ApiError {
+fn in_progress(retry_after_s: u64) -> Refusal {
+    Refusal {
         retry_after_s: Some(retry_after_s),
-        ..ApiError::new(
-            409,
+        ..Refusal::conflict(
             "in_progress",
             "a request for this order is in progress; retry later",
         )
     }
 }
 
-fn mismatch() -> ApiError {
-    ApiError::new(
-        409,
+fn mismatch() -> Refusal {
+    Refusal::conflict(
         "idempotency_mismatch",
         "this order was already submitted with different details",
     )
 }
 
 /// Answers a key held by someone else, or a dead record we may take over.
-fn settle_blocked(next: NextAction) -> Result<StoredResponse, ApiError> {
+fn settle_blocked(next: NextAction) -> Result<StoredResponse, Refusal> {
     match next {
         NextAction::Replay(response) => Ok(response),
         NextAction::InProgress { retry_after_s } => Err(in_progress(retry_after_s)),
@@ -225,18 +178,18 @@ pub async fn create_payment(
     deps: &Deps,
     request: &CreatePaymentRequest,
     deadline: Option<Timestamp>,
-) -> Result<StoredResponse, ApiError> {
+) -> Result<StoredResponse, Refusal> {
     let provider = deps
         .providers
         .get(request.provider)
         .cloned()
         .ok_or_else(|| {
-            ApiError::field(
-                422,
+            Refusal::new(
+                RefusalKind::Unsupported,
                 "provider_not_configured",
-                "provider",
                 format!("{} is not configured here", request.provider),
             )
+            .on_field("provider")
         })?;
     let now = deps.clock.now();
     let in_progress_until = deadline
@@ -276,7 +229,7 @@ fn is_over(payment: &Payment) -> bool {
     payment.status.is_over()
 }
 
-fn payment_id_of(record: &IdempotencyRecord) -> Result<PaymentId, ApiError> {
+fn payment_id_of(record: &IdempotencyRecord) -> Result<PaymentId, Refusal> {
     PaymentId::parse(&record.resource_id).map_err(|e| {
         store_unavailable(&StoreError::Unexpected(anyhow::anyhow!(
             "idempotency record names payment {:?}: {e}",
@@ -302,7 +255,7 @@ struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
-    async fn read(&self, id: &PaymentId) -> Result<Payment, ApiError> {
+    async fn read(&self, id: &PaymentId) -> Result<Payment, Refusal> {
         let record = self
             .deps
             .store
@@ -318,7 +271,7 @@ impl Attempt<'_> {
 
     /// Writes a new payment (replacing `previous` as the order's active one, if given) and
     /// calls the provider.
-    async fn insert(&self, previous: Option<&Payment>) -> Result<Inserted, ApiError> {
+    async fn insert(&self, previous: Option<&Payment>) -> Result<Inserted, Refusal> {
         let now = self.deps.clock.now();
         let mut payment = new_payment(self.deps, self.request, now);
         if let Some(previous) = previous {
@@ -358,7 +311,7 @@ impl Attempt<'_> {
 
     /// The order's active payment is over: this request becomes its next attempt. A racing
     /// request for the same order that got there first is answered as its key says.
-    async fn next_attempt(&self, active: Payment) -> Result<StoredResponse, ApiError> {
+    async fn next_attempt(&self, active: Payment) -> Result<StoredResponse, Refusal> {
         let now = self.deps.clock.now();
         match self.insert(Some(&active)).await? {
             Inserted::Done(response) => Ok(response),
@@ -408,7 +361,7 @@ async fn take_over(
     request: &CreatePaymentRequest,
     existing: Payment,
     in_progress_until: Timestamp,
-) -> Result<StoredResponse, ApiError> {
+) -> Result<StoredResponse, Refusal> {
     if !request.matches(&existing) {
         return Err(mismatch());
     }
@@ -449,7 +402,7 @@ async fn call_provider(
     provider: &Arc<dyn PaymentProvider>,
     mut payment: Payment,
     key: &str,
-) -> Result<StoredResponse, ApiError> {
+) -> Result<StoredResponse, Refusal> {
     let result = provider
         .create(&ProviderCreate::for_payment(&payment))
         .await;
@@ -503,7 +456,7 @@ async fn complete(
     completion: &CreateCompletion,
     key: &str,
     response: &StoredResponse,
-) -> Result<(), ApiError> {
+) -> Result<(), Refusal> {
     let mut attempt = 0;
     loop {
         attempt += 1;

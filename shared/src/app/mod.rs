@@ -22,6 +22,7 @@ pub mod query;
 pub mod redrive;
 pub mod refund_check;
 pub mod refunds;
+pub mod refusal;
 pub mod relay;
 pub mod settle;
 
@@ -44,5 +45,7 @@ pub struct Deps {
 mod outbox_tests;
 #[cfg(test)]
 mod poll_tests;
+#[cfg(test)]
+mod test_edge;
 #[cfg(test)]
 mod tests;

@@ -11,9 +11,9 @@ use async_trait::async_trait;
 
 use super::Deps;
 use super::callback::{CallbackResult, handle_callback};
-use super::close::close_payment;
-use super::create::{CreatePaymentRequest, create_payment};
+use super::create::create_payment;
 use super::poll::{CheckOutcome, PollRun, check_payment, run_poller};
+use super::test_edge::{close, refund, refunds};
 use crate::clock::{ManualClock, SequentialIds};
 use crate::domain::polling::PollSchedule;
 use crate::domain::{Currency, PaymentId, PaymentStatus, ProviderName, Timestamp};
@@ -355,7 +355,7 @@ impl World {
             "subject": "tea", "expires_in_s": expires_in_s,
         });
         let request =
-            CreatePaymentRequest::parse(Some("application/json"), body.to_string().as_bytes())
+            crate::edge::create_request(Some("application/json"), body.to_string().as_bytes())
                 .unwrap();
         let response = create_payment(&self.deps, &request, None).await.unwrap();
         let body: serde_json::Value = serde_json::from_str(&response.body).unwrap();
@@ -727,7 +727,7 @@ async fn a_provider_without_close_lapses_only_after_expiry() {
     let w = world();
     let id = w.create("lapses", 120).await;
     w.provider.remote.lock().unwrap().lapses = true;
-    let early = close_payment(&w.deps, id.as_str()).await.unwrap_err();
+    let early = close(&w.deps, id.as_str()).await.unwrap_err();
     assert_eq!((early.status, early.code), (409, "close_unsupported"));
     assert_eq!(w.status(&id).await, PaymentStatus::Pending);
     // At the expiry the payer may still be paying, and the provider's clock may lag ours: only
@@ -747,7 +747,7 @@ async fn a_trade_nobody_has_scanned_is_not_closed_before_its_expiry() {
     let id = w.create("unscanned", 600).await;
     // Alipay's precreated code: no trade at the provider until the payer scans it.
     w.provider.remote.lock().unwrap().trades.clear();
-    let early = close_payment(&w.deps, id.as_str()).await.unwrap_err();
+    let early = close(&w.deps, id.as_str()).await.unwrap_err();
     assert_eq!((early.status, early.code), (409, "close_unsupported"));
     assert_eq!(w.status(&id).await, PaymentStatus::Pending);
     // The payer scans and pays before the expiry: recorded, not lost.
@@ -778,7 +778,7 @@ async fn an_expired_payment_the_provider_cannot_be_asked_about_is_never_closed()
 async fn the_merchant_closes_early_by_the_same_path() {
     let w = world();
     let id = w.create("merchant-close", 900).await;
-    let view = close_payment(&w.deps, id.as_str()).await.unwrap();
+    let view = close(&w.deps, id.as_str()).await.unwrap();
     assert_eq!(view.status, "closed");
     let record = w.payment(&id).await;
     assert_eq!(record.history.last().unwrap().source, "close");
@@ -788,10 +788,7 @@ async fn the_merchant_closes_early_by_the_same_path() {
         "queried first"
     );
     // Again: the same answer, nothing more at the provider.
-    assert_eq!(
-        close_payment(&w.deps, id.as_str()).await.unwrap().status,
-        "closed"
-    );
+    assert_eq!(close(&w.deps, id.as_str()).await.unwrap().status, "closed");
     assert_eq!(w.provider.closes.load(Ordering::SeqCst), 1);
     // A closed payment is no longer due.
     w.advance_s(60);
@@ -803,7 +800,7 @@ async fn closing_a_paid_payment_is_refused_and_records_the_payment() {
     let w = world();
     let id = w.create("close-paid", 900).await;
     w.provider.set(&id, NotifiedStatus::Paid);
-    let err = close_payment(&w.deps, id.as_str()).await.unwrap_err();
+    let err = close(&w.deps, id.as_str()).await.unwrap_err();
     assert_eq!((err.status, err.code), (409, "already_paid"));
     assert_eq!(w.status(&id).await, PaymentStatus::Paid);
     assert_eq!(
@@ -814,7 +811,7 @@ async fn closing_a_paid_payment_is_refused_and_records_the_payment() {
 
     let id = w.create("close-paid-late", 900).await;
     w.provider.remote.lock().unwrap().pay_on_close = true;
-    let err = close_payment(&w.deps, id.as_str()).await.unwrap_err();
+    let err = close(&w.deps, id.as_str()).await.unwrap_err();
     assert_eq!(err.code, "already_paid");
     assert_eq!(w.status(&id).await, PaymentStatus::Paid);
 }
@@ -824,12 +821,12 @@ async fn a_close_the_provider_does_not_answer_is_a_retryable_error_and_changes_n
     let w = world();
     let id = w.create("close-down", 900).await;
     w.provider.down(true);
-    let err = close_payment(&w.deps, id.as_str()).await.unwrap_err();
+    let err = close(&w.deps, id.as_str()).await.unwrap_err();
     assert_eq!(err.status, 503);
     assert_eq!(w.status(&id).await, PaymentStatus::Pending);
     for (raw, status) in [("not an id!", 400), ("01J00000000000000000000000", 404)] {
         assert_eq!(
-            close_payment(&w.deps, raw).await.unwrap_err().status,
+            close(&w.deps, raw).await.unwrap_err().status,
             status,
             "{raw}"
         );
@@ -838,11 +835,11 @@ async fn a_close_the_provider_does_not_answer_is_a_retryable_error_and_changes_n
 
 // ---- refunds ----
 
-use super::refunds::{RefundRequest, create_refund, list_refunds};
+use super::refunds::RefundRequest;
 
 fn refund_request(refund_id: &str, amount_minor: i64) -> RefundRequest {
     let body = serde_json::json!({ "refund_id": refund_id, "amount_minor": amount_minor, "reason": "returned" });
-    RefundRequest::parse(Some("application/json"), body.to_string().as_bytes()).unwrap()
+    crate::edge::refund_request(Some("application/json"), body.to_string().as_bytes()).unwrap()
 }
 
 impl World {
@@ -860,8 +857,8 @@ impl World {
         id: &PaymentId,
         refund_id: &str,
         amount: i64,
-    ) -> Result<(u16, super::refunds::RefundView), crate::api::ApiError> {
-        create_refund(&self.deps, id.as_str(), &refund_request(refund_id, amount)).await
+    ) -> Result<(u16, crate::edge::RefundView), crate::api::ApiError> {
+        refund(&self.deps, id.as_str(), &refund_request(refund_id, amount)).await
     }
 }
 
@@ -909,7 +906,7 @@ async fn partial_then_full_refunds_move_the_payment_and_replays_answer_the_same(
     let refused = w.refund(&id, "r3", 1).await.unwrap_err();
     assert_eq!((refused.status, refused.code), (409, "not_refundable"));
 
-    let listed = list_refunds(&w.deps, id.as_str()).await.unwrap();
+    let listed = refunds(&w.deps, id.as_str()).await.unwrap();
     let ids: Vec<&str> = listed.iter().map(|r| r.refund_id.as_str()).collect();
     assert_eq!(ids, ["r1", "r2"]);
     // A payment refunded in full still acknowledges a repeated "paid".
@@ -925,7 +922,7 @@ async fn refunds_of_unpaid_or_unknown_payments_are_refused_without_writes() {
     assert_eq!((err.status, err.code), (409, "not_refundable"));
     let missing = PaymentId::parse("01J00000000000000000000000").unwrap();
     assert_eq!(w.refund(&missing, "r1", 100).await.unwrap_err().status, 404);
-    assert!(list_refunds(&w.deps, id.as_str()).await.unwrap().is_empty());
+    assert!(refunds(&w.deps, id.as_str()).await.unwrap().is_empty());
     assert_eq!(w.payment(&id).await.payment.refund_reserved_minor, 0);
     for body in [
         r#"{"refund_id":"r1","amount_minor":0,"reason":"x"}"#,
@@ -936,7 +933,8 @@ async fn refunds_of_unpaid_or_unknown_payments_are_refused_without_writes() {
         r#"{"refund_id":"r1","amount_minor":1,"reason":"x","extra":1}"#,
         r#"[]"#,
     ] {
-        let err = RefundRequest::parse(Some("application/json"), body.as_bytes()).unwrap_err();
+        let err =
+            crate::edge::refund_request(Some("application/json"), body.as_bytes()).unwrap_err();
         assert_eq!(err.status, 400, "{body}");
     }
 }
@@ -1036,10 +1034,7 @@ async fn a_refused_refund_fails_and_frees_its_amount() {
 async fn a_payment_paid_after_its_close_is_refunded_exactly_once() {
     let w = world();
     let id = w.create("late", 900).await;
-    assert_eq!(
-        close_payment(&w.deps, id.as_str()).await.unwrap().status,
-        "closed"
-    );
+    assert_eq!(close(&w.deps, id.as_str()).await.unwrap().status, "closed");
     // The payer paid anyway (a provider that let it through); the provider reports it twice.
     w.provider.set(&id, NotifiedStatus::Paid);
     let mut results = Vec::new();
@@ -1056,7 +1051,7 @@ async fn a_payment_paid_after_its_close_is_refunded_exactly_once() {
             CallbackResult::Duplicate
         ]
     );
-    let refunds = list_refunds(&w.deps, id.as_str()).await.unwrap();
+    let refunds = refunds(&w.deps, id.as_str()).await.unwrap();
     assert_eq!(refunds.len(), 1);
     assert_eq!(refunds[0].refund_id, format!("late-payment-{id}"));
     assert_eq!(refunds[0].amount_minor, AMOUNT);
@@ -1093,7 +1088,7 @@ impl World {
             "subject": subject,
         });
         let request =
-            CreatePaymentRequest::parse(Some("application/json"), body.to_string().as_bytes())
+            crate::edge::create_request(Some("application/json"), body.to_string().as_bytes())
                 .unwrap();
         let response = create_payment(&self.deps, &request, None).await?;
         let mut body: serde_json::Value = serde_json::from_str(&response.body).unwrap();
@@ -1118,7 +1113,7 @@ async fn an_order_gets_another_attempt_only_once_its_payment_is_over() {
         .unwrap_err();
     assert_eq!((busy.status, busy.code), (409, "idempotency_mismatch"));
 
-    close_payment(&w.deps, first["payment_id"].as_str().unwrap())
+    close(&w.deps, first["payment_id"].as_str().unwrap())
         .await
         .unwrap();
     let second = w
@@ -1167,7 +1162,7 @@ async fn the_first_attempt_paid_late_is_refunded_and_the_second_stays_paid() {
     let w = world();
     let first = w.create_with("late-attempt", "tea").await.unwrap();
     let id1 = id_of(&first);
-    close_payment(&w.deps, id1.as_str()).await.unwrap();
+    close(&w.deps, id1.as_str()).await.unwrap();
     let second = w.create_with("late-attempt", "tea again").await.unwrap();
     let id2 = id_of(&second);
     w.provider.set(&id2, NotifiedStatus::Paid);
@@ -1259,7 +1254,7 @@ async fn a_refused_refund_query_leaves_the_refund_pending() {
         payment.refund_reserved_minor, 100,
         "the reservation is kept"
     );
-    let refund = list_refunds(&w.deps, id.as_str()).await.unwrap().remove(0);
+    let refund = refunds(&w.deps, id.as_str()).await.unwrap().remove(0);
     assert_eq!(refund.status, "pending");
 }
 
@@ -1287,7 +1282,7 @@ async fn a_stuck_refund_is_handed_to_a_human_once_and_still_checked() {
     w.refund(&id, "r1", 100).await.unwrap();
     w.provider.remote.lock().unwrap().refuse_refund_queries = true;
     for _ in 0..6 {
-        let refunds = list_refunds(&w.deps, id.as_str()).await.unwrap();
+        let refunds = refunds(&w.deps, id.as_str()).await.unwrap();
         assert_eq!(refunds[0].status, "pending");
         w.advance_s(7200);
         w.run().await;

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use super::Deps;
 use super::callback::{CallbackResult, handle_callback};
 use super::create::{CreatePaymentRequest, create_payment};
+use super::refusal::RefusalKind;
 use crate::clock::{ManualClock, SequentialIds};
 use crate::crypto::RsaSigner;
 use crate::domain::idempotency::IdempotencyRecord;
@@ -321,7 +322,7 @@ fn request(order_id: &str, amount_minor: i64) -> CreatePaymentRequest {
     let body = serde_json::json!({
         "order_id": order_id, "amount_minor": amount_minor, "currency": "CNY", "provider": "sandbox", "subject": "tea",
     });
-    CreatePaymentRequest::parse(Some("application/json"), body.to_string().as_bytes()).unwrap()
+    crate::edge::create_request(Some("application/json"), body.to_string().as_bytes()).unwrap()
 }
 
 fn body(response: &crate::domain::idempotency::StoredResponse) -> serde_json::Value {
@@ -371,8 +372,8 @@ async fn create_then_replay_calls_the_provider_once() {
         .await
         .unwrap_err();
     assert_eq!(
-        (mismatch.status, mismatch.code),
-        (409, "idempotency_mismatch")
+        (mismatch.kind, mismatch.code),
+        (RefusalKind::Conflict, "idempotency_mismatch")
     );
 }
 
@@ -472,7 +473,10 @@ async fn a_live_claim_answers_in_progress_and_a_dead_one_is_taken_over() {
     );
 
     let busy = create_payment(&w.deps, &req, None).await.unwrap_err();
-    assert_eq!((busy.status, busy.code), (409, "in_progress"));
+    assert_eq!(
+        (busy.kind, busy.code),
+        (RefusalKind::Conflict, "in_progress")
+    );
     assert_eq!(busy.retry_after_s, Some(11));
 
     w.clock.set(deadline.plus_s(1));
@@ -481,8 +485,8 @@ async fn a_live_claim_answers_in_progress_and_a_dead_one_is_taken_over() {
     longer.expires_in_s = 1800;
     let refused = create_payment(&w.deps, &longer, None).await.unwrap_err();
     assert_eq!(
-        (refused.status, refused.code),
-        (409, "idempotency_mismatch")
+        (refused.kind, refused.code),
+        (RefusalKind::Conflict, "idempotency_mismatch")
     );
     let taken_over = create_payment(&w.deps, &req, None).await.unwrap();
     assert_eq!(taken_over.status, 201);
