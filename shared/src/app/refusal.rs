@@ -1,5 +1,5 @@
 //! Why a use case refused, or could not finish, what it was asked: a stable code for the caller
-//! and a message for a person, with no transport in it. The edge ([`crate::edge`]) maps the
+//! and a message for a person, with no transport in it. The edge (`shared::edge`) maps the
 //! kind to an HTTP status.
 
 use crate::app::Deps;
