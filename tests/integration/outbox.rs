@@ -378,19 +378,13 @@ async fn insert_paid(store: &DynamoStore, payment: &Payment, at: Timestamp) {
         .insert_payment(&new, payment.created_at)
         .await
         .unwrap();
-    let transition = Transition {
-        payment_id: payment.payment_id.clone(),
-        from: PaymentStatus::Pending,
-        to: PaymentStatus::Paid,
-        expected_version: 1,
-        amount_guard: None,
-        expiry_guard: None,
-        provider_guard: None,
+    let transition = Transition::new(
+        payment.payment_id.clone(),
+        (PaymentStatus::Pending, PaymentStatus::Paid),
+        1,
         at,
-        source: "callback",
-        reason: None,
-        provider_trade_no: None,
-    };
+        "callback",
+    );
     store.apply_transition(&transition).await.unwrap();
 }
 

@@ -127,19 +127,14 @@ async fn the_reservation_holds_under_concurrent_refunds_on_moto() {
     let payment = deps.store.payment(&id).await.unwrap().unwrap().payment;
     assert_eq!(payment.refund_reserved_minor, 900);
     let second = deps.store.refunds(&id).await.unwrap().remove(1);
-    let transition = shared::domain::payment::Transition {
-        payment_id: id.clone(),
-        from: PaymentStatus::Paid,
-        to: PaymentStatus::PartiallyRefunded,
-        expected_version: payment.version,
-        amount_guard: None,
-        expiry_guard: None,
-        provider_guard: None,
-        at: shared::domain::Timestamp::from_unix_s(1_800_000_200),
-        source: "refund",
-        reason: Some("refund".into()),
-        provider_trade_no: None,
-    };
+    let transition = shared::domain::payment::Transition::new(
+        id.clone(),
+        (PaymentStatus::Paid, PaymentStatus::PartiallyRefunded),
+        payment.version,
+        shared::domain::Timestamp::from_unix_s(1_800_000_200),
+        "refund",
+    )
+    .because("refund");
     let succeeded = RefundSettlement {
         transition: Some(transition),
         ..settle(&second, RefundStatus::Succeeded, &payment)

@@ -100,18 +100,23 @@ fn transition(
     expected_version: u32,
     amount_guard: Option<i64>,
 ) -> Transition {
-    Transition {
-        payment_id: new_payment_id(), // replaced by the runner
-        from,
-        to,
+    // The payment id is replaced by the runner.
+    let t = Transition::new(
+        new_payment_id(),
+        (from, to),
         expected_version,
-        amount_guard: amount_guard.map(|a| (a, Currency::Cny)),
-        expiry_guard: None,
-        provider_guard: None,
-        at: at(10),
-        source: "callback",
-        reason: (to == Exception).then(|| "amount differs".to_owned()),
-        provider_trade_no: (to == Paid).then(|| "SBX42".to_owned()),
+        at(10),
+        "callback",
+    )
+    .with_trade_no((to == Paid).then(|| "SBX42".to_owned()));
+    let t = match amount_guard {
+        Some(amount) => t.with_amount(amount, Currency::Cny),
+        None => t,
+    };
+    if to == Exception {
+        t.because("amount differs")
+    } else {
+        t
     }
 }
 
@@ -405,10 +410,7 @@ async fn unknown_payment_is_not_found_and_writes_nothing() {
 async fn expiry_guard() {
     use Expect::{Applied, GuardFailed};
     let (store, _, _) = store().await;
-    let with_expiry = |t: Transition, guard| Transition {
-        expiry_guard: Some(guard),
-        ..t
-    };
+    let with_expiry = |t: Transition, guard| t.with_expiry(guard);
     let paid_while_open = || {
         with_expiry(
             transition(Pending, Paid, 1, Some(AMOUNT)),

@@ -323,5 +323,9 @@ fn app_speaks_no_http() {
             }
         }
     }
-    assert!(found.is_empty(), "app/ speaking HTTP:\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "app/ speaking HTTP:\n{}",
+        found.join("\n")
+    );
 }

@@ -150,19 +150,13 @@ async fn pay(store: &MemoryStore, id: &str, order: &str) -> (PaymentChange, Paym
         replaces: None,
     };
     store.insert_payment(&new, T0).await.unwrap();
-    let transition = Transition {
-        payment_id: payment.payment_id.clone(),
-        from: PaymentStatus::Pending,
-        to: PaymentStatus::Paid,
-        expected_version: 1,
-        amount_guard: None,
-        expiry_guard: None,
-        provider_guard: None,
-        at: T0.plus_s(10),
-        source: "callback",
-        reason: None,
-        provider_trade_no: None,
-    };
+    let transition = Transition::new(
+        payment.payment_id.clone(),
+        (PaymentStatus::Pending, PaymentStatus::Paid),
+        1,
+        T0.plus_s(10),
+        "callback",
+    );
     store.apply_transition(&transition).await.unwrap();
     let after = store
         .payment(&payment.payment_id)
