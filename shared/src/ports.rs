@@ -580,28 +580,25 @@ pub trait PaymentProvider: Send + Sync {
         &self,
         refund: &ProviderRefund,
     ) -> Result<Option<RefundState>, ProviderError>;
-    /// Verifies the raw callback (signature over the raw body, replay window, merchant) and
-    /// parses it. Pure: no I/O.
+    /// Verifies the raw callback (signature over the raw body, replay window, merchant), then
+    /// reads the verified content and says what it is: a payment or a refund notification
+    /// (providers that send refund results to the same route: WeChat Pay `REFUND.*` events,
+    /// UnionPay's refund `backUrl`, the sandbox). Nothing of the body is read to choose how to
+    /// verify it. Pure: no I/O.
     fn verify_callback(
         &self,
         headers: &http::HeaderMap,
         body: &[u8],
         now: Timestamp,
-    ) -> Result<Notification, CallbackRejection>;
+    ) -> Result<Verified, CallbackRejection>;
     fn reply(&self, answer: CallbackAnswer, detail: &str) -> CallbackReply;
+}
 
-    /// A refund notification, for providers that send them to the same callback route (WeChat
-    /// Pay `REFUND.*` events, UnionPay's refund `backUrl`): `None` when `body` is not one (it is
-    /// then verified as a payment notification), otherwise verified like
-    /// [`Self::verify_callback`]. Pure: no I/O.
-    fn verify_refund_callback(
-        &self,
-        _headers: &http::HeaderMap,
-        _body: &[u8],
-        _now: Timestamp,
-    ) -> Option<Result<RefundNotice, CallbackRejection>> {
-        None
-    }
+/// A callback whose signature, replay window and merchant have been checked, by what it says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verified {
+    Payment(Notification),
+    Refund(RefundNotice),
 }
 
 /// A verified refund notification.

@@ -8,8 +8,8 @@ use shared::app::callback::{CallbackResult, handle_callback};
 use shared::app::create::create_payment;
 use shared::domain::{PaymentId, ProviderName, Timestamp};
 use shared::ports::{
-    CallbackAnswer, CallbackRejection, CallbackReply, CloseOutcome, Notification, PaymentProvider,
-    ProviderCreate, ProviderCreated, ProviderError, ProviderTrade, Providers,
+    CallbackAnswer, CallbackRejection, CallbackReply, CloseOutcome, PaymentProvider,
+    ProviderCreate, ProviderCreated, ProviderError, ProviderTrade, Providers, Verified,
 };
 use tests::{
     RequestCounter, create, create_body, deliver, dynamo, get_payment, in_process_deps, sandbox,
@@ -145,7 +145,7 @@ impl PaymentProvider for RacingProvider {
         h: &http::HeaderMap,
         b: &[u8],
         now: Timestamp,
-    ) -> Result<Notification, CallbackRejection> {
+    ) -> Result<Verified, CallbackRejection> {
         self.inner.verify_callback(h, b, now)
     }
 

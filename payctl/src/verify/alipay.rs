@@ -3,6 +3,7 @@
 
 use anyhow::Context as _;
 use shared::crypto::RsaVerifier;
+use shared::ports::Verified;
 use shared::provider::alipay;
 
 use super::{Args, Checked, read_text, required};
@@ -14,5 +15,10 @@ pub fn check(args: &Args, request: &RawRequest) -> anyhow::Result<Checked> {
     let key = RsaVerifier::from_pem(&read_text(key_path)?).context("--public-key")?;
     let (content, outcome) =
         alipay::examine_notification(&request.body, &key, app_id, args.seller_id.as_deref());
-    Ok((content.map(String::into_bytes), None, outcome))
+    // Alipay sends no refund notifications: whatever verifies is a payment notification.
+    Ok((
+        content.map(String::into_bytes),
+        None,
+        outcome.map(Verified::Payment),
+    ))
 }

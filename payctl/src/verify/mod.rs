@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use shared::domain::Timestamp;
-use shared::ports::{CallbackRejection, Clock, Notification};
+use shared::ports::{CallbackRejection, Clock, Verified};
 
 use crate::raw_request;
 
@@ -68,7 +68,7 @@ struct Report {
     signed_content: Option<Vec<u8>>,
     /// When the signature is not over the content itself (UnionPay): the text it is over.
     signed_text: Option<String>,
-    outcome: Result<Notification, CallbackRejection>,
+    outcome: Result<Verified, CallbackRejection>,
 }
 
 #[allow(clippy::print_stdout)]
@@ -89,17 +89,9 @@ pub fn run(args: &Args) -> ExitCode {
         println!("signed sha256   {text}  (SHA256withRSA is over these hex characters)");
     }
     match report.outcome {
-        Ok(n) => {
+        Ok(verified) => {
             println!("signature       valid");
-            println!(
-                "notification    payment_id={} status={:?} amount_minor={} currency={} notify_id={} provider_trade_no={}",
-                n.payment_id,
-                n.status,
-                n.amount_minor,
-                n.currency,
-                n.notify_id,
-                n.provider_trade_no.as_deref().unwrap_or("-")
-            );
+            print_verified(&verified);
             ExitCode::SUCCESS
         }
         Err(why) => {
@@ -115,6 +107,26 @@ pub fn run(args: &Args) -> ExitCode {
             println!("why             {why}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// What a verified callback says, on one line: a payment or a refund notification.
+#[allow(clippy::print_stdout)]
+fn print_verified(verified: &Verified) {
+    match verified {
+        Verified::Payment(n) => println!(
+            "notification    payment_id={} status={:?} amount_minor={} currency={} notify_id={} provider_trade_no={}",
+            n.payment_id,
+            n.status,
+            n.amount_minor,
+            n.currency,
+            n.notify_id,
+            n.provider_trade_no.as_deref().unwrap_or("-")
+        ),
+        Verified::Refund(r) => println!(
+            "refund notice   payment_id={} refund_no={} state={:?} amount_minor={} notify_id={}",
+            r.payment_id, r.refund_no, r.state, r.amount_minor, r.notify_id
+        ),
     }
 }
 
@@ -162,7 +174,7 @@ fn check(args: &Args) -> anyhow::Result<Report> {
 type Checked = (
     Option<Vec<u8>>,
     Option<String>,
-    Result<Notification, CallbackRejection>,
+    Result<Verified, CallbackRejection>,
 );
 
 /// A flag the provider needs, or a usage error naming it.

@@ -9,7 +9,7 @@ use crate::domain::decision::{Asker, Context, Nothing, Report};
 use crate::domain::refund::{Refund, RefundDecision, RefundReport, RefundStatus, decide_refund};
 use crate::domain::report::ProviderTrade;
 use crate::domain::{PaymentStatus, ProviderName};
-use crate::ports::{CallbackAnswer, CallbackReply, Notification, RefundNotice};
+use crate::ports::{CallbackAnswer, CallbackReply, Notification, RefundNotice, Verified};
 use crate::telemetry::alarm;
 
 /// What happened to one delivery, for logs and tests.
@@ -40,21 +40,11 @@ pub async fn handle_callback(
 ) -> Option<CallbackOutcome> {
     let adapter = deps.providers.get(provider)?.clone();
     let now = deps.clock.now();
-    if let Some(verified) = adapter.verify_refund_callback(headers, body, now) {
-        let result = match verified {
-            Ok(notice) => apply_refund_notice(deps, provider, &notice).await,
-            Err(rejection) => {
-                tracing::warn!(%provider, reason = %rejection, "refund callback refused before any write");
-                CallbackResult::Rejected
-            }
-        };
-        return Some(CallbackOutcome {
-            result,
-            reply: adapter.reply(answer_for(result), detail_for(result)),
-        });
-    }
     let result = match adapter.verify_callback(headers, body, now) {
-        Ok(notification) => apply_notification(deps, provider, &notification).await,
+        Ok(Verified::Payment(notification)) => {
+            apply_notification(deps, provider, &notification).await
+        }
+        Ok(Verified::Refund(notice)) => apply_refund_notice(deps, provider, &notice).await,
         Err(rejection) => {
             tracing::warn!(%provider, reason = %rejection, "callback refused before any write");
             let reply = adapter.reply(CallbackAnswer::Rejected, &rejection.to_string());

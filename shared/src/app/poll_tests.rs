@@ -20,7 +20,7 @@ use crate::domain::{Currency, PaymentId, PaymentStatus, ProviderName, Timestamp}
 use crate::ports::{
     CallbackAnswer, CallbackRejection, CallbackReply, CloseOutcome, Notification, NotifiedStatus,
     PaymentProvider, PaymentStore, ProviderCreate, ProviderCreated, ProviderError, ProviderRefund,
-    ProviderTrade, Providers, RefundState,
+    ProviderTrade, Providers, RefundState, Verified,
 };
 use crate::store::MemoryStore;
 
@@ -123,6 +123,23 @@ impl FakeProvider {
 
 fn timeout() -> ProviderError {
     ProviderError::Unknown("timed out".into())
+}
+
+/// `<payment_id>:<refund_no>:<amount>:<SUCCESS|FAIL|PROCESSING>`.
+fn refund_notice(text: &str) -> crate::ports::RefundNotice {
+    let parts: Vec<&str> = text.split(':').collect();
+    let state = match parts.get(3).copied() {
+        Some("SUCCESS") => RefundState::Succeeded,
+        Some("PROCESSING") => RefundState::Processing,
+        _ => RefundState::Failed("closed".into()),
+    };
+    crate::ports::RefundNotice {
+        notify_id: "rn1".into(),
+        payment_id: PaymentId::parse(parts[0]).unwrap(),
+        refund_no: parts[1].to_owned(),
+        state,
+        amount_minor: parts[2].parse().unwrap(),
+    }
 }
 
 #[async_trait]
@@ -255,44 +272,26 @@ impl PaymentProvider for FakeProvider {
             .map(|entry| entry.1.clone()))
     }
 
-    /// `refund:<payment_id>:<refund_no>:<amount>:<SUCCESS|FAIL|PROCESSING>`.
-    fn verify_refund_callback(
-        &self,
-        _h: &http::HeaderMap,
-        body: &[u8],
-        _now: Timestamp,
-    ) -> Option<Result<crate::ports::RefundNotice, CallbackRejection>> {
-        let text = std::str::from_utf8(body).ok()?.strip_prefix("refund:")?;
-        let parts: Vec<&str> = text.split(':').collect();
-        let state = match parts.get(3).copied() {
-            Some("SUCCESS") => RefundState::Succeeded,
-            Some("PROCESSING") => RefundState::Processing,
-            _ => RefundState::Failed("closed".into()),
-        };
-        Some(Ok(crate::ports::RefundNotice {
-            notify_id: "rn1".into(),
-            payment_id: PaymentId::parse(parts[0]).unwrap(),
-            refund_no: parts[1].to_owned(),
-            state,
-            amount_minor: parts[2].parse().unwrap(),
-        }))
-    }
-
+    /// `refund:<payment_id>:<refund_no>:<amount>:<SUCCESS|FAIL|PROCESSING>` is a refund
+    /// notice; any other body is a paid notification of the payment id it holds.
     fn verify_callback(
         &self,
         _h: &http::HeaderMap,
         body: &[u8],
         _now: Timestamp,
-    ) -> Result<Notification, CallbackRejection> {
-        let id = std::str::from_utf8(body).unwrap();
-        Ok(Notification {
+    ) -> Result<Verified, CallbackRejection> {
+        let text = std::str::from_utf8(body).unwrap();
+        if let Some(refund) = text.strip_prefix("refund:") {
+            return Ok(Verified::Refund(refund_notice(refund)));
+        }
+        Ok(Verified::Payment(Notification {
             notify_id: "n1".into(),
-            payment_id: PaymentId::parse(id).unwrap(),
+            payment_id: PaymentId::parse(text).unwrap(),
             provider_trade_no: Some("T1".into()),
             status: NotifiedStatus::Paid,
             amount_minor: self.amount_minor,
             currency: Currency::Cny,
-        })
+        }))
     }
 
     fn reply(&self, answer: CallbackAnswer, _detail: &str) -> CallbackReply {

@@ -21,7 +21,7 @@ use crate::ports::{
     CallbackAnswer, CallbackRejection, CallbackReply, ClaimOutcome, CreateCompletion,
     IdempotencyStore, InsertOutcome, NewPayment, Notification, NotifiedStatus, PaymentProvider,
     PaymentRecord, PaymentStore, ProviderCreate, ProviderCreated, ProviderError, ProviderTrade,
-    Providers, StoreError, TransitionOutcome,
+    Providers, StoreError, TransitionOutcome, Verified,
 };
 use crate::store::MemoryStore;
 
@@ -99,7 +99,7 @@ impl PaymentProvider for ScriptedProvider {
         _h: &http::HeaderMap,
         body: &[u8],
         _now: Timestamp,
-    ) -> Result<Notification, CallbackRejection> {
+    ) -> Result<Verified, CallbackRejection> {
         let v: serde_json::Value = serde_json::from_slice(body)
             .map_err(|e| CallbackRejection::Malformed(e.to_string()))?;
         let status = match v["status"].as_str() {
@@ -107,7 +107,7 @@ impl PaymentProvider for ScriptedProvider {
             Some("WAIT_PAY") => NotifiedStatus::Pending,
             _ => return Err(CallbackRejection::Malformed("status".into())),
         };
-        Ok(Notification {
+        Ok(Verified::Payment(Notification {
             notify_id: "n1".into(),
             payment_id: PaymentId::parse(v["payment_id"].as_str().unwrap_or(""))
                 .map_err(|e| CallbackRejection::Malformed(e.to_string()))?,
@@ -115,7 +115,7 @@ impl PaymentProvider for ScriptedProvider {
             status,
             amount_minor: v["amount_minor"].as_i64().unwrap_or(0),
             currency: crate::domain::Currency::Cny,
-        })
+        }))
     }
 
     fn reply(&self, answer: CallbackAnswer, _detail: &str) -> CallbackReply {

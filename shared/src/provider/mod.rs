@@ -4,6 +4,8 @@
 pub mod alipay;
 pub mod sandbox;
 #[cfg(test)]
+pub(crate) mod test_callback;
+#[cfg(test)]
 pub(crate) mod test_http;
 #[cfg(test)]
 pub(crate) mod test_openssl;

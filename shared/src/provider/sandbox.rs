@@ -12,7 +12,7 @@ use crate::domain::{AmountMinor, Currency, PaymentId, ProviderName, Timestamp};
 use crate::ports::{
     CallbackAnswer, CallbackRejection, CallbackReply, Clock, CloseOutcome, Notification,
     NotifiedStatus, PaymentProvider, ProviderCreate, ProviderCreated, ProviderError,
-    ProviderRefund, ProviderTrade, RefundNotice, RefundState,
+    ProviderRefund, ProviderTrade, RefundNotice, RefundState, Verified,
 };
 
 /// Notifications whose signed timestamp is this far off our clock (or further) are refused.
@@ -102,17 +102,17 @@ struct RefundNotifyBody {
     amount_minor: i64,
 }
 
-/// Only `event` is read, and only to pick the rule that verifies the body.
+/// The `event` field of a verified notification: `"REFUND"` on refund notifications, absent on
+/// payment notifications.
 #[derive(Deserialize)]
 struct EventField {
     #[serde(default)]
     event: Option<String>,
 }
 
-/// Whether `body` claims to be a refund notification (`"event":"REFUND"`). Read before any
-/// verification, so it only picks which verification applies; everything else (including
-/// bodies that are not JSON) is verified as a payment notification.
-fn is_refund_event(body: &[u8]) -> bool {
+/// Whether a verified `body` says it is a refund notification (`"event":"REFUND"`); anything
+/// else (bodies that are not JSON included) is read as a payment notification.
+fn names_refund_event(body: &[u8]) -> bool {
     serde_json::from_slice::<EventField>(body).is_ok_and(|e| e.event.as_deref() == Some("REFUND"))
 }
 
@@ -176,15 +176,29 @@ pub fn verify_signed(
     Ok(())
 }
 
-/// Verifies a notification and parses it: signature, replay window, merchant, fields.
+/// Verifies a notification (signature and replay window over the raw body), then reads it as
+/// what its verified content says: a refund notification (`"event":"REFUND"`) or a payment
+/// notification. Both check the merchant.
 pub fn verify_notification(
     provider_key: &RsaVerifier,
     merchant_id: &str,
     headers: &http::HeaderMap,
     body: &[u8],
     now: Timestamp,
-) -> Result<Notification, CallbackRejection> {
+) -> Result<Verified, CallbackRejection> {
     verify_signed(provider_key, headers, body, now)?;
+    if names_refund_event(body) {
+        parse_refund_notification(merchant_id, body).map(Verified::Refund)
+    } else {
+        parse_payment_notification(merchant_id, body).map(Verified::Payment)
+    }
+}
+
+/// A verified payment notification's fields.
+fn parse_payment_notification(
+    merchant_id: &str,
+    body: &[u8],
+) -> Result<Notification, CallbackRejection> {
     let notify: NotifyBody = serde_json::from_slice(body)
         .map_err(|e| CallbackRejection::Malformed(format!("body: {e}")))?;
     if notify.merchant_id != merchant_id {
@@ -207,16 +221,12 @@ pub fn verify_notification(
     })
 }
 
-/// Verifies a refund notification and parses it: signature, replay window, merchant, fields.
-/// `refund_status` is `SUCCESS` or `FAILED`; `amount_minor` is the refund's.
-pub fn verify_refund_notification(
-    provider_key: &RsaVerifier,
+/// A verified refund notification's fields. `refund_status` is `SUCCESS` or `FAILED`;
+/// `amount_minor` is the refund's.
+fn parse_refund_notification(
     merchant_id: &str,
-    headers: &http::HeaderMap,
     body: &[u8],
-    now: Timestamp,
 ) -> Result<RefundNotice, CallbackRejection> {
-    verify_signed(provider_key, headers, body, now)?;
     let notify: RefundNotifyBody = serde_json::from_slice(body)
         .map_err(|e| CallbackRejection::Malformed(format!("refund notification: {e}")))?;
     if notify.merchant_id != merchant_id {
@@ -547,12 +557,14 @@ impl PaymentProvider for SandboxProvider {
         }))
     }
 
+    /// The sandbox sends refund notifications to the trade's `notify_url`, the same route as
+    /// payment notifications; they carry `"event":"REFUND"`, read once the body is verified.
     fn verify_callback(
         &self,
         headers: &http::HeaderMap,
         body: &[u8],
         now: Timestamp,
-    ) -> Result<Notification, CallbackRejection> {
+    ) -> Result<Verified, CallbackRejection> {
         verify_notification(
             &self.config.provider_key,
             &self.config.merchant_id,
@@ -560,25 +572,6 @@ impl PaymentProvider for SandboxProvider {
             body,
             now,
         )
-    }
-
-    /// The sandbox sends refund notifications to the trade's `notify_url`, the same route as
-    /// payment notifications; they carry `"event":"REFUND"`.
-    fn verify_refund_callback(
-        &self,
-        headers: &http::HeaderMap,
-        body: &[u8],
-        now: Timestamp,
-    ) -> Option<Result<RefundNotice, CallbackRejection>> {
-        is_refund_event(body).then(|| {
-            verify_refund_notification(
-                &self.config.provider_key,
-                &self.config.merchant_id,
-                headers,
-                body,
-                now,
-            )
-        })
     }
 
     fn reply(&self, answer: CallbackAnswer, detail: &str) -> CallbackReply {
@@ -798,6 +791,7 @@ mod refund_notification_tests {
 
     use super::*;
     use crate::clock::ManualClock;
+    use crate::provider::test_callback::refund;
 
     const PAYMENT_ID: &str = "01J0000000000000000000PAY1";
     const REFUND_NO: &str = "R0123456789abcdef0123456789abcde";
@@ -866,11 +860,8 @@ mod refund_notification_tests {
         body.to_string()
     }
 
-    fn verify(
-        body: &str,
-        headers: &http::HeaderMap,
-    ) -> Option<Result<RefundNotice, CallbackRejection>> {
-        provider().verify_refund_callback(headers, body.as_bytes(), Timestamp::from_unix_s(NOW_S))
+    fn verify(body: &str, headers: &http::HeaderMap) -> Result<RefundNotice, CallbackRejection> {
+        refund(provider().verify_callback(headers, body.as_bytes(), Timestamp::from_unix_s(NOW_S)))
     }
 
     #[test]
@@ -885,14 +876,14 @@ mod refund_notification_tests {
         let body = refund_body(&[]);
         assert_eq!(
             verify(&body, &signed(0, NOW_S, &body)),
-            Some(Ok(notice(RefundState::Succeeded)))
+            Ok(notice(RefundState::Succeeded))
         );
         let body = refund_body(&[("refund_status", "FAILED".into())]);
         assert_eq!(
             verify(&body, &signed(0, NOW_S, &body)),
-            Some(Ok(notice(RefundState::Failed(format!(
+            Ok(notice(RefundState::Failed(format!(
                 "the sandbox failed refund {REFUND_NO}"
-            )))))
+            ))))
         );
     }
 
@@ -900,7 +891,7 @@ mod refund_notification_tests {
     fn refund_notifications_that_fail_verification_are_refused_not_passed_on() {
         let body = refund_body(&[]);
         let refused = |body: &str, headers: &http::HeaderMap| match verify(body, headers) {
-            Some(Err(rejection)) => rejection,
+            Err(rejection) => rejection,
             other => panic!("{body}: {other:?}"),
         };
         assert!(matches!(
@@ -946,36 +937,52 @@ mod refund_notification_tests {
     }
 
     #[test]
-    fn payment_notifications_are_not_refund_notifications() {
+    fn each_notification_comes_back_as_what_its_verified_content_says() {
         let paid = serde_json::json!({
             "notify_id": "NTF2", "merchant_id": "M1", "out_trade_no": PAYMENT_ID,
             "trade_no": "SBX1", "status": "PAID", "amount_minor": 1000, "currency": "CNY",
             "paid_at": "2026-01-01T00:00:00Z",
         })
         .to_string();
-        let headers = signed(0, NOW_S, &paid);
-        assert_eq!(verify(&paid, &headers), None);
         let now = Timestamp::from_unix_s(NOW_S);
-        let verified = provider()
-            .verify_callback(&headers, paid.as_bytes(), now)
-            .expect("still a payment notification");
-        assert_eq!(
-            (verified.status, verified.amount_minor),
-            (NotifiedStatus::Paid, 1000)
+        let got = provider().verify_callback(&signed(0, NOW_S, &paid), paid.as_bytes(), now);
+        assert!(
+            matches!(&got, Ok(Verified::Payment(n))
+                if (n.status, n.amount_minor) == (NotifiedStatus::Paid, 1000)),
+            "{got:?}"
         );
+        let refunded = refund_body(&[]);
+        let got =
+            provider().verify_callback(&signed(0, NOW_S, &refunded), refunded.as_bytes(), now);
+        assert!(
+            matches!(&got, Ok(Verified::Refund(r)) if r.state == RefundState::Succeeded),
+            "{got:?}"
+        );
+        // Without `"event":"REFUND"` a signed body is read as a payment notification, which
+        // these are not.
         for body in [
             refund_body(&[("event", "PAYMENT".into())]),
             refund_body(&[("event", serde_json::json!(1))]),
             "not json".to_owned(),
             String::new(),
         ] {
-            assert_eq!(verify(&body, &signed(0, NOW_S, &body)), None, "{body}");
+            let got = provider().verify_callback(&signed(0, NOW_S, &body), body.as_bytes(), now);
+            assert!(
+                matches!(got, Err(CallbackRejection::Malformed(_))),
+                "{body}: {got:?}"
+            );
         }
-        // A refund notification is never taken for a payment notification either.
-        let refund = refund_body(&[]);
-        assert!(matches!(
-            provider().verify_callback(&signed(0, NOW_S, &refund), refund.as_bytes(), now),
-            Err(CallbackRejection::Malformed(_))
-        ));
+    }
+
+    #[test]
+    fn a_refund_notification_with_a_bad_signature_is_a_signature_failure() {
+        let now = Timestamp::from_unix_s(NOW_S);
+        for body in [refund_body(&[]), refund_body(&[("amount_minor", "x".into())])] {
+            let got = provider().verify_callback(&signed(1, NOW_S, &body), body.as_bytes(), now);
+            assert!(
+                matches!(got, Err(CallbackRejection::BadSignature(_))),
+                "{body}: {got:?}"
+            );
+        }
     }
 }

@@ -27,7 +27,7 @@ use crate::domain::{Currency, PaymentId, ProviderName, Timestamp};
 use crate::ports::{
     CallbackAnswer, CallbackRejection, CallbackReply, Clock, CloseOutcome, Notification,
     PaymentProvider, ProviderCreate, ProviderCreated, ProviderError, ProviderRefund, ProviderTrade,
-    RefundState,
+    RefundState, Verified,
 };
 
 pub use answer::AlipayRefund;
@@ -260,11 +260,6 @@ pub fn examine_notification(
 
 #[async_trait]
 impl PaymentProvider for AlipayProvider {
-    // `verify_refund_callback` keeps the port's default (`None`): Alipay sends no notification of
-    // its own for `alipay.trade.refund`, whose answer is synchronous (`fund_change`) and whose
-    // later state comes from `alipay.trade.fastpay.refund.query`. The trade's own notification
-    // may carry refund fields (`refund_fee`, `gmt_refund`, `out_biz_no`) after a refund; it is
-    // still a trade notification and is verified as one.
     fn name(&self) -> ProviderName {
         ProviderName::Alipay
     }
@@ -333,12 +328,18 @@ impl PaymentProvider for AlipayProvider {
 
     /// No replay window: Alipay's notifications carry no per-delivery timestamp, so `now` is
     /// unused and a replay meets the guarded transition.
+    ///
+    /// Always a payment notification: Alipay sends no notification of its own for
+    /// `alipay.trade.refund`, whose answer is synchronous (`fund_change`) and whose later state
+    /// comes from `alipay.trade.fastpay.refund.query`. The trade's own notification may carry
+    /// refund fields (`refund_fee`, `gmt_refund`, `out_biz_no`) after a refund; it is still a
+    /// trade notification and is verified as one.
     fn verify_callback(
         &self,
         _headers: &http::HeaderMap,
         body: &[u8],
         _now: Timestamp,
-    ) -> Result<Notification, CallbackRejection> {
+    ) -> Result<Verified, CallbackRejection> {
         let params = notify::parse_form(body)?;
         notify::verify_params(&params, &self.config.alipay_public_key)?;
         notify::notification(
@@ -346,6 +347,7 @@ impl PaymentProvider for AlipayProvider {
             &self.config.app_id,
             self.config.seller_id.as_deref(),
         )
+        .map(Verified::Payment)
     }
 
     /// Alipay stops resending only on exactly `success`; `fail` (or anything else) is resent.

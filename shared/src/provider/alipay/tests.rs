@@ -14,6 +14,7 @@ use super::*;
 use crate::clock::ManualClock;
 use crate::domain::{AmountMinor, Money, OrderId};
 use crate::ports::NotifiedStatus;
+use crate::provider::test_callback::payment;
 use crate::provider::test_openssl::{TempDir, openssl_ok, openssl_rsa_key, sign_args, verify_args};
 
 const APP_ID: &str = "2021000000000001";
@@ -667,7 +668,7 @@ fn signed_body(params: &BTreeMap<String, String>, pems: &Pems, keep_sign_type: b
 }
 
 fn verify(provider: &AlipayProvider, body: &[u8]) -> Result<Notification, CallbackRejection> {
-    provider.verify_callback(&http::HeaderMap::new(), body, T0)
+    payment(provider.verify_callback(&http::HeaderMap::new(), body, T0))
 }
 
 #[test]
@@ -686,7 +687,11 @@ fn trade_notification_verifies_and_parses() {
         }
     );
     // No replay window: the same delivery a day later is still authentic.
-    let later = provider().verify_callback(&http::HeaderMap::new(), &body, T0.plus_s(86_400));
+    let later = payment(provider().verify_callback(
+        &http::HeaderMap::new(),
+        &body,
+        T0.plus_s(86_400),
+    ));
     assert_eq!(later, Ok(notification));
 }
 
@@ -694,6 +699,48 @@ fn trade_notification_verifies_and_parses() {
 fn notifications_that_keep_sign_type_verify_too() {
     let body = signed_body(&trade_params(), alipay_keys(), true);
     assert!(verify(&provider(), &body).is_ok());
+}
+
+/// A trade notification after a full refund: Alipay's only word on a refund by callback.
+fn refunded_trade_params() -> BTreeMap<String, String> {
+    let mut params = trade_params();
+    for (key, value) in [
+        ("trade_status", "TRADE_CLOSED"),
+        ("refund_fee", "0.10"),
+        ("gmt_refund", "2019-08-15 16:20:00.000"),
+        ("out_biz_no", "R0123456789abcdef0123456789abcde"),
+    ] {
+        params.insert(key.to_owned(), value.to_owned());
+    }
+    params
+}
+
+#[test]
+fn every_verified_notification_is_a_payment_notification_refund_fields_or_not() {
+    let verify = |params: &BTreeMap<String, String>| {
+        let body = signed_body(params, alipay_keys(), false);
+        provider().verify_callback(&http::HeaderMap::new(), &body, T0)
+    };
+    let got = verify(&trade_params());
+    assert!(
+        matches!(&got, Ok(Verified::Payment(n)) if n.status == NotifiedStatus::Paid),
+        "{got:?}"
+    );
+    let got = verify(&refunded_trade_params());
+    assert!(
+        matches!(&got, Ok(Verified::Payment(n)) if n.status == NotifiedStatus::Closed),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn a_refund_notification_with_a_bad_signature_is_a_signature_failure() {
+    let body = signed_body(&refunded_trade_params(), stranger_keys(), false);
+    let got = provider().verify_callback(&http::HeaderMap::new(), &body, T0);
+    assert!(
+        matches!(got, Err(CallbackRejection::BadSignature(_))),
+        "{got:?}"
+    );
 }
 
 #[test]

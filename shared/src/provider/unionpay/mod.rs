@@ -39,9 +39,9 @@ use async_trait::async_trait;
 use crate::crypto::RsaSigner;
 use crate::domain::{PaymentId, ProviderName, Timestamp};
 use crate::ports::{
-    CallbackAnswer, CallbackRejection, CallbackReply, Clock, CloseOutcome, Notification,
-    PaymentProvider, ProviderCreate, ProviderCreated, ProviderError, ProviderRefund, ProviderTrade,
-    RefundNotice, RefundState,
+    CallbackAnswer, CallbackRejection, CallbackReply, Clock, CloseOutcome, PaymentProvider,
+    ProviderCreate, ProviderCreated, ProviderError, ProviderRefund, ProviderTrade, RefundState,
+    Verified,
 };
 
 pub use sign::{Fields, SignerTrust, TrustError, VerifyError, cert_serial_decimal};
@@ -364,16 +364,28 @@ pub fn examine_notification(
     mer_id: &str,
     body: &[u8],
     now: Timestamp,
-) -> (Option<String>, Result<Notification, CallbackRejection>) {
+) -> (Option<String>, Result<Verified, CallbackRejection>) {
     let fields = match wire::parse_form(body) {
         Ok(fields) => fields,
         Err(why) => return (None, Err(CallbackRejection::Malformed(why))),
     };
-    let outcome = trust
-        .verify(&fields, now)
-        .map_err(|e| CallbackRejection::BadSignature(e.to_string()))
-        .and_then(|()| wire::notification(&fields, mer_id));
+    let outcome = verify_fields(trust, mer_id, &fields, now);
     (Some(sign::signed_content(&fields)), outcome)
+}
+
+/// The form's signature first (the `signPubKeyCert` chain, its validity at `now`, the
+/// signature), then its content, as its authentic txnType says: a refund's result (04) or a
+/// payment notification.
+fn verify_fields(
+    trust: &SignerTrust,
+    mer_id: &str,
+    fields: &Fields,
+    now: Timestamp,
+) -> Result<Verified, CallbackRejection> {
+    trust
+        .verify(fields, now)
+        .map_err(|e| CallbackRejection::BadSignature(e.to_string()))?;
+    wire::verified_notification(fields, mer_id)
 }
 
 #[async_trait]
@@ -484,39 +496,17 @@ impl PaymentProvider for UnionPayProvider {
         wire::query_outcome(&answer, &self.config.mer_id, payment_id)
     }
 
+    /// A refund's result (txnType 04) comes to the refund's `backUrl`, our callback route, as
+    /// a form verified exactly as a payment notification; only the verified txnType tells them
+    /// apart.
     fn verify_callback(
         &self,
         _headers: &http::HeaderMap,
         body: &[u8],
         now: Timestamp,
-    ) -> Result<Notification, CallbackRejection> {
+    ) -> Result<Verified, CallbackRejection> {
         let fields = wire::parse_form(body).map_err(CallbackRejection::Malformed)?;
-        self.trust
-            .verify(&fields, now)
-            .map_err(|e| CallbackRejection::BadSignature(e.to_string()))?;
-        wire::notification(&fields, &self.config.mer_id)
-    }
-
-    /// A refund's result (txnType 04) comes to the refund's `backUrl`, our callback route: a form
-    /// verified exactly as a payment notification (the `signPubKeyCert` chain, its validity at
-    /// `now`, the signature), then read by [`wire::refund_notification`]. Anything that is not a
-    /// readable form with txnType 04 is left to [`Self::verify_callback`].
-    fn verify_refund_callback(
-        &self,
-        _headers: &http::HeaderMap,
-        body: &[u8],
-        now: Timestamp,
-    ) -> Option<Result<RefundNotice, CallbackRejection>> {
-        let fields = wire::parse_form(body).ok()?;
-        if !wire::is_refund(&fields) {
-            return None;
-        }
-        let verified = self
-            .trust
-            .verify(&fields, now)
-            .map_err(|e| CallbackRejection::BadSignature(e.to_string()))
-            .and_then(|()| wire::refund_notification(&fields, &self.config.mer_id));
-        Some(verified)
+        verify_fields(&self.trust, &self.config.mer_id, &fields, now)
     }
 
     /// UnionPay reads only the status: 200 stops its resends, anything else asks for more.
@@ -569,7 +559,10 @@ mod examine_tests {
         let (shown, outcome) =
             examine_notification(&trust, "777290058110048", body.as_bytes(), now);
         assert_eq!(shown.as_deref(), Some(content.as_str()));
-        assert_eq!(outcome.expect("valid").amount_minor, 100);
+        assert!(
+            matches!(&outcome, Ok(Verified::Payment(n)) if n.amount_minor == 100),
+            "{outcome:?}"
+        );
 
         let tampered = body.replace("txnAmt=100", "txnAmt=101");
         let (shown, outcome) =

@@ -14,7 +14,8 @@ use super::*;
 use crate::clock::ManualClock;
 use crate::crypto::{RsaSigner, RsaVerifier};
 use crate::domain::{AmountMinor, Currency, Money, OrderId};
-use crate::ports::NotifiedStatus;
+use crate::ports::{Notification, NotifiedStatus, RefundNotice};
+use crate::provider::test_callback::{payment, refund};
 use crate::provider::test_openssl::{TempDir, openssl, openssl_output, sign_args, verify_args};
 
 const MER_ID: &str = "777290058167151";
@@ -220,9 +221,12 @@ fn openssl_signatures_verify_in_the_adapter() {
     openssl_sign(&mut notice, &pki.signer_key_pem);
     let now = valid_now();
     assert_eq!(trust().verify(&notice, now), Ok(()));
-    let notification = provider(now)
-        .verify_callback(&http::HeaderMap::new(), &form(&notice), now)
-        .expect("openssl-signed notification");
+    let notification = payment(provider(now).verify_callback(
+        &http::HeaderMap::new(),
+        &form(&notice),
+        now,
+    ))
+    .expect("openssl-signed notification");
     assert_eq!(notification.amount_minor, 10);
 
     notice.insert("txnAmt".into(), "11".into());
@@ -768,7 +772,7 @@ fn callbacks_verify_and_map_every_status() {
     let provider = provider(now);
     let verify = |changes: &[(&str, &str)]| {
         let notice = signed_notification(changes, &pki.signer_key_pem, &pki.signer_pem);
-        provider.verify_callback(&http::HeaderMap::new(), &form(&notice), now)
+        payment(provider.verify_callback(&http::HeaderMap::new(), &form(&notice), now))
     };
     let expected = |status| Notification {
         notify_id: "512209110416475616528".into(),
@@ -1194,7 +1198,7 @@ fn refund_callbacks_verify_and_map_every_status() {
     let provider = provider(now);
     let verify = |changes: &[(&str, &str)]| {
         let notice = signed_refund_notification(changes, &pki.signer_key_pem, &pki.signer_pem);
-        provider.verify_refund_callback(&http::HeaderMap::new(), &form(&notice), now)
+        refund(provider.verify_callback(&http::HeaderMap::new(), &form(&notice), now))
     };
     let expected = |state| RefundNotice {
         notify_id: "512209110416475616529".into(),
@@ -1206,29 +1210,29 @@ fn refund_callbacks_verify_and_map_every_status() {
     for code in ["00", "A6"] {
         assert_eq!(
             verify(&[("respCode", code)]),
-            Some(Ok(expected(RefundState::Succeeded))),
+            Ok(expected(RefundState::Succeeded)),
             "{code}"
         );
     }
     for code in ["03", "05"] {
         assert_eq!(
             verify(&[("respCode", code)]),
-            Some(Ok(expected(RefundState::Processing))),
+            Ok(expected(RefundState::Processing)),
             "{code}"
         );
     }
     for code in ["01", "33", "34"] {
         assert_eq!(
             verify(&[("respCode", code), ("respMsg", "余额不足")]),
-            Some(Ok(expected(RefundState::Failed(format!(
+            Ok(expected(RefundState::Failed(format!(
                 "UnionPay refund R0001abcd: {code} 余额不足"
-            ))))),
+            )))),
             "{code}"
         );
     }
     assert_eq!(
         verify(&[("currencyCode", "<absent>")]),
-        Some(Ok(expected(RefundState::Succeeded))),
+        Ok(expected(RefundState::Succeeded)),
         "currencyCode is checked when present"
     );
 }
@@ -1241,8 +1245,8 @@ fn refund_callbacks_that_fail_verification_are_refused_not_passed_on() {
     let headers = http::HeaderMap::new();
     let notice = signed_refund_notification(&[], &pki.signer_key_pem, &pki.signer_pem);
     let refused =
-        |body: &[u8], at: Timestamp| match provider.verify_refund_callback(&headers, body, at) {
-            Some(Err(rejection)) => rejection,
+        |body: &[u8], at: Timestamp| match refund(provider.verify_callback(&headers, body, at)) {
+            Err(rejection) => rejection,
             other => panic!("{other:?}"),
         };
     let bad_signature = |r: CallbackRejection| matches!(r, CallbackRejection::BadSignature(_));
@@ -1296,7 +1300,7 @@ fn refund_callbacks_that_fail_verification_are_refused_not_passed_on() {
 }
 
 #[test]
-fn payment_notifications_are_not_refund_notifications() {
+fn each_notification_comes_back_as_what_its_verified_txn_type_says() {
     let pki = pki();
     let now = valid_now();
     let provider = provider(now);
@@ -1306,24 +1310,52 @@ fn payment_notifications_are_not_refund_notifications() {
         &pki.signer_key_pem,
         &pki.signer_pem,
     ));
-    assert_eq!(provider.verify_refund_callback(&headers, &paid, now), None);
-    let verified = provider
-        .verify_callback(&headers, &paid, now)
-        .expect("still verified");
-    assert_eq!(verified.status, NotifiedStatus::Paid);
+    let got = provider.verify_callback(&headers, &paid, now);
+    assert!(
+        matches!(&got, Ok(Verified::Payment(n)) if n.status == NotifiedStatus::Paid),
+        "{got:?}"
+    );
+    let refunded = signed_refund_notification(&[], &pki.signer_key_pem, &pki.signer_pem);
+    let got = provider.verify_callback(&headers, &form(&refunded), now);
+    assert!(
+        matches!(&got, Ok(Verified::Refund(r)) if r.state == RefundState::Succeeded),
+        "{got:?}"
+    );
+    // A cancel shares the backUrl but is neither; unreadable forms are refused unverified.
     let cancel =
         signed_refund_notification(&[("txnType", "31")], &pki.signer_key_pem, &pki.signer_pem);
-    assert_eq!(
-        provider.verify_refund_callback(&headers, &form(&cancel), now),
-        None
-    );
-    for body in [&b"a=1&a=2"[..], b"", b"\xff=1"] {
-        assert_eq!(provider.verify_refund_callback(&headers, body, now), None);
-    }
-    // And the payment path still refuses a refund's notification.
-    let refund = signed_refund_notification(&[], &pki.signer_key_pem, &pki.signer_pem);
     assert!(matches!(
-        provider.verify_callback(&headers, &form(&refund), now),
+        provider.verify_callback(&headers, &form(&cancel), now),
         Err(CallbackRejection::Malformed(_))
+    ));
+    for body in [&b"a=1&a=2"[..], b"\xff=1"] {
+        assert!(matches!(
+            provider.verify_callback(&headers, body, now),
+            Err(CallbackRejection::Malformed(_))
+        ));
+    }
+    assert!(matches!(
+        provider.verify_callback(&headers, b"", now),
+        Err(CallbackRejection::BadSignature(_))
+    ));
+}
+
+#[test]
+fn a_refund_notification_with_a_bad_signature_is_a_signature_failure() {
+    let pki = pki();
+    let now = valid_now();
+    let provider = provider(now);
+    let headers = http::HeaderMap::new();
+    let forged = signed_refund_notification(&[], &pki.other_company_key_pem, &pki.other_company_pem);
+    assert!(matches!(
+        provider.verify_callback(&headers, &form(&forged), now),
+        Err(CallbackRejection::BadSignature(_))
+    ));
+    // Unreadable as a refund too: the signature is checked before the content is read.
+    let mut tampered = signed_refund_notification(&[], &pki.signer_key_pem, &pki.signer_pem);
+    tampered.insert("reqReserved".into(), "not-a-payment".into());
+    assert!(matches!(
+        provider.verify_callback(&headers, &form(&tampered), now),
+        Err(CallbackRejection::BadSignature(_))
     ));
 }

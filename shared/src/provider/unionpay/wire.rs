@@ -9,7 +9,7 @@ use crate::domain::money::AMOUNT_MINOR_MAX;
 use crate::domain::{Currency, PaymentId, Timestamp};
 use crate::ports::{
     CallbackRejection, Notification, NotifiedStatus, ProviderCreated, ProviderError, ProviderTrade,
-    RefundNotice, RefundState,
+    RefundNotice, RefundState, Verified,
 };
 
 /// Most fields an answer or notification may have; UnionPay's have about 30.
@@ -509,8 +509,8 @@ pub fn refund_query_outcome(
 
 /// Reads an authenticated `backUrl` notification of a consume (txnType 01). Notifications of
 /// refunds (txnType 04) and cancels share the `backUrl` but are not payment notifications:
-/// refunds are read by [`refund_notification`] before this is asked, and anything else that is
-/// not a consume (cancels included) is refused as malformed.
+/// [`verified_notification`] reads refunds with [`refund_notification`], and anything else that
+/// is not a consume (cancels included) is refused here as malformed.
 pub fn notification(fields: &Fields, mer_id: &str) -> Result<Notification, CallbackRejection> {
     let malformed = |what: &str| CallbackRejection::Malformed(what.to_owned());
     let required = |key: &str| {
@@ -543,10 +543,14 @@ pub fn notification(fields: &Fields, mer_id: &str) -> Result<Notification, Callb
     })
 }
 
-/// Whether authenticated or not, these fields name a refund (txnType 04): the refund's
-/// `backUrl` notification, to be read by [`refund_notification`].
-pub fn is_refund(fields: &Fields) -> bool {
-    field(fields, "txnType") == Some(TXN_TYPE_REFUND)
+/// Reads an authenticated `backUrl` notification as what its (now authentic) txnType says: a
+/// refund's (04) by [`refund_notification`], anything else by [`notification`].
+pub fn verified_notification(fields: &Fields, mer_id: &str) -> Result<Verified, CallbackRejection> {
+    if field(fields, "txnType") == Some(TXN_TYPE_REFUND) {
+        refund_notification(fields, mer_id).map(Verified::Refund)
+    } else {
+        notification(fields, mer_id).map(Verified::Payment)
+    }
 }
 
 /// Reads an authenticated `backUrl` notification of a refund (txnType 04): `orderId` is our

@@ -29,9 +29,9 @@ use async_trait::async_trait;
 use crate::crypto::{RsaSigner, RsaVerifier};
 use crate::domain::{AmountMinor, PaymentId, ProviderName, Timestamp};
 use crate::ports::{
-    CallbackAnswer, CallbackRejection, CallbackReply, Clock, CloseOutcome, Notification,
-    PaymentProvider, ProviderCreate, ProviderCreated, ProviderError, ProviderRefund, ProviderTrade,
-    RefundNotice, RefundState,
+    CallbackAnswer, CallbackRejection, CallbackReply, Clock, CloseOutcome, PaymentProvider,
+    ProviderCreate, ProviderCreated, ProviderError, ProviderRefund, ProviderTrade, RefundNotice,
+    RefundState, Verified,
 };
 
 pub use bill::{DownloadTradeBillError, TRADE_BILL_BYTES_MAX};
@@ -342,42 +342,29 @@ impl PaymentProvider for WechatPayProvider {
         wire::interpret_query(&self.config, payment_id, &answer)
     }
 
+    /// The platform signature over `timestamp\nnonce\nbody\n` and the replay window first; only
+    /// then is the envelope read and its resource opened. `REFUND.SUCCESS`, `REFUND.ABNORMAL`
+    /// and `REFUND.CLOSED` come to the same notify URL as `TRANSACTION.*` (the refund request
+    /// names it), in the same envelope around the refund; their `amount_minor` is
+    /// `amount.refund`.
     fn verify_callback(
         &self,
         headers: &http::HeaderMap,
         body: &[u8],
         now: Timestamp,
-    ) -> Result<Notification, CallbackRejection> {
+    ) -> Result<Verified, CallbackRejection> {
         keys::verify_platform_signature(&self.config.platform_keys, headers, body, now)?;
-        wire::parse_notification(&self.config, &self.api_v3_key, body)
-    }
-
-    /// `REFUND.SUCCESS`, `REFUND.ABNORMAL` and `REFUND.CLOSED` come to the same notify URL
-    /// (the refund request names it): the same envelope, platform signature, replay window and
-    /// AES-GCM resource as a payment notification, around the refund. `amount_minor` is
-    /// `amount.refund`.
-    fn verify_refund_callback(
-        &self,
-        headers: &http::HeaderMap,
-        body: &[u8],
-        now: Timestamp,
-    ) -> Option<Result<RefundNotice, CallbackRejection>> {
-        if !wire::is_refund_event(body) {
-            return None;
-        }
-        let verified =
-            keys::verify_platform_signature(&self.config.platform_keys, headers, body, now)
-                .and_then(|()| {
-                    wire::parse_refund_notification(&self.config, &self.api_v3_key, body)
-                })
-                .map(|event| RefundNotice {
-                    state: refund_state(&event.refund_id, event.status),
-                    notify_id: event.notify_id,
-                    payment_id: event.payment_id,
-                    refund_no: event.refund_id,
-                    amount_minor: event.amount_minor,
-                });
-        Some(verified)
+        let verified = match wire::parse_notification(&self.config, &self.api_v3_key, body)? {
+            wire::Event::Transaction(notification) => Verified::Payment(notification),
+            wire::Event::Refund(event) => Verified::Refund(RefundNotice {
+                state: refund_state(&event.refund_id, event.status),
+                notify_id: event.notify_id,
+                payment_id: event.payment_id,
+                refund_no: event.refund_id,
+                amount_minor: event.amount_minor,
+            }),
+        };
+        Ok(verified)
     }
 
     fn reply(&self, answer: CallbackAnswer, detail: &str) -> CallbackReply {

@@ -18,7 +18,8 @@ use super::wire::{self, Answer, ApiRequest, RefundOrder};
 use super::*;
 use crate::clock::ManualClock;
 use crate::domain::{Currency, Money, OrderId};
-use crate::ports::NotifiedStatus;
+use crate::ports::{Notification, NotifiedStatus};
+use crate::provider::test_callback::{payment, refund};
 use crate::provider::test_openssl::{TempDir, openssl_ok, openssl_rsa_key, sign_args, verify_args};
 
 const MCHID: &str = "1900000109";
@@ -178,7 +179,7 @@ fn verify(
     headers: &http::HeaderMap,
     body: &str,
 ) -> Result<Notification, CallbackRejection> {
-    provider.verify_callback(headers, body.as_bytes(), Timestamp::from_unix_s(NOW_S))
+    payment(provider.verify_callback(headers, body.as_bytes(), Timestamp::from_unix_s(NOW_S)))
 }
 
 fn bad_signature(result: Result<Notification, CallbackRejection>) -> bool {
@@ -780,7 +781,7 @@ fn replay_window_edges() {
             &body,
         );
         let now = Timestamp::from_unix_s(NOW_S).plus_ms(extra_ms);
-        let got = provider.verify_callback(&headers, body.as_bytes(), now);
+        let got = payment(provider.verify_callback(&headers, body.as_bytes(), now));
         if accepted {
             assert!(got.is_ok(), "{offset_s}: {got:?}");
         } else {
@@ -1555,8 +1556,8 @@ fn verify_refund(
     provider: &WechatPayProvider,
     headers: &http::HeaderMap,
     body: &str,
-) -> Option<Result<RefundNotice, CallbackRejection>> {
-    provider.verify_refund_callback(headers, body.as_bytes(), Timestamp::from_unix_s(NOW_S))
+) -> Result<RefundNotice, CallbackRejection> {
+    refund(provider.verify_callback(headers, body.as_bytes(), Timestamp::from_unix_s(NOW_S)))
 }
 
 fn platform_signed(body: &str) -> http::HeaderMap {
@@ -1587,7 +1588,7 @@ fn refund_notifications_are_verified_decrypted_and_map_each_status() {
         );
         assert_eq!(
             verify_refund(&provider, &platform_signed(&body), &body),
-            Some(Ok(notice(state))),
+            Ok(notice(state)),
             "{status}"
         );
     }
@@ -1600,7 +1601,7 @@ fn refund_notifications_that_fail_verification_are_refused_not_passed_on() {
     let body = refund_envelope("REFUND.SUCCESS", &plaintext);
     let refused =
         |headers: &http::HeaderMap, body: &str| match verify_refund(&provider, headers, body) {
-            Some(Err(rejection)) => rejection,
+            Err(rejection) => rejection,
             other => panic!("{body}: {other:?}"),
         };
     let bad_signature = |r: CallbackRejection| matches!(r, CallbackRejection::BadSignature(_));
@@ -1675,13 +1676,22 @@ fn refund_notifications_that_fail_verification_are_refused_not_passed_on() {
 }
 
 #[test]
-fn payment_notifications_are_not_refund_notifications() {
+fn each_notification_comes_back_as_what_its_verified_event_type_says() {
     let provider = provider();
+    let now = Timestamp::from_unix_s(NOW_S);
     let paid = paid_body();
-    let headers = platform_signed(&paid);
-    assert_eq!(verify_refund(&provider, &headers, &paid), None);
-    let verified = verify(&provider, &headers, &paid).expect("still a payment notification");
-    assert_eq!(verified.status, NotifiedStatus::Paid);
+    let got = provider.verify_callback(&platform_signed(&paid), paid.as_bytes(), now);
+    assert!(
+        matches!(&got, Ok(Verified::Payment(n)) if n.status == NotifiedStatus::Paid),
+        "{got:?}"
+    );
+    let refunded = refund_envelope("REFUND.SUCCESS", &refund_resource(MCHID, "SUCCESS", 40));
+    let got = provider.verify_callback(&platform_signed(&refunded), refunded.as_bytes(), now);
+    assert!(
+        matches!(&got, Ok(Verified::Refund(r)) if r.state == RefundState::Succeeded),
+        "{got:?}"
+    );
+    // Signed bodies that are neither are refused, never taken for either kind.
     for body in [
         envelope("TRANSACTION.CLOSED", "AEAD_AES_256_GCM", "x"),
         r#"{"event_type":"REFUNDX.SUCCESS"}"#.to_owned(),
@@ -1689,10 +1699,29 @@ fn payment_notifications_are_not_refund_notifications() {
         "not json".to_owned(),
         String::new(),
     ] {
-        assert_eq!(
-            verify_refund(&provider, &platform_signed(&body), &body),
-            None,
-            "{body}"
+        let got = provider.verify_callback(&platform_signed(&body), body.as_bytes(), now);
+        assert!(
+            matches!(got, Err(CallbackRejection::Malformed(_))),
+            "{body}: {got:?}"
         );
     }
+}
+
+#[test]
+fn a_refund_notification_with_a_bad_signature_is_a_signature_failure() {
+    let provider = provider();
+    let body = refund_envelope("REFUND.SUCCESS", &refund_resource(MCHID, "SUCCESS", 40));
+    let now = Timestamp::from_unix_s(NOW_S);
+    let forged = signed_headers(&signer(stranger()), PLATFORM_SERIAL, NOW_S, &body);
+    assert!(matches!(
+        provider.verify_callback(&forged, body.as_bytes(), now),
+        Err(CallbackRejection::BadSignature(_))
+    ));
+    // Even one whose resource is unreadable: the signature is checked before anything is read.
+    let unreadable = refund_envelope("REFUND.SUCCESS", "not json").replace("\"refund\"", "7");
+    let forged = signed_headers(&signer(stranger()), PLATFORM_SERIAL, NOW_S, &unreadable);
+    assert!(matches!(
+        provider.verify_callback(&forged, unreadable.as_bytes(), now),
+        Err(CallbackRejection::BadSignature(_))
+    ));
 }

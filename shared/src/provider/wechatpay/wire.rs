@@ -543,30 +543,48 @@ struct NotifyResource {
     associated_data: String,
 }
 
-/// An envelope whose signature has been checked, opened: its id, its event type (which starts
-/// with `event_prefix`), and the decrypted resource.
+/// What a notification's `event_type` says it is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EventKind {
+    /// `TRANSACTION.SUCCESS` and the like: the resource is the transaction.
+    Transaction,
+    /// `REFUND.SUCCESS`, `REFUND.ABNORMAL`, `REFUND.CLOSED`: the resource is the refund.
+    Refund,
+}
+
+fn event_kind(event_type: &str) -> Option<EventKind> {
+    if event_type.starts_with("TRANSACTION.") {
+        Some(EventKind::Transaction)
+    } else if event_type.starts_with("REFUND.") {
+        Some(EventKind::Refund)
+    } else {
+        None
+    }
+}
+
+/// An envelope whose signature has been checked, opened: its id, its event type and what kind
+/// of event that is, and the decrypted resource.
 struct Opened {
     id: String,
     event_type: String,
+    kind: EventKind,
     plaintext: Vec<u8>,
 }
 
-fn open_envelope(
-    key: &ApiV3Key,
-    body: &[u8],
-    event_prefix: &str,
-) -> Result<Opened, CallbackRejection> {
+/// Opens a notification whose signature has been checked: the envelope, its event type, then
+/// the AES-GCM resource (which authenticates the resource under the APIv3 key).
+fn open_envelope(key: &ApiV3Key, body: &[u8]) -> Result<Opened, CallbackRejection> {
     let envelope: NotifyEnvelope = serde_json::from_slice(body)
         .map_err(|e| CallbackRejection::Malformed(format!("body: {e}")))?;
     if envelope.id.is_empty() || envelope.id.len() > NOTIFY_ID_MAX {
         return Err(CallbackRejection::Malformed("notification id".into()));
     }
-    if !envelope.event_type.starts_with(event_prefix) {
-        return Err(CallbackRejection::Malformed(format!(
+    let kind = event_kind(&envelope.event_type).ok_or_else(|| {
+        CallbackRejection::Malformed(format!(
             "unsupported event_type {:?}",
             envelope.event_type
-        )));
-    }
+        ))
+    })?;
     let resource = &envelope.resource;
     if resource.algorithm != "AEAD_AES_256_GCM" {
         return Err(CallbackRejection::Malformed(format!(
@@ -582,18 +600,37 @@ fn open_envelope(
     Ok(Opened {
         id: envelope.id,
         event_type: envelope.event_type,
+        kind,
         plaintext,
     })
 }
 
+/// A verified notification, in WeChat Pay's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Event {
+    Transaction(Notification),
+    Refund(RefundEvent),
+}
+
 /// Parses a notification whose signature has been checked: opens the resource, then reads the
-/// transaction inside it.
+/// transaction or the refund inside it, as its (now authentic) `event_type` says.
 pub(super) fn parse_notification(
     config: &WechatPayConfig,
     key: &ApiV3Key,
     body: &[u8],
+) -> Result<Event, CallbackRejection> {
+    let opened = open_envelope(key, body)?;
+    match opened.kind {
+        EventKind::Transaction => parse_transaction(config, opened).map(Event::Transaction),
+        EventKind::Refund => parse_refund_event(config, opened).map(Event::Refund),
+    }
+}
+
+/// The transaction of an opened `TRANSACTION.*` notification.
+fn parse_transaction(
+    config: &WechatPayConfig,
+    opened: Opened,
 ) -> Result<Notification, CallbackRejection> {
-    let opened = open_envelope(key, body, "TRANSACTION.")?;
     let (payment_id, trade) = parse_trade(config, &opened.plaintext).map_err(|e| match e {
         TradeError::WrongMerchant(m) => CallbackRejection::WrongMerchant(m),
         TradeError::Malformed(m) => CallbackRejection::Malformed(m),
@@ -606,21 +643,6 @@ pub(super) fn parse_notification(
         amount_minor: trade.amount_minor,
         currency: trade.currency,
     })
-}
-
-/// Only `event_type` is read, and only to pick the rule that verifies the body.
-#[derive(Deserialize)]
-struct EventType {
-    #[serde(default)]
-    event_type: String,
-}
-
-/// Whether `body` claims to be a refund event (`REFUND.SUCCESS`, `REFUND.ABNORMAL`,
-/// `REFUND.CLOSED`). Read before any verification, so it only picks which verification
-/// applies; everything else (bodies that are not JSON included) is verified as a payment
-/// notification.
-pub(super) fn is_refund_event(body: &[u8]) -> bool {
-    serde_json::from_slice::<EventType>(body).is_ok_and(|e| e.event_type.starts_with("REFUND."))
 }
 
 /// The decrypted resource of a refund notification (fields we do not use are ignored).
@@ -649,17 +671,11 @@ pub(super) struct RefundEvent {
     pub amount_minor: i64,
 }
 
-/// Parses a refund notification whose signature has been checked: opens the resource, checks
-/// the merchant, and reads the refund. `event_type` must say what `refund_status` says
-/// (`REFUND.SUCCESS` and `SUCCESS`, and so on): a notification that contradicts itself is
-/// malformed.
-pub(super) fn parse_refund_notification(
-    config: &WechatPayConfig,
-    key: &ApiV3Key,
-    body: &[u8],
-) -> Result<RefundEvent, CallbackRejection> {
+/// The refund of an opened `REFUND.*` notification: checks the merchant, and reads the refund.
+/// `event_type` must say what `refund_status` says (`REFUND.SUCCESS` and `SUCCESS`, and so on):
+/// a notification that contradicts itself is malformed.
+fn parse_refund_event(config: &WechatPayConfig, opened: Opened) -> Result<RefundEvent, CallbackRejection> {
     let malformed = |what: String| CallbackRejection::Malformed(what);
-    let opened = open_envelope(key, body, "REFUND.")?;
     let refund: RefundResource = serde_json::from_slice(&opened.plaintext)
         .map_err(|e| malformed(format!("refund resource: {e}")))?;
     if refund.mchid != config.mchid {
