@@ -11,7 +11,6 @@ use crate::app::settle::{raise, raise_alarm, refund_late_payment};
 use crate::domain::decision::{Action, Context, Decision, Nothing, Report, decide, first_move};
 use crate::domain::{Payment, PaymentId, PaymentStatus};
 use crate::ports::{StoreError, TransitionOutcome};
-use crate::telemetry::alarm;
 
 /// Bound on re-decisions within one report (a stale assumption, then a mismatch).
 const DECISION_ATTEMPTS: u32 = 3;
@@ -126,13 +125,7 @@ fn written(
 ) -> Acted {
     match outcome {
         Ok(TransitionOutcome::Applied) => Acted::Done(Applied::Moved(to)),
-        Ok(TransitionOutcome::NotFound) => {
-            alarm(
-                "callback_unknown_payment",
-                &format!("verified notification for unknown payment {payment_id}"),
-            );
-            Acted::Done(Applied::UnknownPayment)
-        }
+        Ok(TransitionOutcome::NotFound) => Acted::Done(Applied::UnknownPayment),
         Ok(TransitionOutcome::GuardFailed(current)) => Acted::GuardFailed(current),
         Err(StoreError::Conflict) => Acted::Done(Applied::StoreFailed),
         Err(StoreError::Unexpected(e) | StoreError::Corrupt(e)) => {

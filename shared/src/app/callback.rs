@@ -102,7 +102,14 @@ async fn apply_notification(
         Applied::LatePaymentRefunded => CallbackResult::LatePaymentRefunded,
         Applied::Duplicate | Applied::Raced => CallbackResult::Duplicate,
         Applied::Ignored => CallbackResult::Ignored,
-        Applied::UnknownPayment | Applied::Refused => CallbackResult::UnknownPayment,
+        Applied::UnknownPayment => {
+            alarm(
+                "callback_unknown_payment",
+                &format!("verified notification for unknown payment {}", n.payment_id),
+            );
+            CallbackResult::UnknownPayment
+        }
+        Applied::Refused => CallbackResult::UnknownPayment,
         Applied::StoreFailed => CallbackResult::RetryLater,
     };
     tracing::info!(%provider, payment_id = %n.payment_id, notify_id = n.notify_id, ?result, "callback handled");
