@@ -977,7 +977,10 @@ mod refund_notification_tests {
     #[test]
     fn a_refund_notification_with_a_bad_signature_is_a_signature_failure() {
         let now = Timestamp::from_unix_s(NOW_S);
-        for body in [refund_body(&[]), refund_body(&[("amount_minor", "x".into())])] {
+        for body in [
+            refund_body(&[]),
+            refund_body(&[("amount_minor", "x".into())]),
+        ] {
             let got = provider().verify_callback(&signed(1, NOW_S, &body), body.as_bytes(), now);
             assert!(
                 matches!(got, Err(CallbackRejection::BadSignature(_))),

@@ -687,11 +687,8 @@ fn trade_notification_verifies_and_parses() {
         }
     );
     // No replay window: the same delivery a day later is still authentic.
-    let later = payment(provider().verify_callback(
-        &http::HeaderMap::new(),
-        &body,
-        T0.plus_s(86_400),
-    ));
+    let later =
+        payment(provider().verify_callback(&http::HeaderMap::new(), &body, T0.plus_s(86_400)));
     assert_eq!(later, Ok(notification));
 }
 

@@ -221,12 +221,9 @@ fn openssl_signatures_verify_in_the_adapter() {
     openssl_sign(&mut notice, &pki.signer_key_pem);
     let now = valid_now();
     assert_eq!(trust().verify(&notice, now), Ok(()));
-    let notification = payment(provider(now).verify_callback(
-        &http::HeaderMap::new(),
-        &form(&notice),
-        now,
-    ))
-    .expect("openssl-signed notification");
+    let notification =
+        payment(provider(now).verify_callback(&http::HeaderMap::new(), &form(&notice), now))
+            .expect("openssl-signed notification");
     assert_eq!(notification.amount_minor, 10);
 
     notice.insert("txnAmt".into(), "11".into());
@@ -1346,7 +1343,8 @@ fn a_refund_notification_with_a_bad_signature_is_a_signature_failure() {
     let now = valid_now();
     let provider = provider(now);
     let headers = http::HeaderMap::new();
-    let forged = signed_refund_notification(&[], &pki.other_company_key_pem, &pki.other_company_pem);
+    let forged =
+        signed_refund_notification(&[], &pki.other_company_key_pem, &pki.other_company_pem);
     assert!(matches!(
         provider.verify_callback(&headers, &form(&forged), now),
         Err(CallbackRejection::BadSignature(_))

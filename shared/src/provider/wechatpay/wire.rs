@@ -580,10 +580,7 @@ fn open_envelope(key: &ApiV3Key, body: &[u8]) -> Result<Opened, CallbackRejectio
         return Err(CallbackRejection::Malformed("notification id".into()));
     }
     let kind = event_kind(&envelope.event_type).ok_or_else(|| {
-        CallbackRejection::Malformed(format!(
-            "unsupported event_type {:?}",
-            envelope.event_type
-        ))
+        CallbackRejection::Malformed(format!("unsupported event_type {:?}", envelope.event_type))
     })?;
     let resource = &envelope.resource;
     if resource.algorithm != "AEAD_AES_256_GCM" {
@@ -674,7 +671,10 @@ pub(super) struct RefundEvent {
 /// The refund of an opened `REFUND.*` notification: checks the merchant, and reads the refund.
 /// `event_type` must say what `refund_status` says (`REFUND.SUCCESS` and `SUCCESS`, and so on):
 /// a notification that contradicts itself is malformed.
-fn parse_refund_event(config: &WechatPayConfig, opened: Opened) -> Result<RefundEvent, CallbackRejection> {
+fn parse_refund_event(
+    config: &WechatPayConfig,
+    opened: Opened,
+) -> Result<RefundEvent, CallbackRejection> {
     let malformed = |what: String| CallbackRejection::Malformed(what);
     let refund: RefundResource = serde_json::from_slice(&opened.plaintext)
         .map_err(|e| malformed(format!("refund resource: {e}")))?;
