@@ -166,8 +166,8 @@ fn app_imports(text: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
                     found.insert(module);
                 }
                 // `use crate::app::{a, b}`.
-                if rest.starts_with('{') {
-                    let group = rest[1..].split('}').next().unwrap_or("");
+                if let Some(group) = rest.strip_prefix('{') {
+                    let group = group.split('}').next().unwrap_or("");
                     for part in group.split(',') {
                         let module = part.trim().split("::").next().unwrap_or("").trim();
                         if modules.contains(module) {

@@ -20,7 +20,7 @@ pub enum Start {
     /// Not read: the report's first move assumes the payment as created.
     Unread(PaymentId),
     /// Read, and already decided on.
-    Decided(Box<Payment>, Decision),
+    Decided(Box<Payment>, Box<Decision>),
 }
 
 /// What applying a report did.
@@ -44,7 +44,7 @@ pub enum Applied {
 /// Applies `report` from `start`, re-deciding on the payment as it is whenever a guard fails.
 pub async fn apply_report(deps: &Deps, start: Start, report: &Report, ctx: &Context) -> Applied {
     let (mut payment, mut decision) = match start {
-        Start::Decided(payment, decision) => (Some(*payment), decision),
+        Start::Decided(payment, decision) => (Some(*payment), *decision),
         Start::Unread(payment_id) => {
             let first = match report {
                 Report::Trade(trade) => first_move(&payment_id, trade, ctx),

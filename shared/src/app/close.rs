@@ -94,7 +94,7 @@ async fn close_at_provider(
                 ));
             }
             _ => {
-                let start = Start::Decided(Box::new(payment), decision);
+                let start = Start::Decided(Box::new(payment), Box::new(decision));
                 return Ok(apply_report(deps, start, &report, &ctx).await);
             }
         }

@@ -233,7 +233,7 @@ async fn conclude(
     if let Action::Wait(wait) = decision.action {
         return schedule_next(deps, &payment, wait, answer.created, ctx.now, lease_until).await;
     }
-    let start = Start::Decided(Box::new(payment), decision);
+    let start = Start::Decided(Box::new(payment), Box::new(decision));
     match apply_report(deps, start, &answer.report, ctx).await {
         Applied::Moved(PaymentStatus::Paid) => CheckOutcome::Paid,
         Applied::Moved(PaymentStatus::Closed) => CheckOutcome::Closed,
