@@ -376,8 +376,7 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
 async fn build_functions(root: &std::path::Path, functions: &[Function]) -> anyhow::Result<()> {
     let binaries: Vec<String> = functions.iter().map(|f| f.binary.clone()).collect();
     let build_root = root.to_owned();
-    tokio::task::spawn_blocking(move || crate::lambda::build(&build_root, &binaries, false))
-        .await?
+    tokio::task::spawn_blocking(move || crate::lambda::build(&build_root, &binaries, false)).await?
 }
 
 /// Writes fresh keys to `keys_dir` and starts the sandbox with every provider protocol.
@@ -471,10 +470,22 @@ fn provider_parameters(sandbox_url: &str, keys_dir: &std::path::Path) -> BTreeMa
         ("WechatPayBaseUrl", sandbox_url.to_owned()),
         ("WechatPayMchId", WECHATPAY_MCHID.into()),
         ("WechatPayAppId", WECHATPAY_APPID.into()),
-        ("WechatPayMerchantSerialNo", WECHATPAY_MERCHANT_SERIAL_NO.into()),
-        ("WechatPayMerchantKey", key("wechatpay_merchant_private.pem")),
-        ("WechatPayPlatformPublicKey", key("wechatpay_platform_public.pem")),
-        ("WechatPayPlatformPublicKeyId", WECHATPAY_PLATFORM_PUBLIC_KEY_ID.into()),
+        (
+            "WechatPayMerchantSerialNo",
+            WECHATPAY_MERCHANT_SERIAL_NO.into(),
+        ),
+        (
+            "WechatPayMerchantKey",
+            key("wechatpay_merchant_private.pem"),
+        ),
+        (
+            "WechatPayPlatformPublicKey",
+            key("wechatpay_platform_public.pem"),
+        ),
+        (
+            "WechatPayPlatformPublicKeyId",
+            WECHATPAY_PLATFORM_PUBLIC_KEY_ID.into(),
+        ),
         ("WechatPayApiV3Key", key("wechatpay_apiv3.key")),
         ("UnionPayBaseUrl", sandbox_url.to_owned()),
         ("UnionPayFileUrl", format!("{sandbox_url}/unionpay/file/")),
@@ -482,7 +493,10 @@ fn provider_parameters(sandbox_url: &str, keys_dir: &std::path::Path) -> BTreeMa
         ("UnionPaySignKey", key("unionpay_merchant_private.pem")),
         ("UnionPaySignCert", key("unionpay_merchant.pem")),
         ("UnionPayRootCert", key("unionpay_ca_root.pem")),
-        ("UnionPayIntermediateCert", key("unionpay_ca_intermediate.pem")),
+        (
+            "UnionPayIntermediateCert",
+            key("unionpay_ca_intermediate.pem"),
+        ),
     ]
     .into_iter()
     .map(|(name, value)| (name.to_owned(), value))
@@ -511,7 +525,9 @@ async fn create_resources(
         .map(|id| template.table_name(&id, resolver).map(|name| (id, name)))
         .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
     let sqs = aws_sdk_sqs::Client::new(sdk);
-    template.create_queues(&sqs, resolver, &mut physical).await?;
+    template
+        .create_queues(&sqs, resolver, &mut physical)
+        .await?;
     let queues = template
         .queue_ids()
         .into_iter()

@@ -176,7 +176,10 @@ async fn callers_that_give_up_neither_poison_the_runtime_nor_wedge_other_functio
     let other = invoke(&emulator, "other", json!({ "echo": "o" }), PATIENCE);
     let (busy, other) = tokio::join!(busy, other);
     assert_eq!(busy.expect("busy answers"), (None, json!({ "echo": "b" })));
-    assert_eq!(other.expect("other answers"), (None, json!({ "echo": "o" })));
+    assert_eq!(
+        other.expect("other answers"),
+        (None, json!({ "echo": "o" }))
+    );
 
     until("the held answers are posted", || {
         seen.answer_statuses.lock().expect("statuses").len() >= 4
@@ -194,7 +197,11 @@ async fn callers_that_give_up_neither_poison_the_runtime_nor_wedge_other_functio
     let settled = stats.answered + stats.abandoned_waiting + stats.late_answers;
     assert_eq!(settled, stats.invoked, "{stats:?}");
     assert!(stats.late_answers >= 2, "{stats:?}");
-    assert_eq!(seen.launches.load(Ordering::SeqCst), 3, "no instance was lost");
+    assert_eq!(
+        seen.launches.load(Ordering::SeqCst),
+        3,
+        "no instance was lost"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,9 +215,17 @@ async fn an_invocation_past_its_timeout_is_ended_and_its_instance_replaced() {
 
     let next = invoke(&emulator, "stuck", json!({ "echo": 3 }), PATIENCE).await;
     assert_eq!(next.expect("answered"), (None, json!({ "echo": 3 })));
-    assert_eq!(seen.launches.load(Ordering::SeqCst), 2, "a new instance ran it");
+    assert_eq!(
+        seen.launches.load(Ordering::SeqCst),
+        2,
+        "a new instance ran it"
+    );
     let stats = emulator.stats();
-    assert_eq!((stats.timed_out, stats.instances_replaced), (1, 1), "{stats:?}");
+    assert_eq!(
+        (stats.timed_out, stats.instances_replaced),
+        (1, 1),
+        "{stats:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -222,7 +222,10 @@ async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     let app = Router::new()
         .route("/2015-03-31/functions/{function}/invocations", post(invoke))
         .route(&format!("{runtime}/invocation/next"), get(next))
-        .route(&format!("{runtime}/invocation/{{id}}/response"), post(respond))
+        .route(
+            &format!("{runtime}/invocation/{{id}}/response"),
+            post(respond),
+        )
         .route(&format!("{runtime}/invocation/{{id}}/error"), post(fail))
         .route(&format!("{runtime}/init/error"), post(init_error))
         .with_state(shared);
@@ -334,7 +337,12 @@ impl Shared {
 }
 
 /// Ends invocation `request_id` if it still runs after `timeout`, and its instance with it.
-async fn end_at_deadline(shared: Arc<Shared>, request_id: String, instance: u64, timeout: Duration) {
+async fn end_at_deadline(
+    shared: Arc<Shared>,
+    request_id: String,
+    instance: u64,
+    timeout: Duration,
+) {
     tokio::time::sleep(timeout).await;
     let Some(running) = lock(&shared.running).remove(&request_id) else {
         return;
@@ -413,7 +421,11 @@ async fn invoke(
         }
         Err(_) => {
             let message = "the emulator dropped the invocation";
-            lambda_error(StatusCode::INTERNAL_SERVER_ERROR, "ServiceException", message)
+            lambda_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ServiceException",
+                message,
+            )
         }
     }
 }
@@ -429,7 +441,10 @@ async fn next(
     for _ in 0..RECHECKS_MAX {
         if let Some((request_id, event)) = shared.take(&function, instance) {
             let deadline = SystemTime::now() + function.config.timeout;
-            let arn = format!("arn:aws:lambda:{}:000000000000:function:{name}", crate::REGION);
+            let arn = format!(
+                "arn:aws:lambda:{}:000000000000:function:{name}",
+                crate::REGION
+            );
             let headers = [
                 ("lambda-runtime-aws-request-id", request_id),
                 ("lambda-runtime-deadline-ms", unix_ms(deadline).to_string()),
