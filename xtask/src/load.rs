@@ -227,7 +227,7 @@ impl Load {
         }
         let url = format!("{}/payments/{}/refunds", self.api, driven.payment_id);
         let refunds = (0..CONCURRENT_REFUNDS).map(|n| {
-            let body = json!({ "refund_id": format!("rf-{n}"), "amount_minor": driven.amount_minor / 4 + 1 });
+            let body = json!({ "refund_id": format!("rf-{n}"), "amount_minor": driven.amount_minor / 4 + 1, "reason": "load" });
             self.call("POST /payments/{id}/refunds", self.http.post(&url).json(&body))
         });
         for answer in join_all(refunds).await {
