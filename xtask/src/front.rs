@@ -13,6 +13,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
+/// API Gateway's integration timeout (HTTP APIs: 30 s at most). The emulator ends an invocation
+/// at its function's timeout; this bounds the wait for an instance on top of it.
+const INTEGRATION_TIMEOUT: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Clone)]
 pub struct FrontRoute {
     pub method: String,
@@ -193,10 +197,14 @@ async fn handle(State(front): State<Arc<Front>>, request: Request<Body>) -> Resp
         .http
         .post(url)
         .json(&event)
-        .timeout(Duration::from_secs(route.timeout_s))
+        .timeout(INTEGRATION_TIMEOUT)
         .send()
         .await;
     match result {
+        // A function error (the emulator ends a timed-out one as one) is API Gateway's 500.
+        Ok(answer) if answer.headers().contains_key("x-amz-function-error") => {
+            gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+        }
         Ok(answer) if answer.status().is_success() => match answer.json::<Value>().await {
             Ok(value) => into_response(&value),
             Err(_) => gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),

@@ -1,29 +1,29 @@
-//! The Lambda emulator: cargo-lambda's runtime API (`cargo lambda watch --only-lambda-apis`) with
-//! the real function binaries attached, each with the environment the template gives it.
+//! The Lambda emulator (xtask's own Invoke and Runtime APIs, [`emulator`]) with the real function
+//! binaries attached, each with the environment the template gives it.
+
+pub mod emulator;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command as StdCommand;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
-use crate::procs::{free_port, spawn_logged, wait_tcp};
-use crate::venv::Venv;
+pub use emulator::{Emulator, FunctionConfig, Instance, Launcher, Stats};
+
+use crate::procs::spawn_logged;
 
 /// One function as the emulator runs it.
 pub struct FunctionSpec {
     pub binary: String,
     pub memory_mb: u64,
+    /// The template's timeout.
+    pub timeout_s: u64,
     pub env: BTreeMap<String, String>,
-}
-
-pub struct Emulator {
-    /// Base of the Lambda Invoke API: `{invoke_url}/2015-03-31/functions/{name}/invocations`.
-    pub invoke_url: String,
-    _watch: Child,
-    _instances: Vec<Child>,
 }
 
 /// Where cargo puts binaries for this workspace.
@@ -56,40 +56,67 @@ pub fn binary_path(root: &Path, binary: &str, release: bool) -> PathBuf {
         .join(binary)
 }
 
-/// Starts the runtime API and `concurrency` instances of every function.
+/// Starts the emulator with `concurrency` instances of every function binary.
 pub async fn start(
-    venv: &Venv,
     root: &Path,
     log_dir: &Path,
-    functions: &[FunctionSpec],
+    functions: Vec<FunctionSpec>,
     concurrency: usize,
-    aws_env: &BTreeMap<String, String>,
+    aws_env: BTreeMap<String, String>,
 ) -> anyhow::Result<Emulator> {
-    let port = free_port()?;
-    let mut watch = Command::new(venv.bin("cargo-lambda"));
-    watch.current_dir(root).args([
-        "lambda",
-        "watch",
-        "--only-lambda-apis",
-        "-A",
-        "127.0.0.1",
-        "-P",
-        &port.to_string(),
-    ]);
-    let mut watch = spawn_logged(watch, &log_dir.join("cargo-lambda.log"))?;
-    let invoke_url = format!("http://127.0.0.1:{port}");
-    wait_tcp(port, Duration::from_secs(60), &mut watch).await?;
-    let mut instances = Vec::new();
-    for function in functions {
-        for n in 0..concurrency {
-            instances.push(start_instance(root, log_dir, function, port, n, aws_env)?);
-        }
+    let configs = functions
+        .iter()
+        .map(|f| FunctionConfig {
+            name: f.binary.clone(),
+            timeout: Duration::from_secs(f.timeout_s),
+            instances: concurrency,
+        })
+        .collect();
+    let launcher = Binaries {
+        root: root.to_owned(),
+        log_dir: log_dir.to_owned(),
+        functions: functions
+            .into_iter()
+            .map(|f| (f.binary.clone(), f))
+            .collect(),
+        aws_env,
+        started: AtomicUsize::new(0),
+    };
+    emulator::start(configs, Arc::new(launcher)).await
+}
+
+/// Starts the function binaries (debug builds), each with its environment and its own log.
+struct Binaries {
+    root: PathBuf,
+    log_dir: PathBuf,
+    functions: BTreeMap<String, FunctionSpec>,
+    aws_env: BTreeMap<String, String>,
+    /// Instances started so far: each its own log stream.
+    started: AtomicUsize,
+}
+
+impl Launcher for Binaries {
+    fn launch(&self, function: &str, runtime_api: &str) -> anyhow::Result<Instance> {
+        let spec = self
+            .functions
+            .get(function)
+            .with_context(|| format!("no function {function}"))?;
+        let n = self.started.fetch_add(1, Ordering::Relaxed);
+        let command = function_command(
+            binary_path(&self.root, &spec.binary, false),
+            &spec.binary,
+            spec.memory_mb,
+            spec.env.iter().chain(&self.aws_env),
+            runtime_api,
+            &format!("local/{n}"),
+        );
+        let log = self.log_dir.join(format!("{}.log", spec.binary));
+        // The child is killed when the future is dropped (`kill_on_drop`).
+        let mut child = spawn_logged(command, &log)?;
+        Ok(Box::pin(async move {
+            let _ = child.wait().await;
+        }))
     }
-    Ok(Emulator {
-        invoke_url,
-        _watch: watch,
-        _instances: instances,
-    })
 }
 
 /// The command that runs the function binary at `program` with what Lambda would give it and
@@ -119,23 +146,4 @@ pub fn function_command<'a>(
         .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"))
         .env("AWS_LAMBDA_LOG_STREAM_NAME", log_stream);
     command
-}
-
-fn start_instance(
-    root: &Path,
-    log_dir: &Path,
-    function: &FunctionSpec,
-    port: u16,
-    n: usize,
-    aws_env: &BTreeMap<String, String>,
-) -> anyhow::Result<Child> {
-    let command = function_command(
-        binary_path(root, &function.binary, false),
-        &function.binary,
-        function.memory_mb,
-        function.env.iter().chain(aws_env),
-        &format!("http://127.0.0.1:{port}/.rt/{}", function.binary),
-        &format!("local/{n}"),
-    );
-    spawn_logged(command, &log_dir.join(format!("{}.log", function.binary)))
 }

@@ -8,6 +8,7 @@ use xtask::stack::{StackOptions, spawn};
 
 mod bench;
 mod demo;
+mod load;
 
 #[derive(Parser)]
 #[command(about = "Dev tasks for the payment platform")]
@@ -34,6 +35,17 @@ enum Task {
         #[arg(long, default_value_t = 0)]
         port: u16,
         /// Which provider protocol the batch goes through; the sandbox plays each of them.
+        #[arg(long, default_value = "sandbox", value_parser = ["sandbox", "alipay", "wechatpay", "unionpay"])]
+        provider: String,
+    },
+    /// Drive N payments through the stack (the running one named by `PAYCORE_API_URL`, or a fresh
+    /// one) under faults, duplicate creates, double pays and concurrent refunds; check the end
+    /// state against the provider sandbox; print throughput and latency per route.
+    Load {
+        #[arg(long, default_value_t = 100)]
+        payments: usize,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
         #[arg(long, default_value = "sandbox", value_parser = ["sandbox", "alipay", "wechatpay", "unionpay"])]
         provider: String,
     },
@@ -73,6 +85,11 @@ async fn main() -> anyhow::Result<()> {
             port,
             provider,
         } => demo::run(payments, port, &provider).await,
+        Task::Load {
+            payments,
+            concurrency,
+            provider,
+        } => load::run(payments, concurrency, &provider).await,
         Task::Test { cargo_args } => test(cargo_args).await,
         Task::Bench { runs, invocations } => bench::run(runs, invocations).await,
     }

@@ -17,7 +17,7 @@ use crate::sandbox::{
     WechatPayOptions, generate_rsa_2048,
 };
 use crate::schedules::Schedules;
-use crate::template::{Resolver, Template};
+use crate::template::{Function, Physical, Resolver, Template};
 use crate::{
     ALIPAY_APP_ID, REGION, SANDBOX_MERCHANT_ID, UNIONPAY_MER_ID, UNIONPAY_MERCHANT_CERT_ID,
     UNIONPAY_SIGNER_CN, WECHATPAY_APPID, WECHATPAY_MCHID, WECHATPAY_MERCHANT_SERIAL_NO,
@@ -63,7 +63,7 @@ pub struct Stack {
     pub queues: BTreeMap<String, String>,
     _moto: Moto,
     sandbox: Option<SandboxHandle>,
-    _emulator: Emulator,
+    emulator: Emulator,
     _schedules: Schedules,
     _ttl: crate::ttl::Sweeper,
     _event_sources: EventSources,
@@ -92,6 +92,11 @@ impl Stack {
         }
         env.extend(aws_env(&self.moto_endpoint));
         env
+    }
+
+    /// What the Lambda emulator did so far.
+    pub fn emulator_stats(&self) -> crate::lambda::Stats {
+        self.emulator.stats()
     }
 
     pub async fn shutdown(mut self) {
@@ -309,23 +314,83 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
     let venv = tokio::task::spawn_blocking(venv::ensure).await??;
     let template = Template::load_default()?;
     let functions = template.functions()?;
-    let binaries: Vec<String> = functions.iter().map(|f| f.binary.clone()).collect();
-    let build_root = root.clone();
-    tokio::task::spawn_blocking(move || crate::lambda::build(&build_root, &binaries, false))
-        .await??;
+    build_functions(&root, &functions).await?;
 
     let log_dir = options.work_dir.join("logs");
     let keys_dir = options.work_dir.join("keys");
     std::fs::create_dir_all(&log_dir).context("creating log dir")?;
     let moto = crate::moto::start(&venv, &log_dir).await?;
     let sdk = crate::moto::sdk_config(&moto.endpoint).await;
-    let keys = write_keys(&keys_dir)?;
+    let sandbox = start_sandbox(&keys_dir, options.time_scale).await?;
+
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.api_port))
+        .await
+        .context("binding the API port")?;
+    let api_url = format!("http://{}", listener.local_addr()?);
+    let resolver = Resolver {
+        stack_name: options.stack_name.clone(),
+        region: REGION.into(),
+        parameters: parameters(&template, &options, &sandbox.base_url, &api_url, &keys_dir)?,
+    };
+    let resources = create_resources(&template, &sdk, &resolver).await?;
+    let mappings = crate::event_sources::mappings(&functions, &resources.physical)?;
+    let (specs, routes) = function_specs(&template, &functions, &resolver, &resources.physical)?;
+    let emulator = crate::lambda::start(
+        &root,
+        &log_dir,
+        specs,
+        options.concurrency,
+        aws_env(&moto.endpoint),
+    )
+    .await?;
+    let schedules =
+        crate::schedules::start(&emulator.invoke_url, &functions, options.time_scale, REGION);
+    let event_sources = crate::event_sources::start(
+        &sdk,
+        &emulator.invoke_url,
+        REGION,
+        mappings,
+        options.concurrency,
+    );
+    let front = crate::front::serve(listener, routes, emulator.invoke_url.clone())?;
+    Ok(Stack {
+        api_url,
+        moto_endpoint: moto.endpoint.clone(),
+        sandbox_url: sandbox.base_url.clone(),
+        stack_name: options.stack_name,
+        keys_dir,
+        log_dir,
+        tables: resources.tables,
+        queues: resources.queues,
+        _moto: moto,
+        sandbox: Some(sandbox),
+        emulator,
+        _schedules: schedules,
+        _ttl: resources.ttl,
+        _event_sources: event_sources,
+        front,
+    })
+}
+
+/// Builds every function binary of the template (debug).
+async fn build_functions(root: &std::path::Path, functions: &[Function]) -> anyhow::Result<()> {
+    let binaries: Vec<String> = functions.iter().map(|f| f.binary.clone()).collect();
+    let build_root = root.to_owned();
+    tokio::task::spawn_blocking(move || crate::lambda::build(&build_root, &binaries, false)).await?
+}
+
+/// Writes fresh keys to `keys_dir` and starts the sandbox with every provider protocol.
+async fn start_sandbox(
+    keys_dir: &std::path::Path,
+    time_scale: u32,
+) -> anyhow::Result<SandboxHandle> {
+    let keys = write_keys(keys_dir)?;
     let sandbox_options = SandboxOptions {
         bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         merchant_id: SANDBOX_MERCHANT_ID.into(),
         merchant_public_key_pem: keys.merchant.public_spki_pem,
         provider_private_key_pem: keys.sandbox.private_pkcs8_pem,
-        time_scale: options.time_scale,
+        time_scale,
     };
     let alipay = AlipayOptions {
         app_id: ALIPAY_APP_ID.into(),
@@ -354,62 +419,21 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
         wechatpay: Some(wechatpay),
         unionpay: Some(unionpay),
     };
-    let sandbox = crate::sandbox::start_with(sandbox_options, providers).await?;
+    crate::sandbox::start_with(sandbox_options, providers).await
+}
 
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.api_port))
-        .await
-        .context("binding the API port")?;
-    let api_url = format!("http://{}", listener.local_addr()?);
+/// The template's parameters as the local stack sets them: the sandbox's addresses and keys,
+/// our callback URL, the time-scaled schedules and the provider timeout.
+fn parameters(
+    template: &Template,
+    options: &StackOptions,
+    sandbox_url: &str,
+    api_url: &str,
+    keys_dir: &std::path::Path,
+) -> anyhow::Result<BTreeMap<String, String>> {
     let mut parameters = template.parameter_defaults().clone();
-    let key = |name: &str| format!("file:{}", keys_dir.join(name).display());
-    parameters.insert("SandboxBaseUrl".into(), sandbox.base_url.clone());
-    parameters.insert("SandboxMerchantId".into(), SANDBOX_MERCHANT_ID.into());
-    parameters.insert("SandboxMerchantKey".into(), key("merchant_private.pem"));
-    parameters.insert("SandboxProviderPublicKey".into(), key("sandbox_public.pem"));
-    parameters.insert(
-        "AlipayGatewayUrl".into(),
-        format!("{}/gateway.do", sandbox.base_url),
-    );
-    parameters.insert("AlipayAppId".into(), ALIPAY_APP_ID.into());
-    parameters.insert("AlipayAppPrivateKey".into(), key("alipay_app_private.pem"));
-    parameters.insert("AlipayPublicKey".into(), key("alipay_public.pem"));
-    parameters.insert("WechatPayBaseUrl".into(), sandbox.base_url.clone());
-    parameters.insert("WechatPayMchId".into(), WECHATPAY_MCHID.into());
-    parameters.insert("WechatPayAppId".into(), WECHATPAY_APPID.into());
-    parameters.insert(
-        "WechatPayMerchantSerialNo".into(),
-        WECHATPAY_MERCHANT_SERIAL_NO.into(),
-    );
-    parameters.insert(
-        "WechatPayMerchantKey".into(),
-        key("wechatpay_merchant_private.pem"),
-    );
-    parameters.insert(
-        "WechatPayPlatformPublicKey".into(),
-        key("wechatpay_platform_public.pem"),
-    );
-    parameters.insert(
-        "WechatPayPlatformPublicKeyId".into(),
-        WECHATPAY_PLATFORM_PUBLIC_KEY_ID.into(),
-    );
-    parameters.insert("WechatPayApiV3Key".into(), key("wechatpay_apiv3.key"));
-    parameters.insert("UnionPayBaseUrl".into(), sandbox.base_url.clone());
-    parameters.insert(
-        "UnionPayFileUrl".into(),
-        format!("{}/unionpay/file/", sandbox.base_url),
-    );
-    parameters.insert("UnionPayMerId".into(), UNIONPAY_MER_ID.into());
-    parameters.insert(
-        "UnionPaySignKey".into(),
-        key("unionpay_merchant_private.pem"),
-    );
-    parameters.insert("UnionPaySignCert".into(), key("unionpay_merchant.pem"));
-    parameters.insert("UnionPayRootCert".into(), key("unionpay_ca_root.pem"));
-    parameters.insert(
-        "UnionPayIntermediateCert".into(),
-        key("unionpay_ca_intermediate.pem"),
-    );
-    parameters.insert("CallbackBaseUrl".into(), api_url.clone());
+    parameters.extend(provider_parameters(sandbox_url, keys_dir));
+    parameters.insert("CallbackBaseUrl".into(), api_url.to_owned());
     // Time-scaled like the sandbox's resends and the schedules, each step at least `min_s`.
     // The check-back is for what the relay lost: locally too it must not race a relay that is
     // merely busy, or it would deliver effects the relay path is there to deliver.
@@ -428,22 +452,81 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
         "ProviderTimeoutMs".into(),
         options.provider_timeout_ms.to_string(),
     );
-    let resolver = Resolver {
-        stack_name: options.stack_name.clone(),
-        region: REGION.into(),
-        parameters,
-    };
-    let client = aws_sdk_dynamodb::Client::new(&sdk);
-    let mut physical = template.create_tables(&client, &resolver).await?;
-    let ttl = crate::ttl::start(client.clone(), template.ttl_tables(&resolver)?);
+    Ok(parameters)
+}
+
+/// Where the sandbox plays each provider, and the key files of each protocol.
+fn provider_parameters(sandbox_url: &str, keys_dir: &std::path::Path) -> BTreeMap<String, String> {
+    let key = |name: &str| format!("file:{}", keys_dir.join(name).display());
+    [
+        ("SandboxBaseUrl", sandbox_url.to_owned()),
+        ("SandboxMerchantId", SANDBOX_MERCHANT_ID.into()),
+        ("SandboxMerchantKey", key("merchant_private.pem")),
+        ("SandboxProviderPublicKey", key("sandbox_public.pem")),
+        ("AlipayGatewayUrl", format!("{sandbox_url}/gateway.do")),
+        ("AlipayAppId", ALIPAY_APP_ID.into()),
+        ("AlipayAppPrivateKey", key("alipay_app_private.pem")),
+        ("AlipayPublicKey", key("alipay_public.pem")),
+        ("WechatPayBaseUrl", sandbox_url.to_owned()),
+        ("WechatPayMchId", WECHATPAY_MCHID.into()),
+        ("WechatPayAppId", WECHATPAY_APPID.into()),
+        (
+            "WechatPayMerchantSerialNo",
+            WECHATPAY_MERCHANT_SERIAL_NO.into(),
+        ),
+        (
+            "WechatPayMerchantKey",
+            key("wechatpay_merchant_private.pem"),
+        ),
+        (
+            "WechatPayPlatformPublicKey",
+            key("wechatpay_platform_public.pem"),
+        ),
+        (
+            "WechatPayPlatformPublicKeyId",
+            WECHATPAY_PLATFORM_PUBLIC_KEY_ID.into(),
+        ),
+        ("WechatPayApiV3Key", key("wechatpay_apiv3.key")),
+        ("UnionPayBaseUrl", sandbox_url.to_owned()),
+        ("UnionPayFileUrl", format!("{sandbox_url}/unionpay/file/")),
+        ("UnionPayMerId", UNIONPAY_MER_ID.into()),
+        ("UnionPaySignKey", key("unionpay_merchant_private.pem")),
+        ("UnionPaySignCert", key("unionpay_merchant.pem")),
+        ("UnionPayRootCert", key("unionpay_ca_root.pem")),
+        (
+            "UnionPayIntermediateCert",
+            key("unionpay_ca_intermediate.pem"),
+        ),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect()
+}
+
+/// The template's tables (with their TTL sweeper) and queues, created in moto.
+struct Resources {
+    physical: Physical,
+    tables: BTreeMap<String, String>,
+    queues: BTreeMap<String, String>,
+    ttl: crate::ttl::Sweeper,
+}
+
+async fn create_resources(
+    template: &Template,
+    sdk: &aws_config::SdkConfig,
+    resolver: &Resolver,
+) -> anyhow::Result<Resources> {
+    let client = aws_sdk_dynamodb::Client::new(sdk);
+    let mut physical = template.create_tables(&client, resolver).await?;
+    let ttl = crate::ttl::start(client.clone(), template.ttl_tables(resolver)?);
     let tables = template
         .table_ids()
         .into_iter()
-        .map(|id| template.table_name(&id, &resolver).map(|name| (id, name)))
+        .map(|id| template.table_name(&id, resolver).map(|name| (id, name)))
         .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(sdk);
     template
-        .create_queues(&sqs, &resolver, &mut physical)
+        .create_queues(&sqs, resolver, &mut physical)
         .await?;
     let queues = template
         .queue_ids()
@@ -455,15 +538,29 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
             Ok((id.clone(), url.to_owned()))
         })
         .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
-    let mappings = crate::event_sources::mappings(&functions, &physical)?;
+    Ok(Resources {
+        physical,
+        tables,
+        queues,
+        ttl,
+    })
+}
 
+/// What the emulator runs of each function, and the API routes the front serves.
+fn function_specs(
+    template: &Template,
+    functions: &[Function],
+    resolver: &Resolver,
+    physical: &Physical,
+) -> anyhow::Result<(Vec<FunctionSpec>, Vec<FrontRoute>)> {
     let mut specs = Vec::new();
     let mut routes = Vec::new();
-    for function in &functions {
+    for function in functions {
         specs.push(FunctionSpec {
             binary: function.binary.clone(),
             memory_mb: function.memory_mb,
-            env: template.environment(function, &resolver, &physical)?,
+            timeout_s: function.timeout_s,
+            env: template.environment(function, resolver, physical)?,
         });
         routes.extend(function.routes.iter().map(|r| FrontRoute {
             method: r.method.clone(),
@@ -473,42 +570,7 @@ pub async fn spawn(options: StackOptions) -> anyhow::Result<Stack> {
             timeout_s: function.timeout_s,
         }));
     }
-    let emulator = crate::lambda::start(
-        &venv,
-        &root,
-        &log_dir,
-        &specs,
-        options.concurrency,
-        &aws_env(&moto.endpoint),
-    )
-    .await?;
-    let schedules =
-        crate::schedules::start(&emulator.invoke_url, &functions, options.time_scale, REGION);
-    let event_sources = crate::event_sources::start(
-        &sdk,
-        &emulator.invoke_url,
-        REGION,
-        mappings,
-        options.concurrency,
-    );
-    let front = crate::front::serve(listener, routes, emulator.invoke_url.clone())?;
-    Ok(Stack {
-        api_url,
-        moto_endpoint: moto.endpoint.clone(),
-        sandbox_url: sandbox.base_url.clone(),
-        stack_name: options.stack_name,
-        keys_dir,
-        log_dir,
-        tables,
-        queues,
-        _moto: moto,
-        sandbox: Some(sandbox),
-        _emulator: emulator,
-        _schedules: schedules,
-        _ttl: ttl,
-        _event_sources: event_sources,
-        front,
-    })
+    Ok((specs, routes))
 }
 
 /// `60,300` divided by `time_scale`, each at least `min_s`.
