@@ -211,23 +211,7 @@ impl Records {
 
     /// Every dead letter of the stack (it is the demo's own, fresh).
     async fn dead_letters(&self) -> anyhow::Result<usize> {
-        let items = self
-            .client
-            .scan()
-            .table_name(&self.compensations)
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Result<Vec<_>, _>>()
-            .await?;
-        Ok(items
-            .iter()
-            .filter(|i| {
-                i.get("kind")
-                    .and_then(|k| k.as_s().ok())
-                    .is_some_and(|k| k == "dead_letter")
-            })
-            .count())
+        crate::load::dead_letters(&self.client, &self.compensations).await
     }
 }
 

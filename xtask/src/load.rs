@@ -519,6 +519,25 @@ async fn settle_and_check(
     Ok(checks)
 }
 
+/// The order's effect record and its coupon, as the consumers wrote them.
+async fn effects(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    target: &Target,
+    order_id: &str,
+) -> anyhow::Result<(Option<String>, Option<String>)> {
+    let order = effect(
+        dynamodb,
+        &target.tables["OrdersTable"],
+        format!("ORDER#{order_id}"),
+    );
+    let coupon = effect(
+        dynamodb,
+        &target.tables["CouponsTable"],
+        format!("COUPON#{order_id}"),
+    );
+    Ok((order.await?, coupon.await?))
+}
+
 async fn effect(
     dynamodb: &aws_sdk_dynamodb::Client,
     table: &str,
@@ -545,18 +564,7 @@ async fn effects_done(
     if trade["status"] != "PAID" || d.plan.tampered {
         return Ok(true);
     }
-    let order = effect(
-        dynamodb,
-        &target.tables["OrdersTable"],
-        format!("ORDER#{}", d.order_id),
-    )
-    .await?;
-    let coupon = effect(
-        dynamodb,
-        &target.tables["CouponsTable"],
-        format!("COUPON#{}", d.order_id),
-    )
-    .await?;
+    let (order, coupon) = effects(dynamodb, target, &d.order_id).await?;
     Ok(order.is_some() && coupon.is_some())
 }
 
@@ -591,18 +599,7 @@ async fn check_one(
     checks.paid += usize::from(PAID_HERE.contains(&status.as_str()));
     checks.exceptions += usize::from(status == "exception");
     let wants_effects = paid_there && !d.plan.tampered;
-    let order = effect(
-        dynamodb,
-        &target.tables["OrdersTable"],
-        format!("ORDER#{}", d.order_id),
-    )
-    .await?;
-    let coupon = effect(
-        dynamodb,
-        &target.tables["CouponsTable"],
-        format!("COUPON#{}", d.order_id),
-    )
-    .await?;
+    let (order, coupon) = effects(dynamodb, target, &d.order_id).await?;
     for (what, found) in [("order effect", order), ("coupon", coupon)] {
         match (wants_effects, found) {
             (true, Some(p)) if &p == id => {}
@@ -634,7 +631,11 @@ async fn check_one(
     Ok(())
 }
 
-async fn dead_letters(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> anyhow::Result<usize> {
+/// Every dead letter in the compensations table `table`.
+pub(crate) async fn dead_letters(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> anyhow::Result<usize> {
     let items = dynamodb
         .scan()
         .table_name(table)
