@@ -129,16 +129,7 @@ impl Demo {
 
     /// Fault knobs apply to trades whose sandbox subject starts with `scope`.
     async fn set_faults(&self, scope: &str, fault: Fault) -> anyhow::Result<()> {
-        let mut knobs = fault.knobs();
-        knobs["scope"] = json!(scope);
-        let url = format!("{}/admin/faults", self.sandbox);
-        self.http
-            .put(url)
-            .json(&knobs)
-            .send()
-            .await?
-            .error_for_status()?;
-        Ok(())
+        set_faults(&self.http, &self.sandbox, scope, fault.knobs()).await
     }
 
     async fn payment(&self, payment_id: &str) -> anyhow::Result<Value> {
@@ -464,4 +455,20 @@ fn print_summary(summary: &Summary, payments: usize, provider: &str, elapsed: Du
         let outcome: Vec<String> = statuses.iter().map(|(s, n)| format!("{n} {s}")).collect();
         println!("    {:<30} {}", fault.label(), outcome.join(", "));
     }
+}
+
+/// Sets the sandbox's fault knobs for trades whose subject (or id) starts with `scope`.
+pub(crate) async fn set_faults(
+    http: &reqwest::Client,
+    sandbox: &str,
+    scope: &str,
+    mut knobs: Value,
+) -> anyhow::Result<()> {
+    knobs["scope"] = json!(scope);
+    http.put(format!("{sandbox}/admin/faults"))
+        .json(&knobs)
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(())
 }

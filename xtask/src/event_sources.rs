@@ -33,6 +33,7 @@ use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, warn};
 
+use crate::lambda::emulator::request_id;
 use crate::template::{Function, Physical, StartingPosition};
 
 /// Pollers per queue mapping (each with at most one batch in flight).
@@ -821,19 +822,6 @@ fn rfc3339_now_ms() -> String {
     time::OffsetDateTime::now_utc()
         .format(&format)
         .unwrap_or_default()
-}
-
-/// A request id in the UUID form Lambda's are in.
-fn request_id() -> String {
-    let hex = format!("{:032x}", ulid::Ulid::new().0);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
 }
 
 /// Where a batch given up on came from.

@@ -170,16 +170,8 @@ impl Load {
     }
 
     async fn set_faults(&self, scope: &str, knobs: &str) -> anyhow::Result<()> {
-        let mut knobs: Value = serde_json::from_str(knobs)?;
-        knobs["scope"] = json!(scope);
-        let url = format!("{}/admin/faults", self.sandbox);
-        self.http
-            .put(url)
-            .json(&knobs)
-            .send()
-            .await?
-            .error_for_status()?;
-        Ok(())
+        let knobs: Value = serde_json::from_str(knobs)?;
+        crate::demo::set_faults(&self.http, &self.sandbox, scope, knobs).await
     }
 
     async fn payment(&self, payment_id: &str) -> anyhow::Result<Value> {

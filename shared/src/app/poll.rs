@@ -24,7 +24,7 @@ use crate::app::Deps;
 use crate::app::apply::{Applied, Start, apply_report};
 use crate::app::ask::{Answer, ask, query};
 use crate::app::refund_check::{RefundChecked, check_refund};
-use crate::domain::decision::{Action, Asker, Context, Report, Wait, decide};
+use crate::domain::decision::{Action, Asker, Context, Decision, Report, Wait, decide};
 use crate::domain::polling::remember;
 use crate::domain::refund::RefundStatus;
 use crate::domain::{Payment, PaymentId, PaymentStatus, Timestamp};
@@ -198,38 +198,39 @@ async fn examine(
         now,
         max_unknown_checks: deps.poll.max_unknown_checks(),
     };
-    let Some(adapter) = deps.providers.get(payment.provider).cloned() else {
-        let note = format!("provider {} is not configured here", payment.provider);
-        let answer = Answer::from(Report::NoAnswer(note));
-        return conclude(deps, payment, answer, &ctx, lease_until).await;
+    let adapter = deps.providers.get(payment.provider).cloned();
+    let mut answer = match &adapter {
+        Some(adapter) => Answer::from(query(adapter.as_ref(), &payment).await),
+        None => Answer::from(Report::NoAnswer(format!(
+            "provider {} is not configured here",
+            payment.provider
+        ))),
     };
-    let mut answer = Answer::from(query(adapter.as_ref(), &payment).await);
+    let mut decision = decide(&payment, &answer.report, &ctx);
     for _ in 0..ASKS_PER_CHECK {
-        match decide(&payment, &answer.report, &ctx).action {
-            Action::Ask(question) => answer = ask(adapter.as_ref(), &payment, question).await,
-            _ => return conclude(deps, payment, answer, &ctx, lease_until).await,
-        }
+        let (Action::Ask(question), Some(adapter)) = (&decision.action, &adapter) else {
+            break;
+        };
+        answer = ask(adapter.as_ref(), &payment, *question).await;
+        decision = decide(&payment, &answer.report, &ctx);
     }
-    let note = "the provider's answers went round in circles".to_owned();
-    conclude(
-        deps,
-        payment,
-        Answer::from(Report::NoAnswer(note)),
-        &ctx,
-        lease_until,
-    )
-    .await
+    if matches!(decision.action, Action::Ask(_)) {
+        let note = "the provider's answers went round in circles".to_owned();
+        answer = Answer::from(Report::NoAnswer(note));
+        decision = decide(&payment, &answer.report, &ctx);
+    }
+    conclude(deps, payment, answer, decision, &ctx, lease_until).await
 }
 
-/// Acts on the last answer: the next check, or what the table decided.
+/// Acts on what the table decided on the last answer: the next check, or the decision.
 async fn conclude(
     deps: &Deps,
     payment: Payment,
     answer: Answer,
+    decision: Decision,
     ctx: &Context,
     lease_until: Timestamp,
 ) -> CheckOutcome {
-    let decision = decide(&payment, &answer.report, ctx);
     if let Action::Wait(wait) = decision.action {
         return schedule_next(deps, &payment, wait, answer.created, ctx.now, lease_until).await;
     }

@@ -3,13 +3,13 @@
 //! human is told once when it runs long.
 
 use crate::app::Deps;
-use crate::app::settle::{provider_refund, raise, settle_refund};
+use crate::app::settle::{provider_refund, raise, refund_report, settle_refund};
 use crate::domain::polling::remember;
 use crate::domain::refund::{
     Refund, RefundDecision, RefundReport, RefundStatus, decide_refund, refund_unresolved,
 };
 use crate::domain::{PaymentId, RefundId, Timestamp};
-use crate::ports::{PaymentProvider, ProviderError, ProviderRefund, RefundCheck, RefundState};
+use crate::ports::{PaymentProvider, ProviderRefund, RefundCheck};
 
 /// What one refund check did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,17 +21,6 @@ pub enum RefundChecked {
     /// It moved under us.
     Moved,
     StoreError,
-}
-
-/// The answer to a refund request in the refund table's words.
-pub fn refund_report(result: Result<RefundState, ProviderError>) -> RefundReport {
-    match result {
-        Ok(state) => RefundReport::State(state),
-        Err(ProviderError::Rejected { code, message }) => {
-            RefundReport::RequestRefused(format!("{code}: {message}"))
-        }
-        Err(ProviderError::Unknown(why)) => RefundReport::NoAnswer(format!("refund: {why}")),
-    }
 }
 
 /// Claims the refund's check (for `lease_s`) and settles it on the provider's word.

@@ -9,10 +9,9 @@
 //! `pending` for the poller ([`super::refund_check`]), which queries before it asks again.
 
 use crate::app::Deps;
-use crate::app::refund_check::refund_report;
 use crate::app::refusal::{self, Refusal};
 pub use crate::app::settle::refund_no;
-use crate::app::settle::{provider_refund, settle_refund};
+use crate::app::settle::{provider_refund, refund_report, settle_refund};
 use crate::domain::payment::MERCHANT_REFUNDABLE;
 use crate::domain::refund::{Refund, RefundDecision, RefundKind, RefundStatus, decide_refund};
 use crate::domain::{AmountMinor, Payment, PaymentId, RefundId};

@@ -6,10 +6,13 @@ use crate::app::Deps;
 use crate::crypto::sha256_hex;
 use crate::domain::decision::{Action, Asker, Context, Report, decide};
 use crate::domain::payment::LATE_PAYMENT_REFUNDABLE;
-use crate::domain::refund::{Refund, RefundKind, RefundStatus, after_settled};
+use crate::domain::refund::{Refund, RefundKind, RefundReport, RefundStatus, after_settled};
 use crate::domain::report::Alarm;
 use crate::domain::{Payment, PaymentId, RefundId};
-use crate::ports::{Compensation, ProviderRefund, RefundInsert, RefundSettlement, StoreError};
+use crate::ports::{
+    Compensation, ProviderError, ProviderRefund, RefundInsert, RefundSettlement, RefundState,
+    StoreError,
+};
 use crate::telemetry::alarm;
 
 /// Attempts at settling a refund when the payment moved under us (another refund settled).
@@ -37,6 +40,17 @@ pub fn provider_refund(payment: &Payment, refund: &Refund) -> ProviderRefund {
             .clone()
             .or_else(|| payment.provider_trade_no.clone()),
         requested_at: refund.created_at,
+    }
+}
+
+/// The answer to a refund request in the refund table's words.
+pub fn refund_report(result: Result<RefundState, ProviderError>) -> RefundReport {
+    match result {
+        Ok(state) => RefundReport::State(state),
+        Err(ProviderError::Rejected { code, message }) => {
+            RefundReport::RequestRefused(format!("{code}: {message}"))
+        }
+        Err(ProviderError::Unknown(why)) => RefundReport::NoAnswer(format!("refund: {why}")),
     }
 }
 

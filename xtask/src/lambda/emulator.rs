@@ -366,7 +366,7 @@ fn unix_ms(at: SystemTime) -> u128 {
 }
 
 /// A request id in the UUID form Lambda's are in.
-fn request_id() -> String {
+pub(crate) fn request_id() -> String {
     let hex = format!("{:032x}", ulid::Ulid::new().0);
     format!(
         "{}-{}-{}-{}-{}",
