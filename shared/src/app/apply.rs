@@ -84,8 +84,7 @@ enum Acted {
 
 /// Carries out one decision about `payment` (the one decided on; `None` when not read).
 async fn act(deps: &Deps, payment: Option<&Payment>, decision: Decision) -> Acted {
-    let escalating = matches!(decision.action, Action::Escalate(..));
-    if let (Some(raised), false) = (&decision.alarm, escalating) {
+    if let Some(raised) = &decision.alarm {
         raise_alarm(raised);
     }
     let done = Acted::Done;
@@ -94,11 +93,11 @@ async fn act(deps: &Deps, payment: Option<&Payment>, decision: Decision) -> Acte
             let outcome = deps.store.apply_transition(&transition).await;
             written(outcome, transition.to, &transition.payment_id)
         }
-        Action::Escalate(transition, compensation) => {
+        Action::Escalate(transition, compensation, raised) => {
             let outcome = deps.store.escalate(&transition, &compensation).await;
             let acted = written(outcome, transition.to, &transition.payment_id);
-            if let (Acted::Done(Applied::Moved(_)), Some(raised)) = (&acted, &decision.alarm) {
-                raise_alarm(raised);
+            if let Acted::Done(Applied::Moved(_)) = acted {
+                raise_alarm(&raised);
             }
             acted
         }

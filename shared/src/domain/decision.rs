@@ -160,9 +160,9 @@ pub enum Nothing {
 pub enum Action {
     /// Write this guarded transition.
     Move(Transition),
-    /// Write this transition together with a record for a human; the decision's alarm is
-    /// raised once it is written.
-    Escalate(Transition, Compensation),
+    /// Write this transition together with a record for a human, and raise the alarm once
+    /// both are written.
+    Escalate(Transition, Compensation, Alarm),
     Ask(Ask),
     Wait(Wait),
     /// Paid after it was over: give the money back with a refund derived from the payment
@@ -178,7 +178,7 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub action: Action,
-    /// Raised as the decision is acted on (an escalation's, once it is written).
+    /// Raised as the decision is acted on.
     pub alarm: Option<Alarm>,
 }
 
@@ -546,7 +546,7 @@ fn wait(payment: &Payment, ctx: &Context, wait: Wait) -> Decision {
             payment.payment_id, payment.provider
         ),
     );
-    Decision::alarmed(Action::Escalate(transition, compensation), alarm)
+    Decision::quiet(Action::Escalate(transition, compensation, alarm))
 }
 
 /// A refund succeeded: the payment moves by its refunded sum (or, paid after it was over, to

@@ -66,7 +66,7 @@ fn trade(status: NotifiedStatus, amount_minor: i64) -> Report {
 fn summary(decision: &Decision) -> String {
     let what = match &decision.action {
         Action::Move(t) => format!("move {}", t.to),
-        Action::Escalate(t, c) => format!("escalate {} ({})", t.to, c.kind),
+        Action::Escalate(t, c, a) => format!("escalate {} ({}) !{}", t.to, c.kind, a.name),
         Action::Ask(Ask::Close) => "ask close".into(),
         Action::Ask(Ask::QueryAfterClose) => "ask query".into(),
         Action::Ask(Ask::CreateAgain { trade_exists }) => {
@@ -529,7 +529,7 @@ fn play(steps: &[(Asker, Report, i64)]) -> Result<(), TestCaseError> {
             continue;
         }
         let transition = match decide(&p, report, &ctx).action {
-            Action::Move(t) | Action::Escalate(t, _) => t,
+            Action::Move(t) | Action::Escalate(t, _, _) => t,
             _ => {
                 p.refunded_minor += refunded;
                 continue;
