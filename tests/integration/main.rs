@@ -10,6 +10,7 @@ mod concurrency;
 mod e2e;
 mod faults;
 mod idempotency;
+mod local_moto;
 mod outbox;
 mod polling;
 mod provider_refunds;

@@ -14,6 +14,7 @@ use shared::app::check_back::{CheckBackDeps, run_check_back};
 use shared::app::consume::{ConsumerDeps, RetryDelays, consume};
 use shared::app::dead_letters::{DeadLetterSource, store_dead_letters};
 use shared::app::redrive::{RedriveOutcome, redrive};
+use shared::clock::ManualClock;
 use shared::domain::event::{Consumer, PaymentEvent};
 use shared::domain::idempotency::IdempotencyRecord;
 use shared::domain::payment::Transition;
@@ -492,12 +493,16 @@ async fn on_moto_the_check_back_republishes_only_the_event_whose_effects_are_mis
         ],
     );
     let effects: Vec<Arc<dyn Effects>> = vec![orders, coupons];
+    let clock = ManualClock::at(t0);
     let deps = CheckBackDeps {
         store: &store,
         effects: &effects,
         bus: &bus,
         after_s,
         page: 25,
+        concurrency: 4,
+        clock: &clock,
+        stop_at: None,
     };
     let early = run_check_back(&deps, t0.plus_s(after_s - 1)).await;
     assert_eq!(early.checked, 0);

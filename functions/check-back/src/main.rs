@@ -3,9 +3,14 @@
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use shared::app::check_back::{CheckBackDeps, run_check_back};
 use shared::config::Wiring;
+use shared::domain::Timestamp;
 
 /// Payments per shard per run.
 const PAGE: usize = 50;
+/// Payments checked at once.
+const CONCURRENCY: usize = 8;
+/// No check starts this close to the invocation's deadline (one takes a few requests).
+const STOP_BEFORE_DEADLINE_MS: i64 = 10_000;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -22,6 +27,11 @@ async fn main() -> Result<(), Error> {
             bus: &bus,
             after_s,
             page: PAGE,
+            concurrency: CONCURRENCY,
+            clock: app.clock.as_ref(),
+            stop_at: i64::try_from(event.context.deadline)
+                .ok()
+                .map(|ms| Timestamp::from_unix_ms(ms - STOP_BEFORE_DEADLINE_MS)),
         };
         let now = app.clock.now();
         async move {

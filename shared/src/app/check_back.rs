@@ -5,9 +5,11 @@
 
 use std::sync::Arc;
 
+use futures::{StreamExt, stream};
+
 use crate::domain::event::{Consumer, PaymentEvent};
 use crate::domain::{Payment, PaymentId, PaymentStatus, Timestamp};
-use crate::ports::{DUE_SHARDS, Effects, EventBus, PaymentStore};
+use crate::ports::{Clock, DUE_SHARDS, Effects, EventBus, PaymentStore};
 use crate::telemetry;
 
 /// After this many republishes without effects, every further one also raises an alarm.
@@ -22,6 +24,13 @@ pub struct CheckBackDeps<'a> {
     pub after_s: i64,
     /// Payments per shard per run.
     pub page: usize,
+    /// Payments checked at once.
+    pub concurrency: usize,
+    /// Read before each check, against `stop_at`.
+    pub clock: &'a dyn Clock,
+    /// No check starts at or after this instant (the invocation's deadline less a margin);
+    /// what is left stays due for the next run.
+    pub stop_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
@@ -31,29 +40,46 @@ pub struct CheckBackSummary {
     pub complete: usize,
     pub republished: usize,
     pub failed: usize,
+    /// Due, but not started before `stop_at`.
+    pub left: usize,
 }
 
-/// One run over every shard.
+/// One run over every shard: each shard's due page, checked with bounded concurrency until
+/// `stop_at`.
 pub async fn run_check_back(deps: &CheckBackDeps<'_>, now: Timestamp) -> CheckBackSummary {
     let mut summary = CheckBackSummary::default();
+    let mut due = Vec::new();
     for shard in 0..DUE_SHARDS {
-        let due = match deps.store.effect_checks_due(shard, now, deps.page).await {
-            Ok(due) => due,
+        match deps.store.effect_checks_due(shard, now, deps.page).await {
+            Ok(ids) => due.extend(ids),
             Err(e) => {
                 tracing::warn!(shard, error = format!("{e:#}"), "check-back: shard unread");
                 summary.failed += 1;
-                continue;
             }
-        };
-        for payment_id in due {
-            summary.checked += 1;
-            match check(deps, &payment_id, now).await {
-                Ok(Checked::Complete) => summary.complete += 1,
-                Ok(Checked::Republished) => summary.republished += 1,
-                Ok(Checked::Skipped) => {}
-                Err(e) => {
-                    tracing::warn!(%payment_id, error = format!("{e:#}"), "check-back: payment not checked");
-                    summary.failed += 1;
+        }
+    }
+    let mut outcomes = stream::iter(due)
+        .map(|payment_id| async move {
+            if deps.stop_at.is_some_and(|stop| deps.clock.now() >= stop) {
+                return None;
+            }
+            let checked = check(deps, &payment_id, now).await;
+            if let Err(e) = &checked {
+                tracing::warn!(%payment_id, error = format!("{e:#}"), "check-back: payment not checked");
+            }
+            Some(checked)
+        })
+        .buffer_unordered(deps.concurrency.max(1));
+    while let Some(outcome) = outcomes.next().await {
+        match outcome {
+            None => summary.left += 1,
+            Some(checked) => {
+                summary.checked += 1;
+                match checked {
+                    Ok(Checked::Complete) => summary.complete += 1,
+                    Ok(Checked::Republished) => summary.republished += 1,
+                    Ok(Checked::Skipped) => {}
+                    Err(_) => summary.failed += 1,
                 }
             }
         }

@@ -13,13 +13,14 @@ use super::check_back::{ALARM_AFTER_REPUBLISHES, CheckBackDeps, run_check_back};
 use super::consume::{ConsumerDeps, Outcome, RetryDelays, consume, consume_one};
 use super::dead_letters::{DeadLetterSource, parse_sources, store_dead_letters};
 use super::relay::{event_of, relay};
+use crate::clock::ManualClock;
 use crate::domain::event::{Consumer, PaymentEvent};
 use crate::domain::idempotency::IdempotencyRecord;
 use crate::domain::payment::Transition;
 use crate::domain::{HistoryEntry, OrderId, Payment, PaymentId, PaymentStatus, Timestamp};
 use crate::ports::{
-    Applied, ConsumerQueue, DeadLetterStatus, DeadLetterStore, Effects, EventBus, NewPayment,
-    PaymentStore, PublishError, QueueMessage, StoreError,
+    Applied, Clock, ConsumerQueue, DeadLetterStatus, DeadLetterStore, Effects, EventBus,
+    NewPayment, PaymentStore, PublishError, QueueMessage, StoreError,
 };
 use crate::queue::PaymentChange;
 use crate::store::{MemoryDeadLetters, MemoryEffects, MemoryStore};
@@ -423,12 +424,16 @@ async fn the_check_back_republishes_missing_effects_and_nothing_else() {
     coupons.apply(&done, T0).await.unwrap();
 
     let bus = RecordingBus::default();
+    let clock = ManualClock::at(T0);
     let deps = CheckBackDeps {
         store: &store,
         effects: &effects,
         bus: &bus,
         after_s: AFTER_S,
         page: 25,
+        concurrency: 4,
+        clock: &clock,
+        stop_at: None,
     };
     // Before the check is due, nothing happens.
     let early = run_check_back(&deps, T0.plus_s(AFTER_S)).await;
@@ -470,12 +475,16 @@ async fn the_check_back_keeps_chasing_with_an_alarm_and_overlapping_runs_publish
     let effects: Vec<Arc<dyn Effects>> = vec![Arc::new(MemoryEffects::new(Consumer::OrderUpdater))];
     let (_, lost) = pay(&store, "PAYX", "order-x").await;
     let bus = RecordingBus::default();
+    let clock = ManualClock::at(T0);
     let deps = CheckBackDeps {
         store: &store,
         effects: &effects,
         bus: &bus,
         after_s: AFTER_S,
         page: 25,
+        concurrency: 4,
+        clock: &clock,
+        stop_at: None,
     };
     let mut now = T0.plus_s(10 + AFTER_S);
     for round in 1..=ALARM_AFTER_REPUBLISHES + 1 {
@@ -495,6 +504,53 @@ async fn the_check_back_keeps_chasing_with_an_alarm_and_overlapping_runs_publish
         bus.sent_to(Consumer::OrderUpdater).len(),
         usize::try_from(ALARM_AFTER_REPUBLISHES + 1).unwrap()
     );
+}
+
+/// A clock one second further on at every reading.
+struct Ticking(ManualClock);
+
+impl Clock for Ticking {
+    fn now(&self) -> Timestamp {
+        let now = self.0.now();
+        self.0.advance_ms(1000);
+        now
+    }
+}
+
+#[tokio::test]
+async fn a_check_back_run_starts_no_check_past_its_stop_and_the_next_run_takes_the_rest() {
+    let store = MemoryStore::new().with_check_back_after(AFTER_S);
+    let effects: Vec<Arc<dyn Effects>> = vec![Arc::new(MemoryEffects::new(Consumer::OrderUpdater))];
+    for i in 0..5 {
+        pay(&store, &format!("PAY{i}"), &format!("order-{i}")).await;
+    }
+    let bus = RecordingBus::default();
+    let due = T0.plus_s(10 + AFTER_S);
+    // One check at a time, each reading the clock once as it starts: three start before the stop.
+    let clock = Ticking(ManualClock::at(due));
+    let mut deps = CheckBackDeps {
+        store: &store,
+        effects: &effects,
+        bus: &bus,
+        after_s: AFTER_S,
+        page: 25,
+        concurrency: 1,
+        clock: &clock,
+        stop_at: Some(due.plus_ms(2500)),
+    };
+    let first = run_check_back(&deps, due).await;
+    assert_eq!((first.checked, first.republished, first.left), (3, 3, 2));
+    deps.stop_at = None;
+    let second = run_check_back(&deps, due).await;
+    assert_eq!((second.checked, second.republished, second.left), (2, 2, 0));
+    let mut sent: Vec<PaymentId> = bus
+        .sent_to(Consumer::OrderUpdater)
+        .into_iter()
+        .map(|e| e.payment_id)
+        .collect();
+    sent.sort();
+    sent.dedup();
+    assert_eq!(sent.len(), 5, "every payment published once: {sent:?}");
 }
 
 #[tokio::test]
@@ -635,12 +691,16 @@ async fn a_relay_that_gives_up_and_consumers_that_crash_still_end_with_one_effec
     // they arrive in reverse order, with a stray copy of the first event.
     let effects: Vec<Arc<dyn Effects>> = vec![orders.clone(), coupons.clone()];
     let republish = RecordingBus::default();
+    let clock = ManualClock::at(T0);
     let deps = CheckBackDeps {
         store: &store,
         effects: &effects,
         bus: &republish,
         after_s: AFTER_S,
         page: 25,
+        concurrency: 4,
+        clock: &clock,
+        stop_at: None,
     };
     let due = T0.plus_s(10 + AFTER_S);
     let run = run_check_back(&deps, due).await;
