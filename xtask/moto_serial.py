@@ -29,6 +29,7 @@ a line per request was a tenth of moto's time.
 """
 
 import copy
+import functools
 import inspect
 import itertools
 import os
@@ -37,6 +38,8 @@ import threading
 
 from werkzeug.serving import run_simple
 
+from moto import backends as moto_backends
+from moto.core import responses as moto_responses
 from moto.core.common_models import BaseModel
 from moto.dynamodb import models as dynamodb_models
 from moto.dynamodb.models import DynamoDBBackend
@@ -290,6 +293,16 @@ def querying_candidates(method):
 
 Table.all_items = candidate_items
 Table.query = querying_candidates(Table.query)
+
+
+# Two look-ups moto repeats for every request, with the same answer each time: the list of its
+# service packages (read from the file system) and the action methods of a response class
+# (`inspect.getmembers`). Together a fifth of a request's time, profiled.
+_MOTO_MODULES = tuple(moto_backends.list_of_moto_modules())
+moto_backends.list_of_moto_modules = lambda: _MOTO_MODULES
+moto_responses.method_names_from_class = functools.lru_cache(maxsize=None)(
+    moto_responses.method_names_from_class
+)
 
 
 class QuietRequestHandler(MotoRequestHandler):

@@ -23,6 +23,8 @@ pub struct FunctionSpec {
     pub memory_mb: u64,
     /// The template's timeout.
     pub timeout_s: u64,
+    /// The template's reserved concurrency, if any: a cap on the instances.
+    pub reserved_concurrency: Option<u64>,
     pub env: BTreeMap<String, String>,
 }
 
@@ -56,7 +58,8 @@ pub fn binary_path(root: &Path, binary: &str, release: bool) -> PathBuf {
         .join(binary)
 }
 
-/// Starts the emulator with `concurrency` instances of every function binary.
+/// Starts the emulator with `concurrency` instances of every function binary, or fewer where
+/// the template reserves fewer (at least one).
 pub async fn start(
     root: &Path,
     log_dir: &Path,
@@ -69,7 +72,9 @@ pub async fn start(
         .map(|f| FunctionConfig {
             name: f.binary.clone(),
             timeout: Duration::from_secs(f.timeout_s),
-            instances: concurrency,
+            instances: f.reserved_concurrency.map_or(concurrency, |reserved| {
+                usize::try_from(reserved).map_or(concurrency, |r| r.clamp(1, concurrency.max(1)))
+            }),
         })
         .collect();
     let launcher = Binaries {

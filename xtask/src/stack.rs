@@ -560,6 +560,7 @@ fn function_specs(
             binary: function.binary.clone(),
             memory_mb: function.memory_mb,
             timeout_s: function.timeout_s,
+            reserved_concurrency: function.reserved_concurrency,
             env: template.environment(function, resolver, physical)?,
         });
         routes.extend(function.routes.iter().map(|r| FrontRoute {

@@ -34,6 +34,8 @@ pub struct Function {
     pub binary: String,
     pub timeout_s: u64,
     pub memory_mb: u64,
+    /// `ReservedConcurrentExecutions`: at most this many instances run at once.
+    pub reserved_concurrency: Option<u64>,
     env: serde_yaml::Mapping,
     pub routes: Vec<Route>,
     /// `Schedule` events: how often EventBridge invokes the function.
@@ -769,10 +771,18 @@ fn stream_specification(spec: &Value) -> anyhow::Result<StreamSpecification> {
 }
 
 fn parse_function(id: &str, resource: &Value) -> anyhow::Result<Function> {
-    let binary = get(resource, "Metadata")
-        .and_then(|m| get(m, "Binary"))
+    // Where SAM's rust-cargolambda build reads it: with `Binary` anywhere else, `sam build`
+    // runs `cargo lambda build` without `--bin` and fails.
+    let metadata = get(resource, "Metadata");
+    anyhow::ensure!(
+        metadata.and_then(|m| get(m, "Binary")).is_none(),
+        "{id}: Binary belongs under Metadata.BuildProperties, where sam build reads it"
+    );
+    let binary = metadata
+        .and_then(|m| get(m, "BuildProperties"))
+        .and_then(|b| get(b, "Binary"))
         .and_then(Value::as_str)
-        .with_context(|| format!("{id}: Metadata.Binary names the cargo binary"))?;
+        .with_context(|| format!("{id}: Metadata.BuildProperties.Binary names the cargo binary"))?;
     let props = get(resource, "Properties").cloned().unwrap_or(Value::Null);
     let env = get(&props, "Environment")
         .and_then(|e| get(e, "Variables"))
@@ -825,6 +835,7 @@ fn parse_function(id: &str, resource: &Value) -> anyhow::Result<Function> {
         binary: binary.to_owned(),
         timeout_s: number("Timeout", 15),
         memory_mb: number("MemorySize", 256),
+        reserved_concurrency: get(&props, "ReservedConcurrentExecutions").and_then(Value::as_u64),
         env,
         routes,
         schedules,
@@ -1064,6 +1075,8 @@ mod tests {
             .find(|f| f.binary == "status-poller")
             .expect("poller");
         assert!(poller.routes.is_empty());
+        assert_eq!(poller.reserved_concurrency, Some(2));
+        assert_eq!(create.reserved_concurrency, None);
         assert_eq!(
             poller.schedules,
             vec![Schedule {
@@ -1143,6 +1156,45 @@ mod tests {
     }
 
     /// A template of `resources` (YAML, indented as under `Resources:`).
+    #[test]
+    fn every_function_names_a_workspace_binary_where_sam_build_reads_it() {
+        let functions = Template::load_default()
+            .expect("template")
+            .functions()
+            .expect("functions");
+        let in_template: std::collections::BTreeSet<String> =
+            functions.into_iter().map(|f| f.binary).collect();
+        // Every function crate is one binary named after its package (src/main.rs).
+        let root = crate::venv::workspace_root().join("functions");
+        let mut in_workspace = std::collections::BTreeSet::new();
+        for dir in std::fs::read_dir(&root).expect("functions/") {
+            let dir = dir.expect("entry").path();
+            let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).expect("Cargo.toml");
+            // `name` is the first key of each crate's `[package]`.
+            let name = manifest
+                .lines()
+                .find_map(|l| l.strip_prefix("name = "))
+                .expect("package name");
+            assert!(
+                dir.join("src/main.rs").is_file(),
+                "{dir:?} has no src/main.rs"
+            );
+            in_workspace.insert(name.trim_matches('"').to_owned());
+        }
+        assert_eq!(in_template, in_workspace);
+
+        let misplaced = Template::from_yaml(
+            "Resources:\n  F:\n    Type: AWS::Serverless::Function\n    Metadata:\n      BuildMethod: rust-cargolambda\n      Binary: f\n",
+        )
+        .expect("yaml")
+        .functions()
+        .expect_err("Binary directly under Metadata");
+        assert!(
+            format!("{misplaced:#}").contains("Metadata.BuildProperties"),
+            "{misplaced:#}"
+        );
+    }
+
     fn template(resources: &str) -> Template {
         Template::from_yaml(&format!("Resources:\n{resources}")).expect("template")
     }
@@ -1347,7 +1399,9 @@ mod tests {
   F:
     Type: AWS::Serverless::Function
     Metadata:
-      Binary: f
+      BuildMethod: rust-cargolambda
+      BuildProperties:
+        Binary: f
     Properties:
       Events:
 {events}"
