@@ -27,7 +27,8 @@ use crate::{
 pub struct StackOptions {
     /// API port; 0 picks a free one.
     pub api_port: u16,
-    /// Instances per function (Lambda's concurrency).
+    /// Instances per function at most (Lambda's concurrency; the template's reserved
+    /// concurrency caps it further): one starts with the stack, more as invocations wait.
     pub concurrency: usize,
     /// The sandbox's resend schedule is divided by this.
     pub time_scale: u32,
@@ -42,7 +43,7 @@ impl Default for StackOptions {
     fn default() -> Self {
         Self {
             api_port: 3000,
-            concurrency: 4,
+            concurrency: 8,
             time_scale: 60,
             stack_name: "paylocal".into(),
             work_dir: venv::workspace_root().join(".local"),

@@ -242,3 +242,37 @@ async fn an_instance_that_exits_fails_its_invocation_and_is_started_again() {
     assert_eq!(seen.launches.load(Ordering::SeqCst), 2);
     assert_eq!(emulator.stats().lost_with_instance, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_scales_out_while_invocations_wait_and_no_further_than_its_concurrency() {
+    let (emulator, seen) = start(&[("wide", 10, 3)]).await;
+    for n in 0..3 {
+        let answer = invoke(&emulator, "wide", json!({ "echo": n }), PATIENCE).await;
+        assert_eq!(answer.expect("answered"), (None, json!({ "echo": n })));
+    }
+    assert_eq!(
+        seen.launches.load(Ordering::SeqCst),
+        1,
+        "one at a time needs one"
+    );
+
+    let mut held = tokio::task::JoinSet::new();
+    for n in 0..5 {
+        let url = emulator.invoke_url.clone();
+        let event = json!({ "hold": true, "echo": n });
+        held.spawn(async move { (n, invoke_at(&url, "wide", event, PATIENCE).await) });
+    }
+    until("three run at once", || {
+        seen.started.load(Ordering::SeqCst) == 3 + 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(seen.started.load(Ordering::SeqCst), 6, "no fourth runs");
+    assert_eq!(seen.launches.load(Ordering::SeqCst), 3);
+    seen.go.add_permits(5);
+    while let Some(joined) = held.join_next().await {
+        let (n, answer) = joined.expect("joined");
+        assert_eq!(answer.expect("answered"), (None, json!({ "echo": n })));
+    }
+    assert_eq!(emulator.stats().instances, 3);
+}

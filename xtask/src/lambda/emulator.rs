@@ -7,12 +7,14 @@
 //!   its instance is ended and replaced, as Lambda does;
 //! - an instance that exits fails what it was running and is started again;
 //! - each function's queue is bounded: past it the Invoke API throttles (429), and one busy
-//!   function never holds up another.
+//!   function never holds up another;
+//! - a function scales out as Lambda does: one instance starts with the emulator, and another
+//!   whenever an invocation waits with no instance free, up to the function's concurrency.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -54,7 +56,8 @@ pub struct FunctionConfig {
     pub name: String,
     /// The template's timeout: an invocation still running then is ended.
     pub timeout: Duration,
-    /// Instances kept running (the function's concurrency).
+    /// Instances at most (the function's concurrency): one runs from the start, more start
+    /// while invocations wait with none free, and they stay.
     pub instances: usize,
 }
 
@@ -74,6 +77,8 @@ pub struct Stats {
     pub throttled: u64,
     pub instances_replaced: u64,
     pub instances_exited: u64,
+    /// Instances of every function now (scaled out, never in).
+    pub instances: usize,
 }
 
 #[derive(Default)]
@@ -119,6 +124,10 @@ struct Function {
     config: FunctionConfig,
     queue: Mutex<VecDeque<Waiting>>,
     queued: Notify,
+    /// Instances started (each one's supervisor keeps it running).
+    started: AtomicUsize,
+    /// Instances waiting in `next` for an invocation.
+    free: AtomicUsize,
 }
 
 struct InstanceEntry {
@@ -133,6 +142,9 @@ struct Shared {
     running: Mutex<HashMap<String, Running>>,
     next_instance: AtomicU64,
     counters: Counters,
+    launcher: Arc<dyn Launcher>,
+    /// Every instance's supervisor, ended with the emulator.
+    supervisors: Mutex<Vec<JoinHandle<()>>>,
     base_url: String,
 }
 
@@ -150,7 +162,11 @@ pub struct Emulator {
 
 impl Drop for Emulator {
     fn drop(&mut self) {
-        for task in &self.tasks {
+        for task in self
+            .tasks
+            .iter()
+            .chain(lock(&self.shared.supervisors).iter())
+        {
             task.abort();
         }
     }
@@ -170,12 +186,15 @@ impl Emulator {
             throttled: read(&c.throttled),
             instances_replaced: read(&c.instances_replaced),
             instances_exited: read(&c.instances_exited),
+            instances: (self.shared.functions.values())
+                .map(|f| f.started.load(Ordering::Relaxed))
+                .sum(),
         }
     }
 }
 
-/// Serves the APIs on a free port of 127.0.0.1 and keeps `instances` instances of each function
-/// running, started by `launcher`.
+/// Serves the APIs on a free port of 127.0.0.1 and runs up to `instances` instances of each
+/// function, started by `launcher`.
 pub async fn start(
     functions: Vec<FunctionConfig>,
     launcher: Arc<dyn Launcher>,
@@ -191,6 +210,8 @@ pub async fn start(
                 config,
                 queue: Mutex::new(VecDeque::new()),
                 queued: Notify::new(),
+                started: AtomicUsize::new(0),
+                free: AtomicUsize::new(0),
             };
             (function.config.name.clone(), Arc::new(function))
         })
@@ -202,13 +223,12 @@ pub async fn start(
         next_instance: AtomicU64::new(1),
         counters: Counters::default(),
         base_url: base_url.clone(),
+        launcher,
+        supervisors: Mutex::new(Vec::new()),
     });
-    let mut tasks = vec![tokio::spawn(serve(listener, shared.clone()))];
+    let tasks = vec![tokio::spawn(serve(listener, shared.clone()))];
     for function in shared.functions.values() {
-        for _ in 0..function.config.instances {
-            let supervisor = supervise(shared.clone(), function.clone(), launcher.clone());
-            tasks.push(tokio::spawn(supervisor));
-        }
+        shared.start_instance(function);
     }
     Ok(Emulator {
         invoke_url: base_url,
@@ -236,7 +256,7 @@ async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
 
 /// Keeps one instance of `function` running: starts it, and starts another when it exits or
 /// is ended. Runs as long as the emulator.
-async fn supervise(shared: Arc<Shared>, function: Arc<Function>, launcher: Arc<dyn Launcher>) {
+async fn supervise(shared: Arc<Shared>, function: Arc<Function>) {
     loop {
         let id = shared.next_instance.fetch_add(1, Ordering::Relaxed);
         let end = Arc::new(Notify::new());
@@ -247,7 +267,7 @@ async fn supervise(shared: Arc<Shared>, function: Arc<Function>, launcher: Arc<d
         lock(&shared.instances).insert(id, entry);
         let name = &function.config.name;
         let runtime_api = format!("{}/.rt/{name}/{id}", shared.base_url);
-        let exited = match launcher.launch(name, &runtime_api) {
+        let exited = match shared.launcher.launch(name, &runtime_api) {
             // Dropping the instance ends it.
             Ok(instance) => tokio::select! {
                 () = instance => true,
@@ -271,6 +291,20 @@ async fn supervise(shared: Arc<Shared>, function: Arc<Function>, launcher: Arc<d
 }
 
 impl Shared {
+    /// Starts one more instance of `function`, if it runs fewer than its concurrency.
+    fn start_instance(self: &Arc<Self>, function: &Arc<Function>) {
+        let max = function.config.instances.max(1);
+        let claimed = function
+            .started
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            });
+        if claimed.is_ok() {
+            let supervisor = tokio::spawn(supervise(self.clone(), function.clone()));
+            lock(&self.supervisors).push(supervisor);
+        }
+    }
+
     /// Fails what instance `id` was running: it exited or was ended.
     fn fail_running_on(&self, id: u64) {
         let mut running = lock(&self.running);
@@ -408,6 +442,10 @@ async fn invoke(
     }
     bump(&shared.counters.invoked);
     function.queued.notify_one();
+    // Lambda starts an execution environment for a request none is free to take.
+    if lock(&function.queue).len() > function.free.load(Ordering::Acquire) {
+        shared.start_instance(function);
+    }
     let function_error = [("x-amz-function-error", "Unhandled")];
     match answered.await {
         Ok(Outcome::Response(body)) => (StatusCode::OK, body).into_response(),
@@ -452,7 +490,9 @@ async fn next(
             ];
             return (StatusCode::OK, headers, event).into_response();
         }
+        function.free.fetch_add(1, Ordering::AcqRel);
         let _ = tokio::time::timeout(RECHECK, function.queued.notified()).await;
+        function.free.fetch_sub(1, Ordering::AcqRel);
         if shared.function_of(instance).is_none() {
             break;
         }
