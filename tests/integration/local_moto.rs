@@ -58,6 +58,25 @@ fn set_shard(table: &str, pk: &str, shard: &str) -> TransactWriteItem {
     TransactWriteItem::builder().update(update).build()
 }
 
+/// UpdateItem of `pk`'s payment item: `expression` with `values`.
+async fn update(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    pk: &str,
+    expression: &str,
+    values: &[(&str, AttributeValue)],
+) {
+    let mut update = client
+        .update_item()
+        .table_name(table)
+        .set_key(Some(key(pk, "PAYMENT")))
+        .update_expression(expression);
+    for (name, value) in values {
+        update = update.expression_attribute_values(*name, value.clone());
+    }
+    update.send().await.expect("update");
+}
+
 #[tokio::test]
 async fn index_and_partition_queries_see_every_write_path() {
     let client = dynamo(None).await;
@@ -73,13 +92,14 @@ async fn index_and_partition_queries_see_every_write_path() {
     assert_eq!(due(&client, &table, "DUE#1").await, ["C"]);
 
     // UpdateItem moves B to another shard; the old filing is stale, not an answer.
-    let moved = client
-        .update_item()
-        .table_name(&table)
-        .set_key(Some(key("B", "PAYMENT")));
-    let moved = moved.update_expression("SET due_shard = :s");
-    let moved = moved.expression_attribute_values(":s", s("DUE#1"));
-    moved.send().await.expect("update");
+    update(
+        &client,
+        &table,
+        "B",
+        "SET due_shard = :s",
+        &[(":s", s("DUE#1"))],
+    )
+    .await;
     assert_eq!(due(&client, &table, "DUE#0").await, ["A"]);
     assert_eq!(due(&client, &table, "DUE#1").await, ["B", "C"]);
 
@@ -122,14 +142,9 @@ async fn index_and_partition_queries_see_every_write_path() {
     assert_eq!(due(&client, &table, "DUE#1").await, ["B", "C"]);
 
     // An update of a missing item creates it, filed; a delete takes it out.
-    let upsert = client
-        .update_item()
-        .table_name(&table)
-        .set_key(Some(key("E", "PAYMENT")));
-    let upsert = upsert.update_expression("SET due_shard = :s, next_check_at = :t");
-    let upsert = upsert.expression_attribute_values(":s", s("DUE#0"));
-    let upsert = upsert.expression_attribute_values(":t", AttributeValue::N("5".into()));
-    upsert.send().await.expect("upsert");
+    let values = [(":s", s("DUE#0")), (":t", AttributeValue::N("5".into()))];
+    let expression = "SET due_shard = :s, next_check_at = :t";
+    update(&client, &table, "E", expression, &values).await;
     let gone = client
         .delete_item()
         .table_name(&table)

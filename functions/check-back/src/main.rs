@@ -33,9 +33,8 @@ async fn main() -> Result<(), Error> {
                 .ok()
                 .map(|ms| Timestamp::from_unix_ms(ms - STOP_BEFORE_DEADLINE_MS)),
         };
-        let now = app.clock.now();
         async move {
-            let summary = run_check_back(&deps, now).await;
+            let summary = run_check_back(&deps).await;
             tracing::info!(
                 request_id = event.context.request_id,
                 ?summary,

@@ -9,7 +9,7 @@ use futures::{StreamExt, stream};
 
 use crate::domain::event::{Consumer, PaymentEvent};
 use crate::domain::{Payment, PaymentId, PaymentStatus, Timestamp};
-use crate::ports::{Clock, DUE_SHARDS, Effects, EventBus, PaymentStore};
+use crate::ports::{Clock, Effects, EventBus, PaymentStore};
 use crate::telemetry;
 
 /// After this many republishes without effects, every further one also raises an alarm.
@@ -26,7 +26,7 @@ pub struct CheckBackDeps<'a> {
     pub page: usize,
     /// Payments checked at once.
     pub concurrency: usize,
-    /// Read before each check, against `stop_at`.
+    /// The run's now, read as it starts, and again before each check against `stop_at`.
     pub clock: &'a dyn Clock,
     /// No check starts at or after this instant (the invocation's deadline less a margin);
     /// what is left stays due for the next run.
@@ -44,20 +44,18 @@ pub struct CheckBackSummary {
     pub left: usize,
 }
 
-/// One run over every shard: each shard's due page, checked with bounded concurrency until
-/// `stop_at`.
-pub async fn run_check_back(deps: &CheckBackDeps<'_>, now: Timestamp) -> CheckBackSummary {
-    let mut summary = CheckBackSummary::default();
-    let mut due = Vec::new();
-    for shard in 0..DUE_SHARDS {
-        match deps.store.effect_checks_due(shard, now, deps.page).await {
-            Ok(ids) => due.extend(ids),
-            Err(e) => {
-                tracing::warn!(shard, error = format!("{e:#}"), "check-back: shard unread");
-                summary.failed += 1;
-            }
-        }
-    }
+/// One run over every shard: each shard's due page at the clock's now, checked with bounded
+/// concurrency until `stop_at`.
+pub async fn run_check_back(deps: &CheckBackDeps<'_>) -> CheckBackSummary {
+    let now = deps.clock.now();
+    let (due, unread) = super::due_in_every_shard("check-back", |shard| {
+        deps.store.effect_checks_due(shard, now, deps.page)
+    })
+    .await;
+    let mut summary = CheckBackSummary {
+        failed: unread,
+        ..CheckBackSummary::default()
+    };
     let mut outcomes = stream::iter(due)
         .map(|payment_id| async move {
             if deps.stop_at.is_some_and(|stop| deps.clock.now() >= stop) {

@@ -436,10 +436,12 @@ async fn the_check_back_republishes_missing_effects_and_nothing_else() {
         stop_at: None,
     };
     // Before the check is due, nothing happens.
-    let early = run_check_back(&deps, T0.plus_s(AFTER_S)).await;
+    clock.set(T0.plus_s(AFTER_S));
+    let early = run_check_back(&deps).await;
     assert_eq!(early.checked, 0);
     let due = T0.plus_s(10 + AFTER_S);
-    let summary = run_check_back(&deps, due).await;
+    clock.set(due);
+    let summary = run_check_back(&deps).await;
     assert_eq!(
         (summary.checked, summary.complete, summary.republished),
         (3, 1, 2)
@@ -459,12 +461,14 @@ async fn the_check_back_republishes_missing_effects_and_nothing_else() {
         coupons.apply(e, due).await.unwrap();
     }
     orders.apply(&lost, due).await.unwrap();
-    let again = run_check_back(&deps, due.plus_s(AFTER_S)).await;
+    clock.set(due.plus_s(AFTER_S));
+    let again = run_check_back(&deps).await;
     assert_eq!(
         (again.checked, again.complete, again.republished),
         (2, 2, 0)
     );
-    let later = run_check_back(&deps, due.plus_s(100 * AFTER_S)).await;
+    clock.set(due.plus_s(100 * AFTER_S));
+    let later = run_check_back(&deps).await;
     assert_eq!(later.checked, 0);
     assert_eq!(bus.sent.lock().unwrap().len(), 3);
 }
@@ -489,7 +493,8 @@ async fn the_check_back_keeps_chasing_with_an_alarm_and_overlapping_runs_publish
     let mut now = T0.plus_s(10 + AFTER_S);
     for round in 1..=ALARM_AFTER_REPUBLISHES + 1 {
         // Two runs at once: one claim wins.
-        let (a, b) = tokio::join!(run_check_back(&deps, now), run_check_back(&deps, now));
+        clock.set(now);
+        let (a, b) = tokio::join!(run_check_back(&deps), run_check_back(&deps));
         assert_eq!(a.republished + b.republished, 1, "round {round}");
         now = now.plus_s(AFTER_S);
     }
@@ -526,7 +531,8 @@ async fn a_check_back_run_starts_no_check_past_its_stop_and_the_next_run_takes_t
     }
     let bus = RecordingBus::default();
     let due = T0.plus_s(10 + AFTER_S);
-    // One check at a time, each reading the clock once as it starts: three start before the stop.
+    // One check at a time. The run reads the clock as it starts (due) and each check once
+    // before it starts (due + 1 s, + 2 s, ...): three start before the stop at due + 3.5 s.
     let clock = Ticking(ManualClock::at(due));
     let mut deps = CheckBackDeps {
         store: &store,
@@ -536,12 +542,13 @@ async fn a_check_back_run_starts_no_check_past_its_stop_and_the_next_run_takes_t
         page: 25,
         concurrency: 1,
         clock: &clock,
-        stop_at: Some(due.plus_ms(2500)),
+        stop_at: Some(due.plus_ms(3500)),
     };
-    let first = run_check_back(&deps, due).await;
+    let first = run_check_back(&deps).await;
     assert_eq!((first.checked, first.republished, first.left), (3, 3, 2));
     deps.stop_at = None;
-    let second = run_check_back(&deps, due).await;
+    clock.0.set(due);
+    let second = run_check_back(&deps).await;
     assert_eq!((second.checked, second.republished, second.left), (2, 2, 0));
     let mut sent: Vec<PaymentId> = bus
         .sent_to(Consumer::OrderUpdater)
@@ -703,7 +710,8 @@ async fn a_relay_that_gives_up_and_consumers_that_crash_still_end_with_one_effec
         stop_at: None,
     };
     let due = T0.plus_s(10 + AFTER_S);
-    let run = run_check_back(&deps, due).await;
+    clock.set(due);
+    let run = run_check_back(&deps).await;
     assert_eq!((run.complete, run.republished), (1, 2));
     for effects in [&orders, &coupons] {
         let consumer_deps = consumer_deps(effects.as_ref(), &queue);
@@ -721,7 +729,8 @@ async fn a_relay_that_gives_up_and_consumers_that_crash_still_end_with_one_effec
         assert_eq!(effects.effects(), expected, "{}", effects.consumer());
         assert_eq!(effects.recorded_count(), 3);
     }
-    let settled = run_check_back(&deps, due.plus_s(AFTER_S)).await;
+    clock.set(due.plus_s(AFTER_S));
+    let settled = run_check_back(&deps).await;
     assert_eq!((settled.complete, settled.republished), (2, 0));
     assert!(queue.dead.lock().unwrap().is_empty());
 }

@@ -28,7 +28,7 @@ use crate::domain::decision::{Action, Asker, Context, Decision, Report, Wait, de
 use crate::domain::polling::remember;
 use crate::domain::refund::RefundStatus;
 use crate::domain::{Payment, PaymentId, PaymentStatus, Timestamp};
-use crate::ports::{CheckRecord, DUE_SHARDS, DueCheck, ProviderCreated};
+use crate::ports::{CheckRecord, DueCheck, ProviderCreated};
 
 /// Bound on the questions one check asks the provider (query, close, query again).
 const ASKS_PER_CHECK: usize = 4;
@@ -115,16 +115,11 @@ impl PollSummary {
 pub async fn run_poller(deps: &Deps, run: &PollRun) -> PollSummary {
     let now = deps.clock.now();
     let mut summary = PollSummary::default();
-    let mut due = Vec::new();
-    for shard in 0..DUE_SHARDS {
-        match deps.store.due_checks(shard, now, run.page_per_shard).await {
-            Ok(ids) => due.extend(ids),
-            Err(e) => {
-                tracing::error!(shard, error = format!("{e:#}"), "reading due checks failed");
-                summary.shards_unread += 1;
-            }
-        }
-    }
+    let (due, unread) = super::due_in_every_shard("poller", |shard| {
+        deps.store.due_checks(shard, now, run.page_per_shard)
+    })
+    .await;
+    summary.shards_unread = unread;
     summary.due = due.len();
     let permits = Arc::new(Semaphore::new(run.concurrency.max(1)));
     let mut tasks = JoinSet::new();
